@@ -1,0 +1,62 @@
+"""whisperpool: low-latency local speech-to-text on a pool of warm Whisper workers.
+
+The package root re-exports the public API::
+
+    from whisperpool import TranscriptionEngine, PoolConfig
+
+    with TranscriptionEngine(PoolConfig(pool_size=2)) as engine:
+        print(engine.transcribe_sync("speech.wav", language="en").text)
+"""
+
+from .config import DecodeOptions, FakeBehavior, PoolConfig
+from .engine import TranscriptionEngine
+from .errors import (
+    ConfigError,
+    InvalidAudio,
+    InvalidStateTransition,
+    ModelError,
+    PoolClosed,
+    PoolFailed,
+    PoolNotReady,
+    QueueFull,
+    RequestTimeout,
+    TranscriptionError,
+    WarmUpError,
+    WhisperPoolError,
+    WorkerCrashed,
+)
+from .pool import PoolStatus, ProcessPool, WarmUpSummary, WorkerStatus
+from .results import Segment, Timings, TranscriptionResult, Word
+from .worker import WorkerState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DecodeOptions",
+    "FakeBehavior",
+    "InvalidAudio",
+    "InvalidStateTransition",
+    "ModelError",
+    "PoolClosed",
+    "PoolConfig",
+    "PoolFailed",
+    "PoolNotReady",
+    "PoolStatus",
+    "ProcessPool",
+    "QueueFull",
+    "RequestTimeout",
+    "Segment",
+    "Timings",
+    "TranscriptionEngine",
+    "TranscriptionError",
+    "TranscriptionResult",
+    "WarmUpError",
+    "WarmUpSummary",
+    "WhisperPoolError",
+    "Word",
+    "WorkerCrashed",
+    "WorkerState",
+    "WorkerStatus",
+    "__version__",
+]

@@ -1,0 +1,125 @@
+"""Turn what a caller hands us into the one thing workers accept: 16 kHz mono float32.
+
+Files and bytes are decoded with PyAV (its wheels carry FFmpeg, so wav, flac, ogg, mp3,
+m4a, ... all work with no system FFmpeg). Arrays are checked and, if needed, converted
+and resampled. Every failure is :class:`~whisperpool.errors.InvalidAudio` naming the
+input and the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import av
+import numpy as np
+
+from .errors import InvalidAudio
+
+SAMPLE_RATE = 16_000
+
+AudioInput = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray]
+
+
+def _describe(source: object, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    return getattr(source, "name", None) or f"<{type(source).__name__}>"
+
+
+def _resampled(container: av.container.InputContainer, label: str) -> Iterator[np.ndarray]:
+    if not container.streams.audio:
+        raise InvalidAudio(f"{label}: no audio stream found")
+    stream = container.streams.audio[0]
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    for frame in container.decode(stream):
+        for out in resampler.resample(frame):
+            yield out.to_ndarray().reshape(-1)
+    for out in resampler.resample(None):
+        yield out.to_ndarray().reshape(-1)
+
+
+def decode_file(source: str | os.PathLike | bytes | BinaryIO, *, name: str | None = None) -> np.ndarray:
+    """Decode a path, encoded bytes or a binary file object to 16 kHz mono float32."""
+    label = _describe(source, name)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidAudio(f"{label}: no such file")
+        if path.stat().st_size == 0:
+            raise InvalidAudio(f"{label}: file is empty")
+        opened: object = str(path)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise InvalidAudio(f"{label}: empty input")
+        opened = io.BytesIO(bytes(source))
+    else:
+        opened = source
+    try:
+        with av.open(opened, mode="r", metadata_errors="ignore") as container:
+            chunks = list(_resampled(container, label))
+    except InvalidAudio:
+        raise
+    except (av.FFmpegError, ValueError, EOFError) as exc:
+        raise InvalidAudio(f"{label}: not decodable audio ({exc})") from exc
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    if audio.size == 0:
+        raise InvalidAudio(f"{label}: no audio samples (empty or truncated)")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def resample(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Resample mono float32 ``audio`` from ``rate`` to 16 kHz with FFmpeg's resampler."""
+    if rate == SAMPLE_RATE:
+        return audio
+    frame = av.AudioFrame.from_ndarray(audio.reshape(1, -1), format="flt", layout="mono")
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)
+
+
+def from_array(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, *, name: str = "<array>") -> np.ndarray:
+    """Check and convert an array of samples to 16 kHz mono float32.
+
+    Integer PCM is scaled to [-1, 1]; a 2-D array is (samples, channels) and is mixed
+    down; ``sample_rate`` other than 16 kHz is resampled.
+    """
+    if not isinstance(audio, np.ndarray):
+        raise InvalidAudio(f"{name}: expected a numpy array, got {type(audio).__name__}")
+    if not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise InvalidAudio(f"{name}: sample_rate must be a positive integer, got {sample_rate!r}")
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1) if audio.shape[1] <= 8 else audio.mean(axis=0)
+    if audio.ndim != 1:
+        raise InvalidAudio(f"{name}: expected mono samples (1-D) or (samples, channels), got shape {audio.shape}")
+    if audio.size == 0:
+        raise InvalidAudio(f"{name}: no audio samples")
+    if np.issubdtype(audio.dtype, np.integer):
+        info = np.iinfo(audio.dtype)
+        audio = audio.astype(np.float32) / float(max(abs(info.min), info.max))
+    elif np.issubdtype(audio.dtype, np.floating):
+        audio = audio.astype(np.float32, copy=False)
+    else:
+        raise InvalidAudio(f"{name}: unsupported sample type {audio.dtype}")
+    if not np.isfinite(audio).all():
+        raise InvalidAudio(f"{name}: samples contain NaN or infinity")
+    return np.ascontiguousarray(resample(audio, sample_rate), dtype=np.float32)
+
+
+def load_audio(source: AudioInput, *, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> np.ndarray:
+    """Any supported input to 16 kHz mono float32 (``sample_rate`` applies to arrays only)."""
+    if isinstance(source, np.ndarray):
+        return from_array(source, sample_rate, name=name or "<array>")
+    return decode_file(source, name=name)
+
+
+__all__ = ["SAMPLE_RATE", "AudioInput", "decode_file", "from_array", "load_audio", "resample"]

@@ -1,0 +1,55 @@
+"""Backends: what a worker process runs. One small protocol, two implementations.
+
+``faster-whisper`` runs the real model; ``fake`` drives the pool's mechanics and its
+failures (slow loads, crashes, hangs) in tests. A backend lives inside one worker
+process and is never shared between threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..config import BackendName, DecodeOptions, FakeBehavior
+from ..results import Segment, TranscriptionResult
+
+SegmentCallback = Callable[[Segment], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Everything a worker needs to build its backend: plain data, picklable."""
+
+    name: BackendName
+    model: str
+    device: str
+    compute_type: str
+    cpu_threads: int
+    slot: int
+    fake: FakeBehavior
+
+
+class Backend(Protocol):
+    def load(self) -> None:
+        """Load the model (once, at warm-up)."""
+
+    def transcribe(
+        self, audio: np.ndarray, options: DecodeOptions, on_segment: SegmentCallback | None = None
+    ) -> TranscriptionResult:
+        """Transcribe 16 kHz mono float32 samples; call ``on_segment`` as segments decode."""
+
+
+def create_backend(spec: BackendSpec) -> Backend:
+    if spec.name == "fake":
+        from .fake import FakeBackend
+
+        return FakeBackend(spec)
+    from .faster_whisper import FasterWhisperBackend
+
+    return FasterWhisperBackend(spec)
+
+
+__all__ = ["Backend", "BackendSpec", "SegmentCallback", "create_backend"]

@@ -1,0 +1,72 @@
+"""A fake backend for tests of the pool's mechanics: no model, controllable failures.
+
+It "transcribes" by describing the audio it got, so tests can check which request got
+which answer. ``FakeBehavior`` tells it to load slowly, fail or crash or hang at warm-up
+(per worker slot), and to crash, hang or raise on audio that starts with a marker value.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+from ..config import DecodeOptions
+from ..results import Segment, TranscriptionResult
+from . import BackendSpec, SegmentCallback
+
+SAMPLE_RATE = 16_000
+
+
+def _hang() -> None:
+    threading.Event().wait()  # until the parent kills us
+
+
+def _crash() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FakeBackend:
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+        self.behavior = spec.fake
+        self.loaded = False
+
+    def load(self) -> None:
+        slot = self.spec.slot
+        time.sleep(self.behavior.load_delay_s)
+        if slot in self.behavior.crash_warmup_workers:
+            _crash()
+        if slot in self.behavior.hang_warmup_workers:
+            _hang()
+        if slot in self.behavior.fail_warmup_workers:
+            raise RuntimeError(f"fake load failure in worker slot {slot}")
+        self.loaded = True
+
+    def transcribe(
+        self, audio: np.ndarray, options: DecodeOptions, on_segment: SegmentCallback | None = None
+    ) -> TranscriptionResult:
+        assert self.loaded, "load() first"
+        first = float(audio[0]) if audio.size else 0.0
+        if first == self.behavior.crash_marker:
+            _crash()
+        if first == self.behavior.hang_marker:
+            _hang()
+        if first == self.behavior.error_marker:
+            raise ValueError("fake backend was told to fail on this audio")
+        time.sleep(self.behavior.inference_delay_s)
+        duration = audio.size / SAMPLE_RATE
+        text = f"{audio.size} samples"
+        segment = Segment(id=1, start=0.0, end=duration, text=text)
+        if on_segment is not None:
+            on_segment(segment)
+        return TranscriptionResult(
+            text=text,
+            segments=(segment,),
+            language=options.language or "en",
+            language_probability=1.0,
+            duration=duration,
+        )

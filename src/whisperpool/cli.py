@@ -1,0 +1,230 @@
+"""The ``whisperpool`` command. The only place that turns errors into exit codes.
+
+Exit codes: 0 success; 1 some inputs failed (the others were still transcribed);
+2 bad command line; 3 the engine could not start (model missing, every worker failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .config import DecodeOptions, PoolConfig
+from .engine import TranscriptionEngine
+from .errors import ConfigError, ModelError, PoolNotReady, WhisperPoolError
+from .pool import PoolStatus
+from .results import TranscriptionResult
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+EXIT_START_FAILED = 3
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_pool_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pool")
+    g.add_argument("--model", default="base", help="'base' (packaged, offline), a CTranslate2 model folder, or a faster-whisper model name (default: base)")
+    g.add_argument("--workers", type=_positive_int, default=2, help="worker processes, each with the model loaded (default: 2)")
+    g.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers, at least 1)")
+    g.add_argument("--compute-type", default="int8", help="CTranslate2 compute type: int8, int8_float32, float32, ... (default: int8)")
+    g.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="(default: cpu)")
+    g.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take, queue wait included (default: 300)")
+    d = p.add_argument_group("decoding")
+    d.add_argument("--language", default=None, help="language code such as 'en'; saves detection (~0.4 s a file). Default: detect")
+    d.add_argument("--beam-size", type=_positive_int, default=1, help="1 is greedy and fastest; 5 is faster-whisper's default (default: 1)")
+    d.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    d.add_argument("--initial-prompt", default=None, help="text that primes vocabulary and style")
+    d.add_argument("--word-timestamps", action="store_true", help="add per-word times to segments")
+    d.add_argument("--vad-filter", action="store_true", help="skip non-speech with Silero VAD")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whisperpool",
+        description="Low-latency local speech-to-text on a pool of warm Whisper worker processes.",
+    )
+    parser.add_argument("--version", action="version", version=f"whisperpool {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug) to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser(
+        "transcribe",
+        help="transcribe audio files on a warm pool",
+        description="Warm a pool, spread the files over its workers, print each transcript in order. "
+        "Any format FFmpeg decodes works (wav, flac, ogg, mp3, m4a, ...). A file that fails is "
+        "reported and the others still run; the exit code is 1 if any failed.",
+    )
+    t.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    t.add_argument("--json", action="store_true", help="print one JSON object per file per line")
+    t.add_argument("--status", action="store_true", help="print the pool status after the transcripts")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_pool_options(t)
+
+    b = sub.add_parser(
+        "bench",
+        help="measure cold, warm and direct latency, start-up, throughput and memory",
+        description="Runs the benchmark on the packaged model and the example clips; prints a table and writes JSON.",
+    )
+    b.add_argument("--output", type=Path, default=Path("benchmarks/results/latest.json"), help="JSON file to write (default: benchmarks/results/latest.json)")
+    b.add_argument("--runs", type=_positive_int, default=7, help="timed runs per steady-state measure (default: 7)")
+    b.add_argument("--cold-runs", type=_positive_int, default=3, help="new processes for the cold measure (default: 3)")
+    b.add_argument("--batch", type=_positive_int, default=8, help="clips in the throughput batch (default: 8)")
+    b.add_argument("--language", default="en", help="decoding language (default: en)")
+    return parser
+
+
+def _config_from(args: argparse.Namespace) -> PoolConfig:
+    decode = DecodeOptions(
+        language=args.language,
+        task=args.task,
+        beam_size=args.beam_size,
+        initial_prompt=args.initial_prompt,
+        word_timestamps=args.word_timestamps,
+        vad_filter=args.vad_filter,
+    )
+    return PoolConfig(
+        pool_size=args.workers,
+        model=args.model,
+        device=args.device,
+        compute_type=args.compute_type,
+        threads_per_worker=args.threads,
+        request_timeout_s=args.timeout,
+        decode=decode,
+    )
+
+
+def _result_json(path: str, result: TranscriptionResult) -> dict[str, Any]:
+    data = result.to_dict()
+    return {
+        "file": path,
+        "text": data["text"],
+        "language": data["language"],
+        "duration": data["duration"],
+        "segments": data["segments"],
+        "worker_id": data["worker_id"],
+        "timings": data["timings"],
+    }
+
+
+def _status_table(status: PoolStatus) -> Table:
+    table = Table(title="pool status", show_header=True)
+    for column in ("worker", "pid", "state", "load s", "warm-up s", "served", "error"):
+        table.add_column(column)
+    for w in status.workers:
+        table.add_row(
+            str(w.id), str(w.pid), str(w.state),
+            f"{w.load_s:.2f}" if w.load_s is not None else "-",
+            f"{w.warm_up_s:.2f}" if w.warm_up_s is not None else "-",
+            str(w.requests_served), w.error or "",
+        )
+    p50 = f"{status.latency_p50_s:.3f}" if status.latency_p50_s is not None else "-"
+    p95 = f"{status.latency_p95_s:.3f}" if status.latency_p95_s is not None else "-"
+    table.caption = (
+        f"total {status.total_workers}, warm {status.warm_workers}, busy {status.busy_workers}, "
+        f"failed {status.failed_workers}; completed {status.requests_completed}, "
+        f"failed {status.requests_failed}; latency p50 {p50} s, p95 {p95} s"
+    )
+    return table
+
+
+async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> int:
+    engine = TranscriptionEngine(_config_from(args))
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, disable=args.no_progress, transient=False,
+    )
+    warm_task = progress.add_task("warming workers", total=100)
+    files_task = progress.add_task("files", total=len(args.files))
+    engine.on("worker_state_changed", lambda _e: progress.update(warm_task, completed=engine.status().warm_up_progress))
+    failures = 0
+    with progress:
+        try:
+            await engine.start()
+        except (ModelError, PoolNotReady) as exc:
+            progress.stop()
+            err.print(f"[red]whisperpool: cannot start: {exc}[/red]", highlight=False)
+            await engine.close()
+            return EXIT_START_FAILED
+        progress.update(warm_task, completed=100)
+        limit = asyncio.Semaphore(engine.config.pool_size * 2)  # bounds decoded audio held in memory
+
+        async def one(path: str) -> TranscriptionResult | WhisperPoolError:
+            async with limit:
+                try:
+                    return await engine.transcribe(path)
+                except WhisperPoolError as exc:
+                    return exc
+                finally:
+                    progress.advance(files_task)
+
+        try:
+            tasks = [asyncio.create_task(one(path)) for path in args.files]
+            for path, task in zip(args.files, tasks):
+                outcome = await task
+                if isinstance(outcome, WhisperPoolError):
+                    failures += 1
+                    if args.json:
+                        error = {"type": type(outcome).__name__, "message": str(outcome)}
+                        print(json.dumps({"file": path, "error": error}, ensure_ascii=False), flush=True)
+                    else:
+                        err.print(f"[red]error: {outcome}[/red]", highlight=False)
+                elif args.json:
+                    print(json.dumps(_result_json(path, outcome), ensure_ascii=False), flush=True)
+                else:
+                    out.print(
+                        f"[bold]{path}[/bold] ({outcome.duration:.1f} s, {outcome.language}, "
+                        f"worker {outcome.worker_id}, {outcome.timings.total_s:.2f} s)",
+                        highlight=False,
+                    )
+                    out.print(f"  {outcome.text}", highlight=False, markup=False)
+            status = engine.status()
+        finally:
+            await engine.close()
+    if args.status:
+        out.print(_status_table(status))
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out, err = Console(soft_wrap=True), Console(stderr=True)
+    try:
+        if args.command == "transcribe":
+            return asyncio.run(_transcribe(args, out, err))
+        from .bench import run_bench
+
+        return run_bench(args, out)
+    except ConfigError as exc:
+        err.print(f"whisperpool: {exc}", highlight=False, markup=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.print("whisperpool: interrupted", highlight=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The exceptions whisperpool raises.
+
+Every error derives from :class:`WhisperPoolError`, so callers can catch one type. Each
+class has a stable ``code`` (used in JSON output and, later, mapped to one HTTP status
+in one place in the server). Errors that cross the process boundary travel as plain
+data (:class:`ErrorInfo`) and are rebuilt in the parent with the worker's traceback as
+``__cause__``, as ``concurrent.futures`` does.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+
+class WhisperPoolError(Exception):
+    """Base class of every whisperpool error."""
+
+    code = "whisperpool_error"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": type(self).__name__, "code": self.code, "message": str(self)}
+
+
+class ConfigError(WhisperPoolError, ValueError):
+    """A setting is out of range or of the wrong kind; the message names it."""
+
+    code = "invalid_config"
+
+
+class ModelError(WhisperPoolError):
+    """The model cannot be found, joined, verified or loaded; the message names the file."""
+
+    code = "model_error"
+
+
+class InvalidAudio(WhisperPoolError, ValueError):
+    """The input is not decodable audio (not audio, empty, truncated, bad array)."""
+
+    code = "invalid_audio"
+
+
+class InvalidStateTransition(WhisperPoolError, RuntimeError):
+    """A worker was asked to move between two states the lifecycle table does not link."""
+
+    code = "invalid_state_transition"
+
+
+class PoolNotReady(WhisperPoolError):
+    """The pool has no warm worker (yet) to serve the request."""
+
+    code = "pool_not_ready"
+
+
+class PoolFailed(PoolNotReady):
+    """Every worker failed to warm up; the message carries each worker's reason."""
+
+    code = "pool_failed"
+
+
+class PoolClosed(WhisperPoolError):
+    """The pool was closed before the request could be served."""
+
+    code = "pool_closed"
+
+
+class QueueFull(WhisperPoolError):
+    """The request queue is at its limit; retry later."""
+
+    code = "queue_full"
+
+
+class RequestTimeout(WhisperPoolError, TimeoutError):
+    """The request did not finish within its timeout (queue wait plus inference)."""
+
+    code = "request_timeout"
+
+
+class WorkerCrashed(WhisperPoolError):
+    """The worker process serving the request died."""
+
+    code = "worker_crashed"
+
+
+class WarmUpError(WhisperPoolError):
+    """A worker failed to load the model or to run its warm-up inference in time."""
+
+    code = "warm_up_failed"
+
+
+class TranscriptionError(WhisperPoolError):
+    """The backend raised while transcribing; the worker's traceback is the cause."""
+
+    code = "transcription_error"
+
+
+class RemoteTraceback(Exception):
+    """Carries a worker's formatted traceback as the ``__cause__`` of a rebuilt error."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+_BY_NAME: dict[str, type[WhisperPoolError]] = {
+    cls.__name__: cls
+    for cls in (
+        ConfigError,
+        ModelError,
+        InvalidAudio,
+        WarmUpError,
+        TranscriptionError,
+        RequestTimeout,
+        WorkerCrashed,
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An exception as plain data, so it can cross a pipe whatever its class."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type=type(exc).__name__, message=str(exc) or type(exc).__name__, traceback=tb)
+
+    def to_exception(self, default: type[WhisperPoolError] = TranscriptionError) -> WhisperPoolError:
+        """Rebuild the error: whisperpool types keep their class, others become ``default``."""
+        cls = _BY_NAME.get(self.type)
+        if cls is None:
+            exc: WhisperPoolError = default(f"{self.type}: {self.message}")
+        else:
+            exc = cls(self.message)
+        if self.traceback:
+            exc.__cause__ = RemoteTraceback(self.traceback)
+        return exc
+
+
+__all__ = [
+    "ConfigError",
+    "ErrorInfo",
+    "InvalidAudio",
+    "InvalidStateTransition",
+    "ModelError",
+    "PoolClosed",
+    "PoolFailed",
+    "PoolNotReady",
+    "QueueFull",
+    "RemoteTraceback",
+    "RequestTimeout",
+    "TranscriptionError",
+    "WarmUpError",
+    "WhisperPoolError",
+    "WorkerCrashed",
+]

@@ -1,0 +1,690 @@
+"""The pool: long-lived worker processes that keep a Whisper model loaded and warm.
+
+Data flow::
+
+    submit() --> queue (priority, FIFO) --+                 +--> Worker 0 process
+                                          |  manager thread |      (pipe 0)
+    Future <-- result / error ------------+-- wait() on ---+--> Worker 1 process
+                                             pipes,             (pipe 1)
+                                             sentinels,
+                                             wake-up pipe
+
+Callers submit from any thread and get a ``concurrent.futures.Future``. One manager
+thread owns every worker and the queue: it blocks in
+``multiprocessing.connection.wait()`` on every worker's pipe and process sentinel and a
+wake-up pipe, with a timeout that is the nearest deadline (warm-up, request, kill), so
+nothing sleeps and polls. All state changes happen on that thread, under ``_lock``,
+which :meth:`ProcessPool.get_status` also takes.
+
+A worker that dies fails only the request it was serving. The pool is ready when one
+worker is warm and fails (:class:`~whisperpool.errors.PoolFailed`) only when all fail.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import multiprocessing
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import numpy as np
+from pyee import EventEmitter
+
+from . import events as ev
+from . import protocol as p
+from .backends import BackendSpec
+from .config import DecodeOptions, PoolConfig
+from .errors import (
+    ConfigError,
+    PoolClosed,
+    PoolFailed,
+    PoolNotReady,
+    QueueFull,
+    RequestTimeout,
+    WhisperPoolError,
+    WorkerCrashed,
+)
+from .models import ResolvedModel, resolve_model
+from .results import Segment, Timings, TranscriptionResult
+from .worker import Worker, WorkerState
+
+log = logging.getLogger(__name__)
+
+PRIORITY_REALTIME = 0
+PRIORITY_DEFAULT = 10
+_STARTING = (WorkerState.COLD, WorkerState.WARMING)
+
+
+@dataclass(eq=False)
+class Job:
+    """One request on its way through the pool."""
+
+    id: int
+    audio: np.ndarray
+    options: DecodeOptions
+    future: Future
+    priority: int
+    submitted: float
+    deadline: float | None
+    on_segment: Callable[[Segment], None] | None = None
+    dispatched: float | None = None
+    attempts: int = 0
+
+    def sort_key(self) -> tuple[int, int]:
+        return (self.priority, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    id: int
+    slot: int
+    pid: int | None
+    state: WorkerState
+    load_s: float | None
+    warm_up_s: float | None
+    requests_served: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """A snapshot of the pool. Worker counts partition ``total_workers`` by state."""
+
+    total_workers: int
+    cold_workers: int
+    warming_workers: int
+    warm_workers: int
+    busy_workers: int
+    failed_workers: int
+    warm_up_progress: float
+    ready: bool
+    queue_depth: int
+    requests_completed: int
+    requests_failed: int
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    workers: tuple[WorkerStatus, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "workers"}
+        data["workers"] = [
+            {k: (str(v) if k == "state" else v) for k, v in ((f, getattr(w, f)) for f in w.__dataclass_fields__)}
+            for w in self.workers
+        ]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class WarmUpSummary:
+    succeeded: int
+    failed: int
+    total_s: float
+    errors: dict[int, str]
+
+
+class ProcessPool:
+    """A pool of warm Whisper worker processes. See the module docstring."""
+
+    def __init__(self, config: PoolConfig | None = None, **overrides: Any) -> None:
+        config = config or PoolConfig()
+        self.config = config.replace(**overrides) if overrides else config
+        self.emitter = EventEmitter()
+        self._lock = threading.RLock()
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._context = multiprocessing.get_context(self.config.start_method)
+        self._workers: list[Worker] = []
+        self._queue: list[tuple[tuple[int, int], Job]] = []
+        self._ids = itertools.count()
+        self._job_ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._drain = False
+        self._close_deadline: float | None = None
+        self._started_at: float | None = None
+        self._ready_future: Future[None] = Future()
+        self._warmed_future: Future[WarmUpSummary] = Future()
+        self._ready_sent = False
+        self._completed = 0
+        self._failed = 0
+        self._latencies: deque[float] = deque(maxlen=2048)
+        self.model_description = ""
+
+    # -- events ------------------------------------------------------------------------
+    def on(self, event: str, callback: Callable[..., Any] | None = None) -> Any:
+        """Subscribe to a pool event (see :mod:`whisperpool.events`)."""
+        if event not in ev.POOL_EVENTS:
+            raise ConfigError(f"unknown pool event {event!r}; known: {', '.join(ev.POOL_EVENTS)}")
+        return self.emitter.on(event, callback) if callback else self.emitter.on(event)
+
+    def _emit(self, event: str, payload: Any) -> None:
+        ev.safe_emit(self.emitter, event, payload)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Create every worker cold and start warming them all in parallel. Returns at once.
+
+        Raises :class:`~whisperpool.errors.ModelError` if the model cannot be resolved.
+        """
+        with self._lock:
+            if self._thread is not None:
+                return
+            if self._closing:
+                raise PoolClosed("the pool is closed")
+            if self.config.backend == "fake":  # no model files to find
+                resolved = ResolvedModel(self.config.model, False, "fake backend")
+            else:
+                resolved = resolve_model(self.config.model, self.config.model_cache_dir)
+            self.model_description = resolved.description
+            for slot in range(self.config.pool_size):
+                self._workers.append(self._new_worker(slot, resolved.source))
+            self._started_at = time.monotonic()
+            self._thread = threading.Thread(target=self._run, name="whisperpool-manager", daemon=True)
+        self._emit(ev.INITIALIZED, ev.Initialized(len(self._workers), self.config.model))
+        self._thread.start()
+
+    def _new_worker(self, slot: int, model_source: str) -> Worker:
+        cfg = self.config
+        spec = BackendSpec(
+            name=cfg.backend,
+            model=model_source,
+            device=cfg.device,
+            compute_type=cfg.compute_type,
+            cpu_threads=cfg.cpu_threads,
+            slot=slot,
+            fake=cfg.fake,
+        )
+        return Worker(
+            next(self._ids),
+            spec,
+            context=self._context,
+            warmup_options=cfg.decode,
+            warmup_timeout_s=cfg.warmup_timeout_s,
+            on_state_change=self._on_state_change,
+        )
+
+    def warm_up_all_workers(self, timeout: float | None = None) -> WarmUpSummary:
+        """Start (if needed) and block until every worker is warm or failed.
+
+        Raises :class:`~whisperpool.errors.PoolFailed` if every worker failed.
+        """
+        self.start()
+        try:
+            return self._warmed_future.result(timeout)
+        except FutureTimeout:
+            raise PoolNotReady(f"the pool did not finish warming up within {timeout} s") from None
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until at least one worker is warm (raises ``PoolFailed`` if all failed)."""
+        try:
+            self._ready_future.result(timeout)
+        except FutureTimeout:
+            raise PoolNotReady(f"no worker became warm within {timeout} s") from None
+
+    @property
+    def ready_future(self) -> Future[None]:
+        """Resolves when the first worker is warm; fails with ``PoolFailed`` if none can be."""
+        return self._ready_future
+
+    @property
+    def warmed_future(self) -> Future[WarmUpSummary]:
+        """Resolves when every worker has finished warming up (see ``warm_up_all_workers``)."""
+        return self._warmed_future
+
+    def close(self, *, drain: bool = False, timeout: float | None = None) -> None:
+        """Stop every worker process and wait for them to exit.
+
+        Queued requests fail with ``PoolClosed`` unless ``drain`` is true, in which case
+        queued and running requests are served first. Running requests get
+        ``timeout`` seconds (default: ``stop_timeout_s``) to finish before their workers
+        are stopped.
+        """
+        grace = self.config.stop_timeout_s if timeout is None else timeout
+        with self._lock:
+            if self._thread is None:
+                self._closing = True
+                self._fail_queue(PoolClosed("the pool was closed"))
+                for w in self._workers:
+                    w.set_state(WorkerState.TERMINATED)
+                return
+            if not self._closing:
+                self._closing = True
+                self._drain = drain
+                self._close_deadline = time.monotonic() + grace
+            thread = self._thread
+        self._wake()
+        if thread is not threading.current_thread():
+            thread.join()
+
+    def __enter__(self) -> ProcessPool:
+        self.warm_up_all_workers()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- requests ------------------------------------------------------------------------
+    def submit(
+        self,
+        audio: np.ndarray,
+        options: DecodeOptions | None = None,
+        *,
+        priority: int = PRIORITY_DEFAULT,
+        timeout: float | None = None,
+        on_segment: Callable[[Segment], None] | None = None,
+    ) -> Future[TranscriptionResult]:
+        """Queue 16 kHz mono float32 ``audio``; the future gets the result or the error.
+
+        ``timeout`` (default ``config.request_timeout_s``) covers queue wait and
+        inference. ``on_segment`` is called (on the manager thread) with each segment as
+        the worker decodes it. A lower ``priority`` is served first; ties are FIFO.
+        """
+        if not isinstance(audio, np.ndarray) or audio.dtype != np.float32 or audio.ndim != 1:
+            raise TypeError("audio must be a 1-D float32 numpy array (use whisperpool.audio.load_audio)")
+        timeout = self.config.request_timeout_s if timeout is None else timeout
+        now = time.monotonic()
+        future: Future[TranscriptionResult] = Future()
+        with self._lock:
+            if self._closing:
+                raise PoolClosed("the pool is closed")
+            if self._thread is None:
+                raise PoolNotReady("the pool is not started; call start() or warm_up_all_workers()")
+            failure = self._ready_future.exception() if self._ready_future.done() else None
+            if failure is not None:
+                raise PoolFailed(str(failure))
+            limit = self.config.max_queue
+            if limit is not None and len(self._queue) >= limit and not self._has_idle_worker():
+                raise QueueFull(f"the request queue is full ({limit} waiting)")
+            job = Job(
+                id=next(self._job_ids),
+                audio=audio,
+                options=options or self.config.decode,
+                future=future,
+                priority=priority,
+                submitted=now,
+                deadline=now + timeout if timeout else None,
+                on_segment=on_segment,
+            )
+            heapq.heappush(self._queue, (job.sort_key(), job))
+        future.add_done_callback(self._on_future_done)
+        self._wake()
+        return future
+
+    def transcribe(self, audio: np.ndarray, options: DecodeOptions | None = None, **kwargs: Any) -> TranscriptionResult:
+        """Submit and wait for the result (blocking)."""
+        return self.submit(audio, options, **kwargs).result()
+
+    def _on_future_done(self, future: Future) -> None:
+        if future.cancelled():
+            self._wake()  # let the manager drop it from the queue now
+
+    # -- status --------------------------------------------------------------------------
+    def get_status(self) -> PoolStatus:
+        with self._lock:
+            workers = list(self._workers)
+            counts = {state: 0 for state in WorkerState}
+            for w in workers:
+                counts[w.state] += 1
+            progress = 0.0
+            for w in workers:
+                if w.state in (WorkerState.COLD,):
+                    continue
+                if w.state is WorkerState.WARMING:
+                    progress += 0.5 if w.load_s is not None else 0.1
+                else:
+                    progress += 1.0
+            lat = np.array(self._latencies) if self._latencies else None
+            return PoolStatus(
+                total_workers=len(workers) - counts[WorkerState.TERMINATED],
+                cold_workers=counts[WorkerState.COLD],
+                warming_workers=counts[WorkerState.WARMING],
+                warm_workers=counts[WorkerState.WARM],
+                busy_workers=counts[WorkerState.PROCESSING] + counts[WorkerState.COMPLETED],
+                failed_workers=counts[WorkerState.FAILED],
+                warm_up_progress=round(100.0 * progress / len(workers), 1) if workers else 0.0,
+                ready=any(w.is_warm() for w in workers),
+                queue_depth=sum(1 for _, j in self._queue if not j.future.done()),
+                requests_completed=self._completed,
+                requests_failed=self._failed,
+                latency_p50_s=float(np.percentile(lat, 50)) if lat is not None else None,
+                latency_p95_s=float(np.percentile(lat, 95)) if lat is not None else None,
+                workers=tuple(
+                    WorkerStatus(w.id, w.slot, w.pid, w.state, w.load_s, w.warm_up_s, w.requests_served, w.error)
+                    for w in workers
+                ),
+            )
+
+    @property
+    def workers(self) -> list[Worker]:
+        with self._lock:
+            return list(self._workers)
+
+    # -- manager thread ------------------------------------------------------------------
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send_bytes(b"")
+        except OSError:  # closed at the very end of shutdown
+            pass
+
+    def _run(self) -> None:
+        try:
+            with self._lock:
+                for w in self._workers:
+                    self._start_worker(w)
+            while True:
+                with self._lock:
+                    if self._closing and self._shutdown_step():
+                        break
+                    self._dispatch()
+                    waitables = self._waitables()
+                    timeout = self._next_timeout()
+                ready = wait(list(waitables), timeout)
+                with self._lock:
+                    self._handle(ready, waitables)
+                    self._check_deadlines(time.monotonic())
+        except BaseException:
+            log.exception("the pool's manager thread crashed")
+            with self._lock:
+                self._abort(WhisperPoolError("the pool's manager thread crashed; see the log"))
+            raise
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _start_worker(self, w: Worker) -> None:
+        try:
+            w.warm_up()
+        except Exception as exc:
+            log.exception("could not start worker %d", w.id)
+            self._worker_failed(w, f"could not start the worker process: {exc}")
+
+    def _waitables(self) -> dict[Any, tuple[str, Worker | None]]:
+        waitables: dict[Any, tuple[str, Worker | None]] = {self._wake_r: ("wake", None)}
+        for w in self._workers:
+            if w.alive:
+                if w.conn is not None and not w.conn.closed:
+                    waitables[w.conn] = ("conn", w)
+                waitables[w.process.sentinel] = ("exit", w)  # type: ignore[union-attr]
+        return waitables
+
+    def _next_timeout(self) -> float | None:
+        deadlines = []
+        for w in self._workers:
+            if w.state is WorkerState.WARMING and w.warmup_deadline is not None:
+                deadlines.append(w.warmup_deadline)
+            if w.kill_at is not None:
+                deadlines.append(w.kill_at)
+        deadlines.extend(j.deadline for _, j in self._queue if j.deadline is not None)
+        deadlines.extend(w.job.deadline for w in self._workers if w.job and w.job.deadline is not None)
+        if self._closing and self._close_deadline is not None:
+            deadlines.append(self._close_deadline)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _handle(self, ready: list[Any], waitables: dict[Any, tuple[str, Worker | None]]) -> None:
+        exited: list[Worker] = []
+        for obj in ready:
+            kind, w = waitables[obj]
+            if kind == "wake":
+                while self._wake_r.poll():
+                    self._wake_r.recv_bytes()
+            elif kind == "conn":
+                self._drain_pipe(w)
+            else:
+                exited.append(w)
+        for w in exited:  # after the pipes, so a last message before exit is not lost
+            if w.conn is not None and not w.conn.closed:
+                self._drain_pipe(w)
+            self._on_exit(w)
+
+    def _drain_pipe(self, w: Worker) -> None:
+        conn = w.conn
+        assert conn is not None
+        try:
+            while conn.poll():
+                self._on_message(w, conn.recv())
+        except (EOFError, OSError):
+            conn.close()  # the sentinel tells us the rest
+
+    def _on_message(self, w: Worker, msg: Any) -> None:
+        now = time.monotonic()
+        if isinstance(msg, p.Loaded):
+            w.load_s = msg.load_s
+        elif isinstance(msg, p.Ready):
+            w.warm_up_s = now - (w.warmup_started or now)
+            w.idle_since = now
+            w.set_state(WorkerState.WARM)
+            log.info("worker %d warm in %.2f s (pid %s)", w.id, w.warm_up_s, w.pid)
+            self._after_warm_up_change()
+        elif isinstance(msg, p.WarmUpFailed):
+            self._worker_failed(w, f"warm-up failed: {msg.error.type}: {msg.error.message}")
+        elif isinstance(msg, p.SegmentDecoded):
+            job = w.job
+            if job is not None and job.id == msg.request_id and job.on_segment is not None:
+                try:
+                    job.on_segment(msg.segment)
+                except Exception:
+                    log.exception("an on_segment callback raised")
+        elif isinstance(msg, (p.Done, p.Failed)):
+            if w.job is None or w.job.id != msg.request_id:
+                log.warning("worker %d answered request %s it was not serving", w.id, msg.request_id)
+                return
+            job = w.finish_job()
+            if isinstance(msg, p.Done):
+                timings = Timings(
+                    queue_wait_s=(job.dispatched or now) - job.submitted,
+                    inference_s=msg.inference_s,
+                    total_s=now - job.submitted,
+                )
+                result = _with(msg.result, worker_id=w.id, timings=timings)
+                if _settle(job.future, result=result):
+                    self._completed += 1
+                    self._latencies.append(timings.total_s)
+            else:
+                if _settle(job.future, error=msg.error.to_exception()):
+                    self._failed += 1
+            w.idle_since = now
+            w.set_state(WorkerState.WARM)
+        elif isinstance(msg, p.Pong):
+            pass
+        else:
+            log.error("worker %d sent an unknown message %r", w.id, type(msg).__name__)
+
+    def _on_exit(self, w: Worker) -> None:
+        code = w.reap()
+        if w.state in (WorkerState.FAILED, WorkerState.TERMINATED):
+            return
+        if w.stopping and w.job is None:
+            w.set_state(WorkerState.TERMINATED)
+            return
+        reason = f"worker process exited unexpectedly (exit code {code})"
+        log.error("worker %d (pid %s): %s", w.id, w.pid, reason)
+        self._worker_failed(w, reason)
+
+    def _worker_failed(self, w: Worker, reason: str) -> None:
+        """Mark ``w`` failed; fail the request it held; update readiness."""
+        if w.state in (WorkerState.FAILED, WorkerState.TERMINATED):
+            return
+        was_warming = w.state in (WorkerState.COLD, WorkerState.WARMING)
+        w.error = reason
+        job, w.job = w.job, None
+        w.set_state(WorkerState.FAILED)
+        if w.alive:
+            w.terminate(time.monotonic(), self.config.stop_timeout_s)
+        if job is not None and _settle(job.future, error=WorkerCrashed(f"worker {w.id} failed while serving the request: {reason}")):
+            self._failed += 1
+        if was_warming:
+            self._emit(ev.WARM_UP_FAILED, ev.WarmUpFailedEvent(w.id, reason))
+        self._after_warm_up_change()
+
+    def _after_warm_up_change(self) -> None:
+        """Resolve the readiness futures and emit the warm-up events, each once."""
+        workers = self._workers
+        now = time.monotonic()
+        elapsed = now - (self._started_at or now)
+        warm = sum(1 for w in workers if w.is_warm())
+        if warm and not self._ready_sent:
+            self._ready_sent = True
+            self._ready_future.set_result(None)
+            self._emit(ev.READY, ev.Ready(warm, elapsed))
+        settled = [w for w in workers if w.warm_up_s is not None or w.state is WorkerState.FAILED]
+        if not self._warmed_future.done() and len(settled) == len(workers):
+            succeeded = sum(1 for w in workers if w.warm_up_s is not None)
+            errors = {w.id: w.error or "" for w in workers if w.warm_up_s is None}
+            summary = WarmUpSummary(succeeded, len(workers) - succeeded, elapsed, errors)
+            if succeeded == 0:
+                err = PoolFailed(
+                    "every worker failed to warm up: "
+                    + "; ".join(f"worker {i}: {e}" for i, e in errors.items())
+                )
+                self._ready_future.set_exception(err)
+                self._warmed_future.set_exception(err)
+                self._fail_queue(err)
+            else:
+                self._warmed_future.set_result(summary)
+            self._emit(ev.WARMED_UP, ev.WarmedUp(summary.succeeded, summary.failed, elapsed))
+            if succeeded == len(workers):
+                self._emit(ev.ALL_WORKERS_WARM, ev.AllWorkersWarm(len(workers), elapsed))
+
+    def _on_state_change(self, w: Worker, old: WorkerState, new: WorkerState) -> None:
+        self._emit(ev.WORKER_STATE_CHANGED, ev.WorkerStateChanged(w.id, old, new, w.error))
+
+    def _has_idle_worker(self) -> bool:
+        return any(w.is_idle() for w in self._workers)
+
+    def _dispatch(self) -> None:
+        while self._queue:
+            idle = [w for w in self._workers if w.is_idle()]
+            if not idle:
+                return
+            _, job = heapq.heappop(self._queue)
+            if not job.future.set_running_or_notify_cancel():
+                continue  # cancelled while it waited
+            w = min(idle, key=lambda x: x.idle_since)  # the longest idle: spreads the load
+            job.dispatched = time.monotonic()
+            job.attempts += 1
+            try:
+                w.assign(job)
+            except OSError as exc:
+                self._worker_failed(w, f"cannot send to the worker: {exc}")
+        # Cancelled jobs leave the queue as soon as we see them, not only at dispatch.
+        if any(j.future.cancelled() for _, j in self._queue):
+            self._queue = [(k, j) for k, j in self._queue if not j.future.cancelled()]
+            heapq.heapify(self._queue)
+
+    def _check_deadlines(self, now: float) -> None:
+        for w in self._workers:
+            if w.state is WorkerState.WARMING and w.warmup_deadline is not None and now >= w.warmup_deadline:
+                self._worker_failed(w, f"warm-up did not finish within {self.config.warmup_timeout_s:g} s")
+            elif w.job is not None and w.job.deadline is not None and now >= w.job.deadline:
+                job = w.job
+                if _settle(job.future, error=RequestTimeout(_timeout_message(job, now))):
+                    self._failed += 1
+                w.job = None
+                self._worker_failed(w, f"request {job.id} timed out; the worker was stopped")
+            if w.kill_at is not None and now >= w.kill_at:
+                w.kill()
+        expired = [j for _, j in self._queue if j.deadline is not None and now >= j.deadline]
+        if expired:
+            self._queue = [(k, j) for k, j in self._queue if j not in expired]
+            heapq.heapify(self._queue)
+            for job in expired:
+                if _settle(job.future, error=RequestTimeout(_timeout_message(job, now))):
+                    self._failed += 1
+        if self._queue and not any(w.is_warm() or w.state in _STARTING for w in self._workers):
+            self._fail_queue(PoolNotReady("no worker is warm or warming"))
+
+    def _fail_queue(self, error: Exception) -> None:
+        queue, self._queue = self._queue, []
+        for _, job in queue:
+            if _settle(job.future, error=error):
+                self._failed += 1
+
+    def _drain_wanted(self) -> bool:
+        return self._drain and self._close_deadline is not None and time.monotonic() < self._close_deadline
+
+    def _shutdown_step(self) -> bool:
+        """One round of closing; True once every worker process is gone."""
+        now = time.monotonic()
+        if not self._drain_wanted():
+            self._fail_queue(PoolClosed("the pool was closed"))
+        elif self._queue:
+            return False  # draining: the queue is still being served
+        past_grace = self._close_deadline is not None and now >= self._close_deadline
+        for w in self._workers:
+            if w.state is WorkerState.COLD:
+                w.set_state(WorkerState.TERMINATED)
+            elif not w.alive or w.stopping or w.state is WorkerState.FAILED:
+                continue
+            elif w.state is WorkerState.WARMING:
+                w.stopping = True
+                w.terminate(now, self.config.stop_timeout_s)
+            elif w.job is None:
+                w.ask_to_stop(now, self.config.stop_timeout_s)
+            elif past_grace:
+                job, w.job = w.job, None
+                if _settle(job.future, error=PoolClosed("the pool was closed before the request finished")):
+                    self._failed += 1
+                w.set_state(WorkerState.TERMINATED)
+                w.stopping = True
+                w.terminate(now, self.config.stop_timeout_s)
+        if any(w.alive for w in self._workers):
+            return False
+        for w in self._workers:
+            if w.state is not WorkerState.FAILED and w.state is not WorkerState.TERMINATED:
+                w.set_state(WorkerState.TERMINATED)
+        closed = PoolClosed("the pool was closed")
+        for fut in (self._ready_future, self._warmed_future):
+            if not fut.done():
+                fut.set_exception(closed)
+        return True
+
+    def _abort(self, error: WhisperPoolError) -> None:
+        """Last resort if the manager thread itself breaks: fail everything, kill workers."""
+        self._closing = True
+        self._fail_queue(error)
+        for w in self._workers:
+            if w.job is not None:
+                _settle(w.job.future, error=error)
+            if w.alive and w.process is not None:
+                w.process.kill()
+                w.reap()
+        for fut in (self._ready_future, self._warmed_future):
+            if not fut.done():
+                fut.set_exception(error)
+
+
+def _settle(future: Future, *, result: Any = None, error: BaseException | None = None) -> bool:
+    """Resolve ``future`` unless already done (cancelled); True if this call resolved it."""
+    if future.done():
+        return False
+    if not future.running() and not future.set_running_or_notify_cancel():
+        return False
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+    return True
+
+
+def _with(result: TranscriptionResult, **changes: Any) -> TranscriptionResult:
+    import dataclasses
+
+    return dataclasses.replace(result, **changes)
+
+
+def _timeout_message(job: Job, now: float) -> str:
+    where = "in the queue" if job.dispatched is None else "while being transcribed"
+    return f"request {job.id} timed out after {now - job.submitted:.1f} s ({where})"
+
+
+__all__ = ["PRIORITY_DEFAULT", "PRIORITY_REALTIME", "Job", "PoolStatus", "ProcessPool", "WarmUpSummary", "WorkerStatus"]

@@ -1,0 +1,77 @@
+"""Messages on a worker's pipe. Plain frozen dataclasses; nothing else crosses.
+
+Parent -> worker: :class:`Transcribe`, :class:`Ping`, :class:`Stop`.
+Worker -> parent: :class:`Loaded` and then :class:`Ready` (the warm-up handshake) or
+:class:`WarmUpFailed`; per request, any number of :class:`SegmentDecoded` (when the
+request asked to stream) and then exactly one :class:`Done` or :class:`Failed`;
+:class:`Pong` answers a ping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import DecodeOptions
+from .errors import ErrorInfo
+from .results import Segment, TranscriptionResult
+
+
+@dataclass(frozen=True, slots=True)
+class Transcribe:
+    request_id: int
+    audio: np.ndarray
+    options: DecodeOptions
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    pid: int
+    load_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pid: int
+    warmup_inference_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class WarmUpFailed:
+    error: ErrorInfo
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDecoded:
+    request_id: int
+    segment: Segment
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    request_id: int
+    result: TranscriptionResult
+    inference_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    request_id: int
+    error: ErrorInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    seq: int

@@ -1,0 +1,62 @@
+"""What a transcription returns: small frozen dataclasses of plain data.
+
+They are built in the worker, pickled across its pipe, and completed in the parent with
+the timings only the parent can know (queue wait, total).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One decoded segment, with the fields Whisper-compatible APIs expose."""
+
+    id: int
+    start: float
+    end: float
+    text: str
+    seek: int = 0
+    tokens: tuple[int, ...] = ()
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    words: tuple[Word, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Seconds spent: waiting in the queue, in the model, and from submit to result."""
+
+    queue_wait_s: float = 0.0
+    inference_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionResult:
+    text: str
+    segments: tuple[Segment, ...]
+    language: str | None
+    language_probability: float
+    duration: float
+    worker_id: int = -1
+    timings: Timings = Timings()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+__all__ = ["Segment", "Timings", "TranscriptionResult", "Word"]

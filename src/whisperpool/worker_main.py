@@ -1,0 +1,85 @@
+"""The worker process: load the model, prove it warm, then serve requests until told to stop.
+
+Runs in a child started with the ``spawn`` (or ``forkserver``) method. It speaks only
+over its own pipe (see :mod:`whisperpool.protocol`). It never decides anything about the
+pool: a failure is reported and the parent decides. When the parent dies, the pipe
+reaches EOF and the worker exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from . import protocol as p
+from .backends import BackendSpec, create_backend
+from .config import DecodeOptions
+from .errors import ErrorInfo
+
+EXIT_OK = 0
+EXIT_WARMUP_FAILED = 3
+
+log = logging.getLogger(__name__)
+
+WARMUP_SECONDS = 1.0
+
+
+def worker_main(
+    conn: Connection, worker_id: int, spec: BackendSpec, warmup_options: DecodeOptions, log_level: int
+) -> None:
+    # Ctrl-C reaches the whole process group; the parent owns shutdown and tells us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=log_level, format=f"%(asctime)s worker-{worker_id} %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        started = time.perf_counter()
+        backend = create_backend(spec)
+        backend.load()
+        conn.send(p.Loaded(os.getpid(), time.perf_counter() - started))
+        silence = np.zeros(int(16_000 * WARMUP_SECONDS), dtype=np.float32)
+        started = time.perf_counter()
+        backend.transcribe(silence, warmup_options)
+        conn.send(p.Ready(os.getpid(), time.perf_counter() - started))
+    except BaseException as exc:  # report every kind of failure, then exit with our code
+        log.exception("warm-up failed")
+        try:
+            conn.send(p.WarmUpFailed(ErrorInfo.from_exception(exc)))
+        except OSError:
+            pass
+        sys.exit(EXIT_WARMUP_FAILED)
+
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            log.info("parent went away; exiting")
+            return
+        if isinstance(msg, p.Stop):
+            return
+        if isinstance(msg, p.Ping):
+            conn.send(p.Pong(msg.seq))
+        elif isinstance(msg, p.Transcribe):
+            _serve(conn, backend, msg)
+        else:
+            log.error("unknown message %r", type(msg).__name__)
+
+
+def _serve(conn: Connection, backend, msg: p.Transcribe) -> None:
+    def on_segment(segment) -> None:
+        conn.send(p.SegmentDecoded(msg.request_id, segment))
+
+    started = time.perf_counter()
+    try:
+        result = backend.transcribe(msg.audio, msg.options, on_segment if msg.stream else None)
+    except Exception as exc:  # one bad request fails alone; the worker lives on
+        log.warning("request %d failed: %s", msg.request_id, exc)
+        conn.send(p.Failed(msg.request_id, ErrorInfo.from_exception(exc)))
+        return
+    conn.send(p.Done(msg.request_id, result, time.perf_counter() - started))
