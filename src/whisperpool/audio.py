@@ -12,7 +12,7 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -21,7 +21,7 @@ from .errors import InvalidAudio
 
 SAMPLE_RATE = 16_000
 
-AudioInput = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray]
+AudioInput = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | np.ndarray
 
 
 def _describe(source: object, name: str | None) -> str:

@@ -41,15 +41,36 @@ def _positive_int(text: str) -> int:
 
 def _add_pool_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pool")
-    g.add_argument("--model", default="base", help="'base' (packaged, offline), a CTranslate2 model folder, or a faster-whisper model name (default: base)")
-    g.add_argument("--workers", type=_positive_int, default=2, help="worker processes, each with the model loaded (default: 2)")
-    g.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers, at least 1)")
-    g.add_argument("--compute-type", default="int8", help="CTranslate2 compute type: int8, int8_float32, float32, ... (default: int8)")
+    g.add_argument(
+        "--model",
+        default="base",
+        help="'base' (packaged, offline), a CTranslate2 model folder, or a faster-whisper model name (default: base)",
+    )
+    g.add_argument(
+        "--workers", type=_positive_int, default=2, help="worker processes, each with the model loaded (default: 2)"
+    )
+    g.add_argument(
+        "--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers, at least 1)"
+    )
+    g.add_argument(
+        "--compute-type",
+        default="int8",
+        help="CTranslate2 compute type: int8, int8_float32, float32, ... (default: int8)",
+    )
     g.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="(default: cpu)")
-    g.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take, queue wait included (default: 300)")
+    g.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds a request may take, queue wait included (default: 300)"
+    )
     d = p.add_argument_group("decoding")
-    d.add_argument("--language", default=None, help="language code such as 'en'; saves detection (~0.4 s a file). Default: detect")
-    d.add_argument("--beam-size", type=_positive_int, default=1, help="1 is greedy and fastest; 5 is faster-whisper's default (default: 1)")
+    d.add_argument(
+        "--language", default=None, help="language code such as 'en'; saves detection (~0.4 s a file). Default: detect"
+    )
+    d.add_argument(
+        "--beam-size",
+        type=_positive_int,
+        default=1,
+        help="1 is greedy and fastest; 5 is faster-whisper's default (default: 1)",
+    )
     d.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     d.add_argument("--initial-prompt", default=None, help="text that primes vocabulary and style")
     d.add_argument("--word-timestamps", action="store_true", help="add per-word times to segments")
@@ -83,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure cold, warm and direct latency, start-up, throughput and memory",
         description="Runs the benchmark on the packaged model and the example clips; prints a table and writes JSON.",
     )
-    b.add_argument("--output", type=Path, default=Path("benchmarks/results/latest.json"), help="JSON file to write (default: benchmarks/results/latest.json)")
+    b.add_argument(
+        "--output",
+        type=Path,
+        default=Path("benchmarks/results/latest.json"),
+        help="JSON file to write (default: benchmarks/results/latest.json)",
+    )
     b.add_argument("--runs", type=_positive_int, default=7, help="timed runs per steady-state measure (default: 7)")
     b.add_argument("--cold-runs", type=_positive_int, default=3, help="new processes for the cold measure (default: 3)")
     b.add_argument("--batch", type=_positive_int, default=8, help="clips in the throughput batch (default: 8)")
@@ -130,10 +156,13 @@ def _status_table(status: PoolStatus) -> Table:
         table.add_column(column)
     for w in status.workers:
         table.add_row(
-            str(w.id), str(w.pid), str(w.state),
+            str(w.id),
+            str(w.pid),
+            str(w.state),
             f"{w.load_s:.2f}" if w.load_s is not None else "-",
             f"{w.warm_up_s:.2f}" if w.warm_up_s is not None else "-",
-            str(w.requests_served), w.error or "",
+            str(w.requests_served),
+            w.error or "",
         )
     p50 = f"{status.latency_p50_s:.3f}" if status.latency_p50_s is not None else "-"
     p95 = f"{status.latency_p95_s:.3f}" if status.latency_p95_s is not None else "-"
@@ -148,8 +177,13 @@ def _status_table(status: PoolStatus) -> Table:
 async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> int:
     engine = TranscriptionEngine(_config_from(args))
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, disable=args.no_progress, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=args.no_progress,
+        transient=False,
     )
     warm_task = progress.add_task("warming workers", total=100)
     files_task = progress.add_task("files", total=len(args.files))
@@ -177,7 +211,7 @@ async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> i
 
         try:
             tasks = [asyncio.create_task(one(path)) for path in args.files]
-            for path, task in zip(args.files, tasks):
+            for path, task in zip(args.files, tasks, strict=True):
                 outcome = await task
                 if isinstance(outcome, WhisperPoolError):
                     failures += 1

@@ -63,8 +63,7 @@ def _package_data(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            f"the packaged model needs the Python package {package.replace('_', '-')!r}, "
-            "which is not installed"
+            f"the packaged model needs the Python package {package.replace('_', '-')!r}, which is not installed"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
@@ -119,9 +118,7 @@ def join_parts(parts: list[Path], dest: Path, *, sha256: str, size: int) -> Path
         if written != size:
             raise ModelError(f"joined model {names} is {written} bytes, expected {size}")
         if digest.hexdigest() != sha256:
-            raise ModelError(
-                f"joined model {names} has sha256 {digest.hexdigest()}, expected {sha256}"
-            )
+            raise ModelError(f"joined model {names} has sha256 {digest.hexdigest()}, expected {sha256}")
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

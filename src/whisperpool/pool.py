@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
@@ -520,7 +520,9 @@ class ProcessPool:
         w.set_state(WorkerState.FAILED)
         if w.alive:
             w.terminate(time.monotonic(), self.config.stop_timeout_s)
-        if job is not None and _settle(job.future, error=WorkerCrashed(f"worker {w.id} failed while serving the request: {reason}")):
+        if job is not None and _settle(
+            job.future, error=WorkerCrashed(f"worker {w.id} failed while serving the request: {reason}")
+        ):
             self._failed += 1
         if was_warming:
             self._emit(ev.WARM_UP_FAILED, ev.WarmUpFailedEvent(w.id, reason))
@@ -543,8 +545,7 @@ class ProcessPool:
             summary = WarmUpSummary(succeeded, len(workers) - succeeded, elapsed, errors)
             if succeeded == 0:
                 err = PoolFailed(
-                    "every worker failed to warm up: "
-                    + "; ".join(f"worker {i}: {e}" for i, e in errors.items())
+                    "every worker failed to warm up: " + "; ".join(f"worker {i}: {e}" for i, e in errors.items())
                 )
                 self._ready_future.set_exception(err)
                 self._warmed_future.set_exception(err)

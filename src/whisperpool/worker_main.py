@@ -35,9 +35,7 @@ def worker_main(
 ) -> None:
     # Ctrl-C reaches the whole process group; the parent owns shutdown and tells us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=log_level, format=f"%(asctime)s worker-{worker_id} %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=log_level, format=f"%(asctime)s worker-{worker_id} %(levelname)s %(name)s: %(message)s")
     try:
         started = time.perf_counter()
         backend = create_backend(spec)
