@@ -21,7 +21,6 @@ from .errors import (
     QueueFull,
     RequestTimeout,
     TranscriptionError,
-    WarmUpError,
     WhisperPoolError,
     WorkerCrashed,
 )
@@ -51,7 +50,6 @@ __all__ = [
     "TranscriptionEngine",
     "TranscriptionError",
     "TranscriptionResult",
-    "WarmUpError",
     "WarmUpSummary",
     "WhisperPoolError",
     "Word",

@@ -82,12 +82,6 @@ class WorkerCrashed(WhisperPoolError):
     code = "worker_crashed"
 
 
-class WarmUpError(WhisperPoolError):
-    """A worker failed to load the model or to run its warm-up inference in time."""
-
-    code = "warm_up_failed"
-
-
 class TranscriptionError(WhisperPoolError):
     """The backend raised while transcribing; the worker's traceback is the cause."""
 
@@ -111,7 +105,6 @@ _BY_NAME: dict[str, type[WhisperPoolError]] = {
         ConfigError,
         ModelError,
         InvalidAudio,
-        WarmUpError,
         TranscriptionError,
         RequestTimeout,
         WorkerCrashed,
@@ -157,7 +150,6 @@ __all__ = [
     "RemoteTraceback",
     "RequestTimeout",
     "TranscriptionError",
-    "WarmUpError",
     "WhisperPoolError",
     "WorkerCrashed",
 ]

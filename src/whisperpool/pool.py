@@ -156,7 +156,6 @@ class ProcessPool:
         self._completed = 0
         self._failed = 0
         self._latencies: deque[float] = deque(maxlen=2048)
-        self.model_description = ""
 
     # -- events ------------------------------------------------------------------------
     def on(self, event: str, callback: Callable[..., Any] | None = None) -> Any:
@@ -174,16 +173,15 @@ class ProcessPool:
 
         Raises :class:`~whisperpool.errors.ModelError` if the model cannot be resolved.
         """
+        if self.config.backend == "fake":  # no model files to find
+            resolved = ResolvedModel(self.config.model, False, "fake backend")
+        else:  # outside the lock: the first run joins the packaged model (seconds)
+            resolved = resolve_model(self.config.model, self.config.model_cache_dir)
         with self._lock:
             if self._thread is not None:
                 return
             if self._closing:
                 raise PoolClosed("the pool is closed")
-            if self.config.backend == "fake":  # no model files to find
-                resolved = ResolvedModel(self.config.model, False, "fake backend")
-            else:
-                resolved = resolve_model(self.config.model, self.config.model_cache_dir)
-            self.model_description = resolved.description
             for slot in range(self.config.pool_size):
                 self._workers.append(self._new_worker(slot, resolved.source))
             self._started_at = time.monotonic()

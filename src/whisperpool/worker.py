@@ -93,7 +93,6 @@ class Worker:
         self.warmup_deadline: float | None = None
         self.load_s: float | None = None
         self.warm_up_s: float | None = None
-        self.loaded = False
         self.idle_since = 0.0
         self.stopping = False
         self.kill_at: float | None = None
