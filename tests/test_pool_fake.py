@@ -21,6 +21,14 @@ from whisperpool import (
 )
 
 
+def wait_running(*futures) -> None:
+    """Bounded wait until a worker has taken each of ``futures``."""
+    deadline = time.monotonic() + WAIT
+    while not all(f.running() or f.done() for f in futures) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(f.running() or f.done() for f in futures)
+
+
 class Recorder:
     """Collects events (they arrive on the manager thread)."""
 
@@ -139,6 +147,7 @@ def test_lower_priority_value_goes_first(make_pool):
     pool.warm_up_all_workers(timeout=WAIT)
     order: list[str] = []
     blocker = pool.submit(samples(1))  # occupies the only worker
+    wait_running(blocker)
     batch = [pool.submit(samples(10 + i), priority=10) for i in range(3)]
     live = pool.submit(samples(99), priority=0)
     for fut in [blocker, *batch, live]:
@@ -231,7 +240,7 @@ def test_queue_full_and_cancel_leaves_the_queue(make_pool):
     pool = make_pool(pool_size=1, max_queue=2, fake=FakeBehavior(inference_delay_s=0.5))
     pool.warm_up_all_workers(timeout=WAIT)
     running = pool.submit(samples(1))
-    time.sleep(0.2)  # let it be dispatched, so the two below are the whole queue
+    wait_running(running)  # so the two below are the whole queue
     a, b = pool.submit(samples(2)), pool.submit(samples(3))
     with pytest.raises(QueueFull, match="2 waiting"):
         pool.submit(samples(4))
@@ -268,7 +277,7 @@ def test_close_leaves_no_process_and_fails_what_is_queued(make_pool, tmp_path, m
     pool.warm_up_all_workers(timeout=WAIT)
     pids = [w.pid for w in pool.get_status().workers]
     running = [pool.submit(samples(5)), pool.submit(samples(6))]
-    time.sleep(0.1)
+    wait_running(*running)
     queued = [pool.submit(samples(7 + i)) for i in range(3)]
     pool.close(timeout=5.0)
     assert [f.result(timeout=0).text for f in running] == ["5 samples", "6 samples"]  # grace let them finish
@@ -317,3 +326,14 @@ def test_submit_rejects_what_is_not_16k_float32_mono(make_pool):
 
     with pytest.raises(TypeError, match="1-D float32"):
         pool.submit(np.zeros(10, dtype=np.int16))
+
+
+def test_a_request_that_outwaits_warm_up_fails_as_not_ready(make_pool):
+    from whisperpool import PoolNotReady
+
+    pool = make_pool(pool_size=1, fake=FakeBehavior(load_delay_s=3.0))
+    pool.start()
+    fut = pool.submit(samples(5), timeout=0.5)
+    with pytest.raises(PoolNotReady, match="no worker became warm within its timeout"):
+        fut.result(timeout=WAIT)
+    assert pool.transcribe(samples(6), timeout=WAIT).text == "6 samples"  # once warm, it serves

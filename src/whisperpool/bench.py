@@ -284,13 +284,75 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
         "two_processes_1_thread": args.batch / independent_s,
     }
     out["worker_memory"] = memory
+
+    log.print("[dim]server: HTTP round trip vs the in-process engine, alternating ...[/dim]")
+    out["server_s"] = _server_round_trip(cores, decode, args.runs * 2)
     return out
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    parts = (item.strip().split(";dur=") for item in header.split(","))
+    return {name: float(value) for name, value in parts}
+
+
+def _server_round_trip(cores: int, decode: DecodeOptions, runs: int) -> dict[str, list[float]]:
+    """The same clip as bytes, to a real server on loopback and to an in-process engine."""
+    import socket
+
+    import httpx
+
+    from .engine import TranscriptionEngine
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "whisperpool.cli", "serve", "--port", str(port), "--workers", "1"]
+    cmd += ["--threads", str(cores)] + (["--language", decode.language] if decode.language else [])
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data = _clip(SHORT).read_bytes()
+    # Overhead = wall time minus the worker's inference time, per request, so the model's
+    # own run-to-run noise cancels out.
+    timings: dict[str, list[float]] = {"http": [], "engine": [], "http_overhead": [], "engine_overhead": []}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:  # bounded wait for readiness
+                try:
+                    if client.get("/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("the benchmark server did not become ready")
+            files = {"file": ("clip.wav", data, "audio/wav")}
+            with TranscriptionEngine(PoolConfig(pool_size=1, threads_per_worker=cores, decode=decode)) as engine:
+                for i in range(runs + 1):
+                    t = time.perf_counter()
+                    response = client.post("/v1/audio/transcriptions", files=files)
+                    http_s = time.perf_counter() - t
+                    response.raise_for_status()
+                    inference = _server_timing(response.headers["server-timing"])["inference"] / 1000
+                    t = time.perf_counter()
+                    result = engine.transcribe_sync(data)
+                    engine_s = time.perf_counter() - t
+                    if i:  # the first pair warms the connection and both paths
+                        timings["http"].append(http_s)
+                        timings["engine"].append(engine_s)
+                        timings["http_overhead"].append(http_s - inference)
+                        timings["engine_overhead"].append(engine_s - result.timings.inference_s)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return timings
 
 
 def targets(r: dict[str, Any]) -> list[Target]:
     steady_long = _median(r["warm_steady_s"][LONG])
     tp = r["throughput_clips_per_s"]
+    server_ms = 1000 * (_median(r["server_s"]["http_overhead"]) - _median(r["server_s"]["engine_overhead"]))
     return [
+        Target("HTTP overhead beyond the in-process engine, median (3 s clip)", server_ms, 15.0, False, "ms"),
         Target(
             "first request after ready / steady p50 (10 s clip)", _median(r["warm_first_s"]) / steady_long, 1.10, False
         ),
@@ -344,6 +406,11 @@ def report(r: dict[str, Any], out: Console) -> None:
     other.add_row("start-up, 2 workers in parallel, median s", f"{_median(r['startup_s']['2']):.2f}")
     for key, value in r["throughput_clips_per_s"].items():
         other.add_row(f"throughput {key}, clips/s", f"{value:.2f}")
+    srv = r["server_s"]
+    other.add_row("HTTP round trip (3 s clip as bytes), median s", f"{_median(srv['http']):.3f}")
+    other.add_row("in-process engine, same bytes, median s", f"{_median(srv['engine']):.3f}")
+    other.add_row("HTTP round trip minus inference, median ms", f"{1000 * _median(srv['http_overhead']):.1f}")
+    other.add_row("engine call minus inference, median ms", f"{1000 * _median(srv['engine_overhead']):.1f}")
     for i, m in enumerate(r["worker_memory"]):
         other.add_row(f"worker {i} resident memory (peak), MiB", f"{m['rss_mib']:.0f} ({m['peak_rss_mib']:.0f})")
     out.print(other)
@@ -353,7 +420,8 @@ def report(r: dict[str, Any], out: Console) -> None:
         tgt.add_column(col)
     for t in targets(r):
         op = ">=" if t.higher_is_better else "<="
-        tgt.add_row(t.name, f"{t.value:.2f}", f"{op} {t.limit:.2f}", "yes" if t.met else "NO")
+        unit = "" if t.unit == "x" else f" {t.unit}"
+        tgt.add_row(t.name, f"{t.value:.2f}{unit}", f"{op} {t.limit:.2f}{unit}", "yes" if t.met else "NO")
     out.print(tgt)
 
 

@@ -99,6 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_pool_options(t)
 
+    s = sub.add_parser(
+        "serve",
+        help="run the OpenAI-compatible HTTP server on a warm pool",
+        description="Binds at once and warms the pool in the background. Every option can also come from "
+        "a WHISPERPOOL_* environment variable (WHISPERPOOL_PORT, WHISPERPOOL_WORKERS, WHISPERPOOL_API_KEY, ...); "
+        "a flag wins over the variable. SIGTERM or SIGINT lets in-flight requests finish within --grace seconds.",
+    )
+    s.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1, loopback only)")
+    s.add_argument("--port", type=int, default=None, help="port (default: 8000)")
+    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (default: none)")
+    s.add_argument("--max-upload-mb", type=float, default=None, help="largest upload accepted (default: 25)")
+    s.add_argument("--max-queue", type=int, default=None, help="requests that may wait; more get 503 (default: 64)")
+    s.add_argument("--grace", type=float, default=None, help="seconds in-flight requests get at shutdown (default: 30)")
+    s.add_argument("--model", default=None, help="'base' (packaged), a CTranslate2 folder, or a faster-whisper name")
+    s.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: 2)")
+    s.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
+    s.add_argument("--compute-type", default=None, help="CTranslate2 compute type (default: int8)")
+    s.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="(default: cpu)")
+    s.add_argument(
+        "--timeout", type=float, default=None, help="seconds a request may take, queue included (default: 300)"
+    )
+    s.add_argument("--language", default=None, help="default language of requests (default: detect)")
+
     b = sub.add_parser(
         "bench",
         help="measure cold, warm and direct latency, start-up, throughput and memory",
@@ -237,6 +260,39 @@ async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> i
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+_SERVE_FLAGS = {
+    "host": "host",
+    "port": "port",
+    "api_key": "api_key",
+    "max_upload_mb": "max_upload_mb",
+    "grace": "grace_s",
+    "max_queue": "pool.max_queue",
+    "model": "pool.model",
+    "workers": "pool.pool_size",
+    "threads": "pool.threads_per_worker",
+    "compute_type": "pool.compute_type",
+    "device": "pool.device",
+    "timeout": "pool.request_timeout_s",
+    "language": "decode.language",
+}
+
+
+def _serve(args: argparse.Namespace, err: Console) -> int:
+    from .server import build_settings, env_overrides, serve
+
+    values = env_overrides()
+    values.update(
+        {target: getattr(args, flag) for flag, target in _SERVE_FLAGS.items() if getattr(args, flag) is not None}
+    )
+    settings = build_settings(values)
+    try:
+        serve(settings, console=err)
+    except ModelError as exc:
+        err.print(f"whisperpool: cannot start: {exc}", highlight=False, markup=False)
+        return EXIT_START_FAILED
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -249,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "transcribe":
             return asyncio.run(_transcribe(args, out, err))
+        if args.command == "serve":
+            return _serve(args, err)
         from .bench import run_bench
 
         return run_bench(args, out)

@@ -596,8 +596,14 @@ class ProcessPool:
         if expired:
             self._queue = [(k, j) for k, j in self._queue if j not in expired]
             heapq.heapify(self._queue)
+            warm = any(w.is_warm() for w in self._workers)
             for job in expired:
-                if _settle(job.future, error=RequestTimeout(_timeout_message(job, now))):
+                error: WhisperPoolError
+                if warm:
+                    error = RequestTimeout(_timeout_message(job, now))
+                else:  # nothing could have served it: the pool is not ready, not slow
+                    error = PoolNotReady(f"request {job.id}: no worker became warm within its timeout")
+                if _settle(job.future, error=error):
                     self._failed += 1
         if self._queue and not any(w.is_warm() or w.state in _STARTING for w in self._workers):
             self._fail_queue(PoolNotReady("no worker is warm or warming"))

@@ -1,0 +1,58 @@
+"""The whisperpool server: an OpenAI-compatible HTTP API on a warm pool.
+
+``whisperpool serve`` runs :func:`serve`; ``create_app`` builds the ASGI app for any
+ASGI server. See :mod:`whisperpool.server.app` for the endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+
+from ..engine import TranscriptionEngine
+from ..events import WarmUpFailedEvent, WorkerStateChanged
+from ..worker import WorkerState
+from .app import create_app
+from .settings import ServerSettings, build_settings, env_overrides
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: ServerSettings, *, console: Console | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT, showing warm-up progress on ``console``."""
+    import uvicorn
+
+    console = console or Console(stderr=True)
+    engine = TranscriptionEngine(settings.pool)
+
+    def on_change(event: WorkerStateChanged) -> None:
+        if event.new is WorkerState.WARM and event.old is WorkerState.WARMING:
+            progress = engine.status().warm_up_progress
+            console.print(f"worker {event.worker_id} warm ({progress:.0f}% of the pool warmed up)", highlight=False)
+
+    def on_failed(event: WarmUpFailedEvent) -> None:
+        console.print(f"[red]worker {event.worker_id} failed to warm up: {event.error}[/red]", highlight=False)
+
+    engine.on("worker_state_changed", on_change)
+    engine.on("warm_up_failed", on_failed)
+    engine.on("ready", lambda e: console.print(f"ready: {e.warm_workers} warm worker(s) in {e.elapsed_s:.1f} s"))
+    app = create_app(settings, engine=engine)
+    key = "on" if settings.api_key else "off (set --api-key or WHISPERPOOL_API_KEY)"
+    console.print(
+        f"whisperpool serving {settings.served_model!r} on http://{settings.host}:{settings.port}/v1 "
+        f"with {settings.pool.pool_size} worker(s); API key {key}; warming up ...",
+        highlight=False,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.grace_s) or None,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+__all__ = ["ServerSettings", "build_settings", "create_app", "env_overrides", "serve"]

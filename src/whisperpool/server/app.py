@@ -1,0 +1,293 @@
+"""The HTTP API: OpenAI-compatible transcription, truthful health, pool status, metrics.
+
+::
+
+    POST /v1/audio/transcriptions   multipart, as OpenAI's (json, text, srt, vtt,
+                                    verbose_json, and stream=true as server-sent events)
+    POST /v1/audio/translations     the same, translated to English
+    GET  /v1/models                 the models served
+    GET  /v1/pool                   the pool status
+    GET  /health/live               200 while the process serves
+    GET  /health/ready              200 once a worker is warm, else 503
+    GET  /metrics                   Prometheus
+
+The port is bound at once; the pool warms in the background, and a request that arrives
+meanwhile waits for the first warm worker within its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .. import __version__
+from ..audio import load_audio
+from ..config import DecodeOptions
+from ..engine import TranscriptionEngine
+from ..errors import ConfigError, WhisperPoolError
+from ..results import Segment, TranscriptionResult
+from . import errors, formats
+from .errors import InvalidParameter, Unauthorized, UnknownModel
+from .metrics import Metrics, MetricsMiddleware
+from .settings import ServerSettings
+from .uploads import Upload, receive_upload
+
+log = logging.getLogger(__name__)
+
+OPENAI_ALIAS = "whisper-1"  # what OpenAI clients send by default; served by the default model
+TRANSCRIBE_PATH = "/v1/audio/transcriptions"
+TRANSLATE_PATH = "/v1/audio/translations"
+ENDPOINTS = {
+    TRANSCRIBE_PATH,
+    TRANSLATE_PATH,
+    "/v1/models",
+    "/v1/pool",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+}
+
+
+def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None = None) -> FastAPI:
+    engine = engine or TranscriptionEngine(settings.pool)
+    metrics = Metrics(engine.status)
+    served = {settings.served_model, OPENAI_ALIAS}
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        folder = Path(tempfile.mkdtemp(prefix="whisperpool-uploads-"))  # mode 0700
+        app.state.upload_dir = folder
+        await engine.start(wait=False)
+        try:
+            yield
+        finally:
+            await engine.close(drain=True, timeout=settings.grace_s)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    app = FastAPI(title="whisperpool", version=__version__, lifespan=lifespan)
+    app.state.engine = engine
+    app.state.metrics = metrics
+    errors.install(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: ENDPOINTS)
+
+    def check_key(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+            raise Unauthorized("missing or wrong API key: send the header 'Authorization: Bearer <key>'")
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        status = engine.status()
+        if status.ready:
+            state = "ready"
+        elif status.warming_workers or status.cold_workers:
+            state = "warming"
+        elif status.total_workers and status.failed_workers == status.total_workers:
+            state = "failed"
+        else:
+            state = "unavailable"
+        body = {
+            "status": state,
+            "warm_up_progress": status.warm_up_progress,
+            "total_workers": status.total_workers,
+            "warm_workers": status.warm_workers,
+            "busy_workers": status.busy_workers,
+            "failed_workers": status.failed_workers,
+            "queue_depth": status.queue_depth,
+        }
+        return JSONResponse(body, status_code=200 if status.ready else 503)
+
+    @app.get("/v1/pool")
+    async def pool_status(request: Request) -> dict[str, Any]:
+        check_key(request)
+        return engine.status().to_dict()
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        check_key(request)
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "whisperpool"} for name in sorted(served)
+        ]
+        return {"object": "list", "data": data}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def transcribe_upload(request: Request, task: str) -> Response:
+        check_key(request)
+        async with receive_upload(request, app.state.upload_dir, max_bytes=settings.max_upload_bytes) as upload:
+            params = _Params.parse(upload, served, settings.pool.decode, task)
+            # Decode while the file exists; from here on only samples are kept.
+            samples = await asyncio.to_thread(load_audio, upload.path, name=upload.filename)
+        if params.stream:
+            return _sse(engine, samples, params, metrics)
+        future = engine.pool.submit(samples, params.options)
+        result = await asyncio.wrap_future(future)
+        _observe(metrics, result)
+        response = params.render(result)
+        response.headers["Server-Timing"] = _server_timing(result)
+        return response
+
+    @app.post(TRANSCRIBE_PATH)
+    async def transcriptions(request: Request) -> Response:
+        return await transcribe_upload(request, "transcribe")
+
+    @app.post(TRANSLATE_PATH)
+    async def translations(request: Request) -> Response:
+        return await transcribe_upload(request, "translate")
+
+    return app
+
+
+class _Params:
+    """The form fields of a transcription request, checked, as decoding options."""
+
+    def __init__(self, options: DecodeOptions, response_format: str, stream: bool, words: bool, task: str) -> None:
+        self.options, self.response_format, self.stream, self.words, self.task = (
+            options,
+            response_format,
+            stream,
+            words,
+            task,
+        )
+
+    @classmethod
+    def parse(cls, upload: Upload, served: set[str], defaults: DecodeOptions, task: str) -> _Params:
+        if upload.path is None:
+            raise InvalidParameter("the request has no 'file' part with a file name", "file")
+        model = upload.get("model")
+        if model and model not in served:
+            raise UnknownModel(f"model {model!r} is not served here; available: {', '.join(sorted(served))}")
+        response_format = upload.get("response_format") or "json"
+        if response_format not in formats.FORMATS:
+            raise InvalidParameter(
+                f"response_format must be one of {', '.join(formats.FORMATS)}, got {response_format!r}",
+                "response_format",
+            )
+        stream = _boolean(upload.get("stream"), "stream")
+        granularities = set(
+            upload.fields.get("timestamp_granularities[]", []) + upload.fields.get("timestamp_granularities", [])
+        )
+        if granularities - {"word", "segment"}:
+            raise InvalidParameter("timestamp_granularities[] takes 'word' and 'segment'", "timestamp_granularities[]")
+        changes: dict[str, Any] = {"task": task, "word_timestamps": "word" in granularities}
+        language = upload.get("language")
+        if language:
+            changes["language"] = language.strip().lower()
+        prompt = upload.get("prompt")
+        if prompt:
+            changes["initial_prompt"] = prompt
+        temperature = upload.get("temperature")
+        if temperature:
+            try:
+                value = float(temperature)
+            except ValueError:
+                raise InvalidParameter(f"temperature must be a number, got {temperature!r}", "temperature") from None
+            if value > 0:  # 0 keeps Whisper's fallback schedule, as OpenAI's API does
+                changes["temperature"] = (value,)
+            elif value < 0:
+                raise InvalidParameter("temperature must be between 0 and 1", "temperature")
+        try:
+            options = defaults.replace(**changes)
+        except ConfigError as exc:
+            field = next((name for name in ("language", "temperature") if f"DecodeOptions.{name}" in str(exc)), None)
+            raise InvalidParameter(str(exc), field) from None
+        return cls(options, response_format, stream, "word" in granularities, task)
+
+    def render(self, result: TranscriptionResult) -> Response:
+        if self.response_format == "json":
+            return JSONResponse(formats.json_body(result))
+        if self.response_format == "verbose_json":
+            return JSONResponse(formats.verbose_json(result, task=self.task, words=self.words))
+        if self.response_format == "srt":
+            return PlainTextResponse(formats.srt(result))
+        if self.response_format == "vtt":
+            return PlainTextResponse(formats.vtt(result), media_type="text/vtt")
+        return PlainTextResponse(result.text)
+
+
+def _boolean(value: str | None, name: str) -> bool:
+    if value is None or value == "":
+        return False
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise InvalidParameter(f"{name} must be true or false, got {value!r}", name)
+
+
+def _server_timing(result: TranscriptionResult) -> str:
+    """Where the time went, in the standard Server-Timing header (milliseconds)."""
+    t = result.timings
+    return f"queue;dur={t.queue_wait_s * 1000:.1f}, inference;dur={t.inference_s * 1000:.1f}, pool;dur={t.total_s * 1000:.1f}"
+
+
+def _observe(metrics: Metrics, result: TranscriptionResult) -> None:
+    metrics.queue_wait.observe(result.timings.queue_wait_s)
+    metrics.inference.observe(result.timings.inference_s)
+    metrics.audio_seconds.inc(result.duration)
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _sse(engine: TranscriptionEngine, samples, params: _Params, metrics: Metrics) -> StreamingResponse:
+    """Submit now (so a full queue is still a 503), then stream each segment as it decodes."""
+    loop = asyncio.get_running_loop()
+    segments: asyncio.Queue[Segment] = asyncio.Queue()
+    future = engine.pool.submit(
+        samples, params.options, on_segment=lambda seg: loop.call_soon_threadsafe(segments.put_nowait, seg)
+    )
+    result_future = asyncio.wrap_future(future)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            while True:
+                getter = asyncio.ensure_future(segments.get())
+                done, _ = await asyncio.wait({getter, result_future}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield _event({"type": "transcript.text.delta", "delta": getter.result().text})
+                    continue
+                getter.cancel()
+                while not segments.empty():  # segments always arrive before the result
+                    yield _event({"type": "transcript.text.delta", "delta": segments.get_nowait().text})
+                try:
+                    result = result_future.result()
+                except WhisperPoolError as exc:
+                    body = errors.to_response(exc).body
+                    yield _event({"type": "error", **json.loads(body)})
+                    return
+                _observe(metrics, result)
+                yield _event({"type": "transcript.text.done", "text": result.text, "usage": formats.usage(result)})
+                return
+        finally:
+            if not result_future.done():
+                result_future.cancel()  # a queued request leaves the queue; a running one finishes alone
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+__all__ = ["ENDPOINTS", "OPENAI_ALIAS", "create_app"]

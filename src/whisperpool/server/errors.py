@@ -1,0 +1,116 @@
+"""HTTP errors in OpenAI's shape, mapped from whisperpool's exceptions in this one place.
+
+Every error response is ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ..errors import (
+    ConfigError,
+    InvalidAudio,
+    ModelError,
+    PoolClosed,
+    PoolNotReady,
+    QueueFull,
+    RequestTimeout,
+    TranscriptionError,
+    WhisperPoolError,
+    WorkerCrashed,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 2
+
+
+class InvalidParameter(WhisperPoolError, ValueError):
+    """A request parameter is missing or wrong; ``param`` names it."""
+
+    code = "invalid_parameter"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class Unauthorized(WhisperPoolError):
+    code = "invalid_api_key"
+
+
+class UnknownModel(WhisperPoolError):
+    code = "model_not_found"
+
+
+class UploadTooLarge(WhisperPoolError):
+    code = "upload_too_large"
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    status: int
+    type: str
+    param: str | None = None
+    retry: bool = False
+
+
+# The one table: exception class -> HTTP status and OpenAI error type. First match wins.
+HTTP_ERRORS: tuple[tuple[type[BaseException], _Mapping], ...] = (
+    (InvalidParameter, _Mapping(400, "invalid_request_error")),
+    (ConfigError, _Mapping(400, "invalid_request_error")),
+    (InvalidAudio, _Mapping(400, "invalid_request_error", param="file")),
+    (Unauthorized, _Mapping(401, "invalid_request_error")),
+    (UnknownModel, _Mapping(404, "invalid_request_error", param="model")),
+    (UploadTooLarge, _Mapping(413, "invalid_request_error", param="file")),
+    (QueueFull, _Mapping(503, "server_error", retry=True)),
+    (PoolNotReady, _Mapping(503, "server_error", retry=True)),  # PoolFailed too
+    (PoolClosed, _Mapping(503, "server_error", retry=True)),
+    (RequestTimeout, _Mapping(504, "server_error")),
+    (WorkerCrashed, _Mapping(500, "server_error")),
+    (TranscriptionError, _Mapping(500, "server_error")),
+    (ModelError, _Mapping(500, "server_error")),
+)
+
+
+def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def to_response(exc: BaseException) -> JSONResponse:
+    for cls, m in HTTP_ERRORS:
+        if isinstance(exc, cls):
+            param = getattr(exc, "param", None) or m.param
+            code = getattr(exc, "code", None)
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if m.retry else None
+            return JSONResponse(error_body(str(exc), m.type, param, code), status_code=m.status, headers=headers)
+    log.error("unexpected error", exc_info=exc)
+    return JSONResponse(error_body("internal server error", "server_error", None, "internal_error"), status_code=500)
+
+
+async def _on_whisperpool_error(_request: Request, exc: Exception) -> JSONResponse:
+    return to_response(exc)
+
+
+async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    param = ".".join(loc) or None
+    message = f"invalid parameter {param}: {first.get('msg', 'invalid')}" if param else str(first.get("msg", exc))
+    return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_parameter"), status_code=400)
+
+
+async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    return to_response(exc)
+
+
+def install(app) -> None:
+    app.add_exception_handler(WhisperPoolError, _on_whisperpool_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,97 @@
+"""Server settings: a frozen dataclass, filled from ``WHISPERPOOL_*`` variables and flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import DecodeOptions, PoolConfig
+from ..errors import ConfigError
+
+ENV_PREFIX = "WHISPERPOOL_"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerSettings:
+    """How the HTTP server runs. ``pool`` holds the worker pool's own settings.
+
+    ``api_key=None`` leaves the API open (the default binds loopback only).
+    ``grace_s`` is how long in-flight requests may run after SIGTERM/SIGINT.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_upload_mb: float = 25.0
+    grace_s: float = 30.0
+    model_name: str | None = None  # the id /v1/models lists; default: the pool's model setting
+    pool: PoolConfig = field(default_factory=lambda: PoolConfig(max_queue=64))
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"ServerSettings.port must be 0-65535, got {self.port!r}")
+        if self.max_upload_mb <= 0:
+            raise ConfigError(f"ServerSettings.max_upload_mb must be > 0, got {self.max_upload_mb!r}")
+        if self.grace_s < 0:
+            raise ConfigError(f"ServerSettings.grace_s must be >= 0, got {self.grace_s!r}")
+        if self.api_key is not None and not self.api_key:
+            raise ConfigError("ServerSettings.api_key must not be empty (leave it unset for no key)")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def served_model(self) -> str:
+        return self.model_name or self.pool.model
+
+
+# name of the environment variable (after the prefix) -> (where it goes, how to parse it)
+_ENV: dict[str, tuple[str, Any]] = {
+    "HOST": ("host", str),
+    "PORT": ("port", int),
+    "API_KEY": ("api_key", str),
+    "MAX_UPLOAD_MB": ("max_upload_mb", float),
+    "GRACE_S": ("grace_s", float),
+    "WORKERS": ("pool.pool_size", int),
+    "MODEL": ("pool.model", str),
+    "THREADS": ("pool.threads_per_worker", int),
+    "COMPUTE_TYPE": ("pool.compute_type", str),
+    "DEVICE": ("pool.device", str),
+    "MAX_QUEUE": ("pool.max_queue", int),
+    "REQUEST_TIMEOUT_S": ("pool.request_timeout_s", float),
+    "WARMUP_TIMEOUT_S": ("pool.warmup_timeout_s", float),
+    "LANGUAGE": ("decode.language", str),
+    "BEAM_SIZE": ("decode.beam_size", int),
+}
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``WHISPERPOOL_*`` variables as ``{"port": 8001, "pool.pool_size": 4, ...}``."""
+    environ = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    for suffix, (target, parse) in _ENV.items():
+        raw = environ.get(ENV_PREFIX + suffix)
+        if raw is None or raw == "":
+            continue
+        try:
+            found[target] = parse(raw)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{suffix}={raw!r} is not a valid {parse.__name__}") from None
+    return found
+
+
+def build_settings(values: Mapping[str, Any]) -> ServerSettings:
+    """Settings from dotted names (``"pool.pool_size"``, ``"decode.language"``, ``"port"``)."""
+    top = {k: v for k, v in values.items() if "." not in k}
+    pool = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pool.")}
+    decode = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("decode.")}
+    base_pool = PoolConfig(max_queue=64)
+    pool_config = dataclasses.replace(base_pool, decode=DecodeOptions(**decode), **pool)
+    return ServerSettings(pool=pool_config, **top)
+
+
+__all__ = ["ENV_PREFIX", "ServerSettings", "build_settings", "env_overrides"]

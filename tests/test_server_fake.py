@@ -1,0 +1,115 @@
+"""The server's error mapping and readiness, in-process, with the fake backend's faults."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import WAIT, encode, fake_config
+from whisperpool import FakeBehavior
+from whisperpool.server import ServerSettings, create_app
+
+MARKERS = FakeBehavior()
+
+
+def wav(tmp_path, first: float = 0.0, seconds: float = 0.5) -> bytes:
+    audio = np.zeros(int(16000 * seconds), np.float32)
+    audio[0] = first
+    return encode(audio, tmp_path / f"clip-{first}.wav").read_bytes()
+
+
+def app_for(**pool_changes):
+    return create_app(ServerSettings(pool=fake_config(**pool_changes)))
+
+
+def wait_until(predicate, timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def upload(client, data: bytes, **fields):
+    return client.post("/v1/audio/transcriptions", files={"file": ("clip.wav", data)}, data=fields)
+
+
+def test_a_full_queue_is_503_with_retry_after(tmp_path):
+    app = app_for(pool_size=1, max_queue=0, fake=FakeBehavior(inference_delay_s=1.5))
+    with TestClient(app) as client:
+        assert wait_until(lambda: client.get("/health/ready").status_code == 200)
+        first: dict = {}
+        thread = threading.Thread(target=lambda: first.setdefault("r", upload(client, wav(tmp_path))))
+        thread.start()
+        assert wait_until(lambda: client.get("/v1/pool").json()["busy_workers"] == 1)
+        r = upload(client, wav(tmp_path))
+        thread.join(WAIT)
+    assert r.status_code == 503 and r.headers["retry-after"] == "2"
+    assert r.json()["error"]["code"] == "queue_full" and r.json()["error"]["type"] == "server_error"
+    assert first["r"].status_code == 200 and first["r"].json()["text"] == "8000 samples"
+
+
+def test_a_hung_request_is_504_and_a_crash_is_500_and_others_are_served(tmp_path):
+    app = app_for(pool_size=2, request_timeout_s=1.0)
+    with TestClient(app) as client:
+        assert wait_until(lambda: client.get("/health/ready").status_code == 200)
+        r = upload(client, wav(tmp_path, MARKERS.hang_marker))
+        assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout"
+        r = upload(client, wav(tmp_path, MARKERS.crash_marker))
+        assert r.status_code == 500 and r.json()["error"]["code"] == "worker_crashed"
+        # Both workers are gone now (supervision is issue 4): readiness says so.
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["warm_workers"] == 0
+
+
+def test_backend_errors_are_500_and_the_worker_keeps_serving(tmp_path):
+    with TestClient(app_for(pool_size=1)) as client:
+        assert wait_until(lambda: client.get("/health/ready").status_code == 200)
+        r = upload(client, wav(tmp_path, MARKERS.error_marker))
+        assert r.status_code == 500 and r.json()["error"]["code"] == "transcription_error"
+        r = upload(client, wav(tmp_path), response_format="text")
+        assert r.status_code == 200 and r.text == "8000 samples"
+        assert "inference;dur=" in r.headers["server-timing"]
+
+
+def test_a_request_during_warm_up_waits_or_gets_503_when_its_time_runs_out(tmp_path):
+    app = app_for(pool_size=1, request_timeout_s=1.0, fake=FakeBehavior(load_delay_s=4.0))
+    with TestClient(app) as client:
+        warming = client.get("/health/ready")
+        assert warming.status_code == 503 and warming.json()["status"] == "warming"
+        r = upload(client, wav(tmp_path))
+        assert r.status_code == 503 and r.headers["retry-after"] and r.json()["error"]["code"] == "pool_not_ready"
+    app = app_for(pool_size=1, request_timeout_s=30.0, fake=FakeBehavior(load_delay_s=1.5))
+    with TestClient(app) as client:
+        assert client.get("/health/ready").status_code == 503
+        r = upload(client, wav(tmp_path))  # waits for the first warm worker
+        assert r.status_code == 200 and r.json()["text"] == "8000 samples"
+
+
+def test_all_workers_failed_reads_failed(tmp_path):
+    app = app_for(pool_size=2, fake=FakeBehavior(fail_warmup_workers={0, 1}))
+    with TestClient(app) as client:
+        assert wait_until(lambda: client.get("/health/ready").json()["status"] == "failed")
+        r = upload(client, wav(tmp_path))
+        assert r.status_code == 503 and r.json()["error"]["code"] == "pool_failed"
+        assert client.get("/health/live").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body,content_type,param",
+    [
+        (b"not multipart", "text/plain", "file"),
+        (b"--x\r\nbroken", "multipart/form-data; boundary=x", None),
+    ],
+)
+def test_malformed_bodies_are_400(body, content_type, param):
+    with TestClient(app_for(pool_size=1)) as client:
+        r = client.post("/v1/audio/transcriptions", content=body, headers={"content-type": content_type})
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+        if param:
+            assert r.json()["error"]["param"] == param
