@@ -29,6 +29,16 @@ def wait_running(*futures) -> None:
     assert all(f.running() or f.done() for f in futures)
 
 
+def wait_for(predicate, timeout: float = WAIT) -> bool:
+    """Bounded wait for a condition the pool reaches on its own."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
 class Recorder:
     """Collects events (they arrive on the manager thread)."""
 
@@ -200,29 +210,32 @@ def test_a_request_that_raises_fails_alone_and_the_worker_lives(make_pool):
     assert status.workers[0].pid == pid and status.requests_failed == 1 and status.requests_completed == 1
 
 
-def test_a_crash_mid_request_fails_that_request_only(make_pool):
+def test_a_poison_request_is_retried_once_then_refused_and_the_pool_heals(make_pool):
     pool = make_pool(pool_size=2, fake=FakeBehavior(inference_delay_s=0.3))
     pool.warm_up_all_workers(timeout=WAIT)
     good = [pool.submit(samples(200 + i)) for i in range(3)]
     bad = pool.submit(samples(first=FakeBehavior().crash_marker))
-    with pytest.raises(WorkerCrashed, match="exit code -9"):
+    with pytest.raises(WorkerCrashed, match="refused as poison: it crashed 2 workers"):
         bad.result(timeout=WAIT)
     assert sorted(f.result(timeout=WAIT).text for f in good) == ["200 samples", "201 samples", "202 samples"]
+    assert wait_for(lambda: pool.get_status().warm_workers == 2)  # both replaced and warm again
     status = pool.get_status()
-    assert status.failed_workers == 1 and status.warm_workers == 1
+    assert (status.worker_crashes, status.worker_restarts, status.requests_retried) == (2, 2, 1)
+    assert status.failed_workers == 0 and {w.id for w in status.workers} == {2, 3}
+    assert pool.transcribe(samples(9), timeout=WAIT).text == "9 samples"
 
 
-def test_a_hung_request_times_out_and_its_worker_is_stopped(make_pool):
+def test_a_hung_request_times_out_and_its_worker_is_replaced(make_pool):
     pool = make_pool(pool_size=2)
     pool.warm_up_all_workers(timeout=WAIT)
+    pids = {w.pid for w in pool.get_status().workers}
     hung = pool.submit(samples(first=FakeBehavior().hang_marker), timeout=1.0)
     with pytest.raises(RequestTimeout, match="while being transcribed"):
         hung.result(timeout=WAIT)
-    deadline = time.monotonic() + WAIT
-    while any(w.alive and w.state is WorkerState.FAILED for w in pool.workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    failed = [w for w in pool.workers if w.state is WorkerState.FAILED]
-    assert len(failed) == 1 and not pid_alive(failed[0].pid)
+    assert wait_for(lambda: pool.get_status().warm_workers == 2 and pool.get_status().worker_restarts == 1)
+    now = {w.pid for w in pool.get_status().workers}
+    (gone,) = pids - now
+    assert wait_for(lambda: not pid_alive(gone))
     assert pool.transcribe(samples(60), timeout=WAIT).text == "60 samples"
 
 

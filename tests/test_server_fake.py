@@ -62,9 +62,11 @@ def test_a_hung_request_is_504_and_a_crash_is_500_and_others_are_served(tmp_path
         assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout"
         r = upload(client, wav(tmp_path, MARKERS.crash_marker))
         assert r.status_code == 500 and r.json()["error"]["code"] == "worker_crashed"
-        # Both workers are gone now (supervision is issue 4): readiness says so.
-        ready = client.get("/health/ready")
-        assert ready.status_code == 503 and ready.json()["warm_workers"] == 0
+        assert "poison" in r.json()["error"]["message"]
+        # Every worker that died was replaced, and the pool serves again.
+        assert wait_until(lambda: client.get("/v1/pool").json()["worker_restarts"] == 3)
+        assert wait_until(lambda: client.get("/health/ready").json()["warm_workers"] == 2)
+        assert upload(client, wav(tmp_path)).status_code == 200
 
 
 def test_backend_errors_are_500_and_the_worker_keeps_serving(tmp_path):

@@ -113,12 +113,14 @@ class FakeBehavior:
     crash_marker: float = 0.75
     hang_marker: float = 0.5
     error_marker: float = 0.25
+    flaky_warmup_workers: frozenset[int] = frozenset()  # these fail warm-up until ``flaky_until``
+    flaky_until: float = 0.0  # a wall-clock time, as time.time() gives
 
     def __post_init__(self) -> None:
         for name in ("load_delay_s", "inference_delay_s"):
             if getattr(self, name) < 0:
                 _fail("FakeBehavior", name, "must be >= 0", getattr(self, name))
-        for name in ("fail_warmup_workers", "crash_warmup_workers", "hang_warmup_workers"):
+        for name in ("fail_warmup_workers", "crash_warmup_workers", "hang_warmup_workers", "flaky_warmup_workers"):
             object.__setattr__(self, name, frozenset(getattr(self, name)))
 
 
@@ -129,6 +131,15 @@ class PoolConfig:
     ``threads_per_worker=None`` gives each worker the machine's cores divided by the pool
     size (at least 1). Timeouts are in seconds; ``request_timeout_s`` covers queue wait
     and inference, and ``None`` disables it. ``max_queue=None`` leaves the queue unbounded.
+
+    Supervision: a worker that dies is replaced at once; one that fails to warm up is
+    restarted after ``restart_backoff_s``, doubling up to ``restart_backoff_max_s``, and
+    its slot is given up after ``max_restarts`` failed warm-ups in a row. A request whose
+    worker died is retried on another; one that has crashed ``max_crashes_per_request``
+    workers is refused as poison. Idle workers are pinged every ``ping_interval_s``
+    (``None``: never) and replaced if they do not answer within ``ping_timeout_s``. A
+    worker is recycled, its replacement warmed first, after ``max_requests_per_worker``
+    requests (plus up to ``max_requests_jitter``) or above ``max_worker_rss_mb``.
     """
 
     pool_size: int = 2
@@ -145,6 +156,15 @@ class PoolConfig:
     fake: FakeBehavior = field(default_factory=FakeBehavior)
     start_method: StartMethod = "spawn"
     model_cache_dir: str | None = None
+    max_restarts: int = 5
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+    max_crashes_per_request: int = 2
+    ping_interval_s: float | None = 5.0
+    ping_timeout_s: float = 5.0
+    max_requests_per_worker: int | None = None
+    max_requests_jitter: int = 0
+    max_worker_rss_mb: float | None = None
 
     def __post_init__(self) -> None:
         owner = "PoolConfig"
@@ -166,6 +186,19 @@ class PoolConfig:
             _fail(owner, "request_timeout_s", "must be > 0 or None", self.request_timeout_s)
         if self.max_queue is not None and (not isinstance(self.max_queue, int) or self.max_queue < 0):
             _fail(owner, "max_queue", "must be an integer >= 0 or None", self.max_queue)
+        for name in ("max_restarts", "max_requests_jitter"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                _fail(owner, name, "must be an integer >= 0", getattr(self, name))
+        if not isinstance(self.max_crashes_per_request, int) or self.max_crashes_per_request < 1:
+            _fail(owner, "max_crashes_per_request", "must be an integer >= 1", self.max_crashes_per_request)
+        for name in ("restart_backoff_s", "restart_backoff_max_s", "ping_timeout_s"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                _fail(owner, name, "must be a number of seconds > 0", getattr(self, name))
+        for name in ("ping_interval_s", "max_worker_rss_mb"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                _fail(owner, name, "must be > 0 or None", getattr(self, name))
+        if self.max_requests_per_worker is not None and self.max_requests_per_worker < 1:
+            _fail(owner, "max_requests_per_worker", "must be an integer >= 1 or None", self.max_requests_per_worker)
         if not isinstance(self.decode, DecodeOptions):
             _fail(owner, "decode", "must be a DecodeOptions", self.decode)
 

@@ -16,6 +16,9 @@ ready                 the pool: first worker is warm. The engine: its warm-up ha
                       with at least one warm worker
 warmed_up             every worker finished warming up, in success or failure
 all_workers_warm      every worker warmed up successfully
+worker_failed         a worker died, hung, timed out or failed warm-up (reason says which)
+worker_restarted      a new worker was started to replace a failed one
+worker_recycled       a worker retired as planned, its warm replacement already serving
 ===================== ===================================================================
 """
 
@@ -37,8 +40,21 @@ WARM_UP_FAILED = "warm_up_failed"
 READY = "ready"
 WARMED_UP = "warmed_up"
 ALL_WORKERS_WARM = "all_workers_warm"
+WORKER_FAILED = "worker_failed"
+WORKER_RESTARTED = "worker_restarted"
+WORKER_RECYCLED = "worker_recycled"
 
-POOL_EVENTS = (INITIALIZED, WORKER_STATE_CHANGED, WARM_UP_FAILED, READY, WARMED_UP, ALL_WORKERS_WARM)
+POOL_EVENTS = (
+    INITIALIZED,
+    WORKER_STATE_CHANGED,
+    WARM_UP_FAILED,
+    READY,
+    WARMED_UP,
+    ALL_WORKERS_WARM,
+    WORKER_FAILED,
+    WORKER_RESTARTED,
+    WORKER_RECYCLED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,30 @@ class AllWorkersWarm:
     total_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerFailed:
+    worker_id: int
+    slot: int
+    reason: str
+    during_warm_up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRestarted:
+    worker_id: int
+    slot: int
+    replaces: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecycled:
+    worker_id: int
+    slot: int
+    successor: int
+    reason: str
+
+
 def safe_emit(emitter: EventEmitter, event: str, payload: Any) -> None:
     """Emit, logging (not raising) whatever a subscriber raises."""
     try:
@@ -100,7 +140,13 @@ __all__ = [
     "Initialized",
     "Ready",
     "WarmUpFailedEvent",
+    "WORKER_FAILED",
+    "WORKER_RECYCLED",
+    "WORKER_RESTARTED",
     "WarmedUp",
+    "WorkerFailed",
+    "WorkerRecycled",
+    "WorkerRestarted",
     "WorkerStateChanged",
     "safe_emit",
 ]

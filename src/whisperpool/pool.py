@@ -16,8 +16,23 @@ wake-up pipe, with a timeout that is the nearest deadline (warm-up, request, kil
 nothing sleeps and polls. All state changes happen on that thread, under ``_lock``,
 which :meth:`ProcessPool.get_status` also takes.
 
-A worker that dies fails only the request it was serving. The pool is ready when one
-worker is warm and fails (:class:`~whisperpool.errors.PoolFailed`) only when all fail.
+The pool is ready when one worker is warm and fails
+(:class:`~whisperpool.errors.PoolFailed`) only when every worker fails its first warm-up;
+then nothing is restarted, since a configuration that no worker can boot with will not
+get better by retrying.
+
+Supervision, all on the manager thread:
+
+* a worker that dies (pipe EOF or sentinel) is replaced at once; the request it was
+  serving is retried on another worker, and refused as poison once it has crashed
+  ``max_crashes_per_request`` workers;
+* a request past its timeout fails with ``RequestTimeout`` and its worker is stopped
+  (SIGTERM, then SIGKILL) and replaced; an idle worker that does not answer a health
+  ping in time is replaced too;
+* a worker that fails warm-up is restarted with exponential backoff, and its slot is
+  given up (state ``failed``, with the reason) after ``max_restarts`` failures in a row;
+* planned recycling (``max_requests_per_worker``, ``max_worker_rss_mb``) warms the
+  replacement first and retires the old worker only then, so capacity never dips.
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ import heapq
 import itertools
 import logging
 import multiprocessing
+import random
 import threading
 import time
 from collections import deque
@@ -78,6 +94,7 @@ class Job:
     on_segment: Callable[[Segment], None] | None = None
     dispatched: float | None = None
     attempts: int = 0
+    crashes: int = 0  # workers that died while serving it
 
     def sort_key(self) -> tuple[int, int]:
         return (self.priority, self.id)
@@ -93,6 +110,9 @@ class WorkerStatus:
     warm_up_s: float | None
     requests_served: int
     error: str | None
+    rss_mb: float | None = None
+    ping_rtt_ms: float | None = None
+    recycling: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +132,10 @@ class PoolStatus:
     requests_failed: int
     latency_p50_s: float | None
     latency_p95_s: float | None
+    worker_restarts: int = 0
+    worker_crashes: int = 0
+    workers_recycled: int = 0
+    requests_retried: int = 0
     workers: tuple[WorkerStatus, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,7 +165,13 @@ class ProcessPool:
         self._lock = threading.RLock()
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._context = multiprocessing.get_context(self.config.start_method)
-        self._workers: list[Worker] = []
+        self._workers: list[Worker] = []  # the current workers, shown in the status
+        self._retired: list[Worker] = []  # replaced workers whose processes are still exiting
+        self._initial: list[Worker] = []  # the first generation: decides warm-up's outcome
+        self._restart_at: dict[int, tuple[float, Worker]] = {}  # slot -> (when, the failed worker)
+        self._slot_failures: dict[int, int] = {}  # failed warm-ups in a row, per slot
+        self._model_source = ""
+        self._rng = random.Random()
         self._queue: list[tuple[tuple[int, int], Job]] = []
         self._ids = itertools.count()
         self._job_ids = itertools.count(1)
@@ -155,6 +185,10 @@ class ProcessPool:
         self._ready_sent = False
         self._completed = 0
         self._failed = 0
+        self._restarts = 0
+        self._crashes = 0
+        self._recycled = 0
+        self._retried = 0
         self._latencies: deque[float] = deque(maxlen=2048)
 
     # -- events ------------------------------------------------------------------------
@@ -182,25 +216,27 @@ class ProcessPool:
                 return
             if self._closing:
                 raise PoolClosed("the pool is closed")
+            self._model_source = resolved.source
             for slot in range(self.config.pool_size):
-                self._workers.append(self._new_worker(slot, resolved.source))
+                self._workers.append(self._new_worker(slot))
+            self._initial = list(self._workers)
             self._started_at = time.monotonic()
             self._thread = threading.Thread(target=self._run, name="whisperpool-manager", daemon=True)
         self._emit(ev.INITIALIZED, ev.Initialized(len(self._workers), self.config.model))
         self._thread.start()
 
-    def _new_worker(self, slot: int, model_source: str) -> Worker:
+    def _new_worker(self, slot: int) -> Worker:
         cfg = self.config
         spec = BackendSpec(
             name=cfg.backend,
-            model=model_source,
+            model=self._model_source,
             device=cfg.device,
             compute_type=cfg.compute_type,
             cpu_threads=cfg.cpu_threads,
             slot=slot,
             fake=cfg.fake,
         )
-        return Worker(
+        worker = Worker(
             next(self._ids),
             spec,
             context=self._context,
@@ -208,6 +244,9 @@ class ProcessPool:
             warmup_timeout_s=cfg.warmup_timeout_s,
             on_state_change=self._on_state_change,
         )
+        if cfg.max_requests_per_worker is not None:
+            worker.max_requests = cfg.max_requests_per_worker + self._rng.randint(0, cfg.max_requests_jitter)
+        return worker
 
     def warm_up_all_workers(self, timeout: float | None = None) -> WarmUpSummary:
         """Start (if needed) and block until every worker is warm or failed.
@@ -354,8 +393,24 @@ class ProcessPool:
                 requests_failed=self._failed,
                 latency_p50_s=float(np.percentile(lat, 50)) if lat is not None else None,
                 latency_p95_s=float(np.percentile(lat, 95)) if lat is not None else None,
+                worker_restarts=self._restarts,
+                worker_crashes=self._crashes,
+                workers_recycled=self._recycled,
+                requests_retried=self._retried,
                 workers=tuple(
-                    WorkerStatus(w.id, w.slot, w.pid, w.state, w.load_s, w.warm_up_s, w.requests_served, w.error)
+                    WorkerStatus(
+                        w.id,
+                        w.slot,
+                        w.pid,
+                        w.state,
+                        w.load_s,
+                        w.warm_up_s,
+                        w.requests_served,
+                        w.error,
+                        round(w.rss_bytes / 2**20, 1) if w.rss_bytes else None,
+                        round(w.ping_rtt_s * 1000, 2) if w.ping_rtt_s is not None else None,
+                        w.recycle_reason is not None,
+                    )
                     for w in workers
                 ),
             )
@@ -406,7 +461,7 @@ class ProcessPool:
 
     def _waitables(self) -> dict[Any, tuple[str, Worker | None]]:
         waitables: dict[Any, tuple[str, Worker | None]] = {self._wake_r: ("wake", None)}
-        for w in self._workers:
+        for w in self._workers + self._retired:
             if w.alive:
                 if w.conn is not None and not w.conn.closed:
                     waitables[w.conn] = ("conn", w)
@@ -414,12 +469,16 @@ class ProcessPool:
         return waitables
 
     def _next_timeout(self) -> float | None:
-        deadlines = []
-        for w in self._workers:
+        deadlines = [at for at, _ in self._restart_at.values()]
+        for w in self._workers + self._retired:
             if w.state is WorkerState.WARMING and w.warmup_deadline is not None:
                 deadlines.append(w.warmup_deadline)
             if w.kill_at is not None:
                 deadlines.append(w.kill_at)
+            if w.ping_sent_at is not None:
+                deadlines.append(w.ping_sent_at + self.config.ping_timeout_s)
+            elif w.next_ping_at is not None and w.is_idle():
+                deadlines.append(w.next_ping_at)
         deadlines.extend(j.deadline for _, j in self._queue if j.deadline is not None)
         deadlines.extend(w.job.deadline for w in self._workers if w.job and w.job.deadline is not None)
         if self._closing and self._close_deadline is not None:
@@ -460,8 +519,14 @@ class ProcessPool:
         elif isinstance(msg, p.Ready):
             w.warm_up_s = now - (w.warmup_started or now)
             w.idle_since = now
+            w.rss_bytes = msg.rss_bytes
+            w.pong(now, self.config.ping_interval_s)
             w.set_state(WorkerState.WARM)
             log.info("worker %d warm in %.2f s (pid %s)", w.id, w.warm_up_s, w.pid)
+            self._slot_failures.pop(w.slot, None)
+            if w.replaces is not None:  # a planned recycle: the old worker may go now
+                w.replaces.retire_when_idle = True
+                w.replaces = None
             self._after_warm_up_change()
         elif isinstance(msg, p.WarmUpFailed):
             self._worker_failed(w, f"warm-up failed: {msg.error.type}: {msg.error.message}")
@@ -477,7 +542,9 @@ class ProcessPool:
                 log.warning("worker %d answered request %s it was not serving", w.id, msg.request_id)
                 return
             job = w.finish_job()
+            w.pong(now, self.config.ping_interval_s)  # an answer is as good as a pong
             if isinstance(msg, p.Done):
+                w.rss_bytes = msg.rss_bytes
                 timings = Timings(
                     queue_wait_s=(job.dispatched or now) - job.submitted,
                     inference_s=msg.inference_s,
@@ -492,13 +559,16 @@ class ProcessPool:
                     self._failed += 1
             w.idle_since = now
             w.set_state(WorkerState.WARM)
+            self._maybe_recycle(w)
         elif isinstance(msg, p.Pong):
-            pass
+            w.pong(now, self.config.ping_interval_s)
         else:
             log.error("worker %d sent an unknown message %r", w.id, type(msg).__name__)
 
     def _on_exit(self, w: Worker) -> None:
         code = w.reap()
+        if w in self._retired:
+            self._retired.remove(w)
         if w.state in (WorkerState.FAILED, WorkerState.TERMINATED):
             return
         if w.stopping and w.job is None:
@@ -509,22 +579,114 @@ class ProcessPool:
         self._worker_failed(w, reason)
 
     def _worker_failed(self, w: Worker, reason: str) -> None:
-        """Mark ``w`` failed; fail the request it held; update readiness."""
+        """Mark ``w`` failed, stop its process, retry or fail its request, plan its replacement."""
         if w.state in (WorkerState.FAILED, WorkerState.TERMINATED):
             return
-        was_warming = w.state in (WorkerState.COLD, WorkerState.WARMING)
+        was_warming = w.state in _STARTING
         w.error = reason
         job, w.job = w.job, None
         w.set_state(WorkerState.FAILED)
+        now = time.monotonic()
         if w.alive:
-            w.terminate(time.monotonic(), self.config.stop_timeout_s)
-        if job is not None and _settle(
-            job.future, error=WorkerCrashed(f"worker {w.id} failed while serving the request: {reason}")
-        ):
-            self._failed += 1
+            w.terminate(now, self.config.stop_timeout_s)
+        self._emit(ev.WORKER_FAILED, ev.WorkerFailed(w.id, w.slot, reason, was_warming))
+        if job is not None:
+            self._requeue_or_fail(job, w, reason)
         if was_warming:
+            self._slot_failures[w.slot] = self._slot_failures.get(w.slot, 0) + 1
             self._emit(ev.WARM_UP_FAILED, ev.WarmUpFailedEvent(w.id, reason))
+        elif w.recycle_reason is None:
+            self._crashes += 1
         self._after_warm_up_change()
+        self._plan_replacement(w, now)
+
+    def _requeue_or_fail(self, job: Job, w: Worker, reason: str) -> None:
+        """The worker serving ``job`` died: try it elsewhere, unless it is poison."""
+        job.crashes += 1
+        if job.future.done():
+            return
+        if job.crashes >= self.config.max_crashes_per_request:
+            error = WorkerCrashed(
+                f"request {job.id} was refused as poison: it crashed {job.crashes} workers (last: {reason})"
+            )
+        elif self._closing:
+            error = WorkerCrashed(f"worker {w.id} failed while serving the request: {reason}")
+        else:
+            log.warning("worker %d died serving request %d; retrying it on another worker", w.id, job.id)
+            self._retried += 1
+            job.dispatched = None
+            heapq.heappush(self._queue, (job.sort_key(), job))
+            return
+        if _settle(job.future, error=error):
+            self._failed += 1
+
+    def _plan_replacement(self, w: Worker, now: float) -> None:
+        """Schedule a new worker for ``w``'s slot: at once after a crash, with backoff after a failed warm-up."""
+        if self._closing or w.retire_when_idle or w in self._retired:
+            return
+        if self._ready_future.done() and self._ready_future.exception() is not None:
+            return  # every worker failed its first warm-up: nothing is restarted
+        failures = self._slot_failures.get(w.slot, 0)
+        if failures > self.config.max_restarts:
+            w.error = f"gave up after {failures} failed warm-ups in a row; the last: {w.error}"
+            log.error("worker slot %d: %s", w.slot, w.error)
+            return
+        delay = 0.0
+        if failures:
+            delay = min(self.config.restart_backoff_max_s, self.config.restart_backoff_s * 2 ** (failures - 1))
+        self._restart_at[w.slot] = (now + delay, w)
+
+    def _restart_due(self, now: float) -> None:
+        for slot, (at, old) in list(self._restart_at.items()):
+            if now < at:
+                continue
+            del self._restart_at[slot]
+            if self._ready_future.done() and self._ready_future.exception() is not None:
+                continue
+            new = self._new_worker(slot)
+            new.replaces, old.replaces = old.replaces, None  # a recycle in progress carries over
+            self._swap(old, new)
+            self._restarts += 1
+            log.info("worker slot %d: starting worker %d to replace worker %d", slot, new.id, old.id)
+            self._emit(ev.WORKER_RESTARTED, ev.WorkerRestarted(new.id, slot, old.id, old.error or ""))
+            self._start_worker(new)
+
+    def _swap(self, old: Worker, new: Worker) -> None:
+        """``new`` takes ``old``'s place in the status; ``old`` is kept until its process is reaped."""
+        self._workers[self._workers.index(old)] = new
+        if old.alive:
+            self._retired.append(old)
+
+    def _maybe_recycle(self, w: Worker) -> None:
+        """After a request: start warming a replacement if ``w`` reached a planned limit."""
+        if w.recycle_reason is not None or self._closing:
+            return
+        limit_mb = self.config.max_worker_rss_mb
+        if w.max_requests is not None and w.requests_served >= w.max_requests:
+            reason = f"served {w.requests_served} requests (limit {w.max_requests})"
+        elif limit_mb is not None and w.rss_bytes > limit_mb * 2**20:
+            reason = f"resident memory {w.rss_bytes / 2**20:.0f} MiB is over the limit of {limit_mb:g} MiB"
+        else:
+            return
+        w.recycle_reason = reason
+        new = self._new_worker(w.slot)
+        new.replaces = w
+        self._workers.append(new)
+        log.info("worker %d: %s; warming worker %d to take over", w.id, reason, new.id)
+        self._start_worker(new)
+
+    def _retire_relieved(self, now: float) -> None:
+        """Stop recycled workers whose replacement is warm, once they hold no request."""
+        for w in [w for w in self._workers if w.retire_when_idle and w.job is None and not w.stopping]:
+            w.ask_to_stop(now, self.config.stop_timeout_s)
+            self._workers.remove(w)
+            self._retired.append(w)
+            self._recycled += 1
+            successor = next((x for x in self._workers if x.slot == w.slot), None)
+            self._emit(
+                ev.WORKER_RECYCLED,
+                ev.WorkerRecycled(w.id, w.slot, successor.id if successor else -1, w.recycle_reason or ""),
+            )
 
     def _after_warm_up_change(self) -> None:
         """Resolve the readiness futures and emit the warm-up events, each once."""
@@ -536,11 +698,12 @@ class ProcessPool:
             self._ready_sent = True
             self._ready_future.set_result(None)
             self._emit(ev.READY, ev.Ready(warm, elapsed))
-        settled = [w for w in workers if w.warm_up_s is not None or w.state is WorkerState.FAILED]
-        if not self._warmed_future.done() and len(settled) == len(workers):
-            succeeded = sum(1 for w in workers if w.warm_up_s is not None)
-            errors = {w.id: w.error or "" for w in workers if w.warm_up_s is None}
-            summary = WarmUpSummary(succeeded, len(workers) - succeeded, elapsed, errors)
+        first = self._initial
+        settled = [w for w in first if w.warm_up_s is not None or w.state is WorkerState.FAILED]
+        if not self._warmed_future.done() and len(settled) == len(first):
+            succeeded = sum(1 for w in first if w.warm_up_s is not None)
+            errors = {w.id: w.error or "" for w in first if w.warm_up_s is None}
+            summary = WarmUpSummary(succeeded, len(first) - succeeded, elapsed, errors)
             if succeeded == 0:
                 err = PoolFailed(
                     "every worker failed to warm up: " + "; ".join(f"worker {i}: {e}" for i, e in errors.items())
@@ -551,8 +714,8 @@ class ProcessPool:
             else:
                 self._warmed_future.set_result(summary)
             self._emit(ev.WARMED_UP, ev.WarmedUp(summary.succeeded, summary.failed, elapsed))
-            if succeeded == len(workers):
-                self._emit(ev.ALL_WORKERS_WARM, ev.AllWorkersWarm(len(workers), elapsed))
+            if succeeded == len(first):
+                self._emit(ev.ALL_WORKERS_WARM, ev.AllWorkersWarm(len(first), elapsed))
 
     def _on_state_change(self, w: Worker, old: WorkerState, new: WorkerState) -> None:
         self._emit(ev.WORKER_STATE_CHANGED, ev.WorkerStateChanged(w.id, old, new, w.error))
@@ -566,8 +729,8 @@ class ProcessPool:
             if not idle:
                 return
             _, job = heapq.heappop(self._queue)
-            if not job.future.set_running_or_notify_cancel():
-                continue  # cancelled while it waited
+            if not job.future.running() and not job.future.set_running_or_notify_cancel():
+                continue  # cancelled while it waited (a retried request is already running)
             w = min(idle, key=lambda x: x.idle_since)  # the longest idle: spreads the load
             job.dispatched = time.monotonic()
             job.attempts += 1
@@ -581,17 +744,34 @@ class ProcessPool:
             heapq.heapify(self._queue)
 
     def _check_deadlines(self, now: float) -> None:
-        for w in self._workers:
+        cfg = self.config
+        for w in list(self._workers):
             if w.state is WorkerState.WARMING and w.warmup_deadline is not None and now >= w.warmup_deadline:
-                self._worker_failed(w, f"warm-up did not finish within {self.config.warmup_timeout_s:g} s")
+                self._worker_failed(w, f"warm-up did not finish within {cfg.warmup_timeout_s:g} s")
             elif w.job is not None and w.job.deadline is not None and now >= w.job.deadline:
                 job = w.job
                 if _settle(job.future, error=RequestTimeout(_timeout_message(job, now))):
                     self._failed += 1
                 w.job = None
                 self._worker_failed(w, f"request {job.id} timed out; the worker was stopped")
+            elif w.ping_sent_at is not None and now >= w.ping_sent_at + cfg.ping_timeout_s:
+                self._worker_failed(w, f"did not answer a health ping within {cfg.ping_timeout_s:g} s")
+            elif (
+                w.is_idle()
+                and w.ping_sent_at is None
+                and w.next_ping_at is not None
+                and now >= w.next_ping_at
+                and not self._closing
+            ):
+                try:
+                    w.ping(now)
+                except OSError as exc:
+                    self._worker_failed(w, f"cannot send to the worker: {exc}")
+        for w in self._workers + self._retired:
             if w.kill_at is not None and now >= w.kill_at:
                 w.kill()
+        self._retire_relieved(now)
+        self._restart_due(now)
         expired = [j for _, j in self._queue if j.deadline is not None and now >= j.deadline]
         if expired:
             self._queue = [(k, j) for k, j in self._queue if j not in expired]
@@ -605,8 +785,8 @@ class ProcessPool:
                     error = PoolNotReady(f"request {job.id}: no worker became warm within its timeout")
                 if _settle(job.future, error=error):
                     self._failed += 1
-        if self._queue and not any(w.is_warm() or w.state in _STARTING for w in self._workers):
-            self._fail_queue(PoolNotReady("no worker is warm or warming"))
+        if self._queue and not any(w.is_warm() or w.state in _STARTING for w in self._workers) and not self._restart_at:
+            self._fail_queue(PoolNotReady("no worker is warm, warming or about to restart"))
 
     def _fail_queue(self, error: Exception) -> None:
         queue, self._queue = self._queue, []
@@ -642,7 +822,11 @@ class ProcessPool:
                 w.set_state(WorkerState.TERMINATED)
                 w.stopping = True
                 w.terminate(now, self.config.stop_timeout_s)
-        if any(w.alive for w in self._workers):
+        self._restart_at.clear()
+        for w in self._retired:
+            if w.alive and not w.stopping and w.state is not WorkerState.FAILED:
+                w.ask_to_stop(now, self.config.stop_timeout_s)
+        if any(w.alive for w in self._workers + self._retired):
             return False
         for w in self._workers:
             if w.state is not WorkerState.FAILED and w.state is not WorkerState.TERMINATED:
@@ -657,7 +841,7 @@ class ProcessPool:
         """Last resort if the manager thread itself breaks: fail everything, kill workers."""
         self._closing = True
         self._fail_queue(error)
-        for w in self._workers:
+        for w in self._workers + self._retired:
             if w.job is not None:
                 _settle(w.job.future, error=error)
             if w.alive and w.process is not None:

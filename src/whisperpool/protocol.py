@@ -46,6 +46,7 @@ class Loaded:
 class Ready:
     pid: int
     warmup_inference_s: float
+    rss_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Done:
     request_id: int
     result: TranscriptionResult
     inference_s: float
+    rss_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

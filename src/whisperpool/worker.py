@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -97,6 +98,16 @@ class Worker:
         self.stopping = False
         self.kill_at: float | None = None
         self.reaped = False
+        # supervision
+        self.max_requests: int | None = None  # recycle after this many (jitter included)
+        self.replaces: Worker | None = None  # the worker this one is warming up to relieve
+        self.retire_when_idle = False  # relieved: stop as soon as it holds no request
+        self.recycle_reason: str | None = None
+        self.rss_bytes = 0
+        self.next_ping_at: float | None = None
+        self.ping_sent_at: float | None = None
+        self.ping_rtt_s: float | None = None
+        self._ping_seq = 0
         self._context = context
         self._warmup_options = warmup_options
         self._warmup_timeout_s = warmup_timeout_s
@@ -120,7 +131,8 @@ class Worker:
         return self.state in HOT_STATES
 
     def is_idle(self) -> bool:
-        return self.state is WorkerState.WARM and self.job is None and not self.stopping
+        """Warm, free, and not on its way out: may take the next request."""
+        return self.state is WorkerState.WARM and self.job is None and not self.stopping and not self.retire_when_idle
 
     @property
     def alive(self) -> bool:
@@ -133,7 +145,7 @@ class Worker:
         parent_end, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=worker_main,
-            args=(child_end, self.id, self.spec, self._warmup_options, logging.getLogger().level),
+            args=(child_end, self.id, self.spec, self._warmup_options, logging.getLogger().level, os.getpid()),
             name=f"whisperpool-worker-{self.id}",
             daemon=True,
         )
@@ -150,6 +162,19 @@ class Worker:
         self.job = job
         self.set_state(WorkerState.PROCESSING)
         self.conn.send(p.Transcribe(job.id, job.audio, job.options, stream=job.on_segment is not None))
+
+    def ping(self, now: float) -> None:
+        """Send a health ping; the answer must come before ``ping_sent_at`` + timeout."""
+        assert self.conn is not None
+        self._ping_seq += 1
+        self.ping_sent_at = now
+        self.conn.send(p.Ping(self._ping_seq))
+
+    def pong(self, now: float, interval_s: float | None) -> None:
+        if self.ping_sent_at is not None:
+            self.ping_rtt_s = now - self.ping_sent_at
+        self.ping_sent_at = None
+        self.next_ping_at = now + interval_s if interval_s else None
 
     def finish_job(self) -> Job:
         job, self.job = self.job, None

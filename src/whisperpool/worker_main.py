@@ -3,11 +3,13 @@
 Runs in a child started with the ``spawn`` (or ``forkserver``) method. It speaks only
 over its own pipe (see :mod:`whisperpool.protocol`). It never decides anything about the
 pool: a failure is reported and the parent decides. When the parent dies, the pipe
-reaches EOF and the worker exits.
+reaches EOF and the worker exits; on Linux the kernel also kills it (``PR_SET_PDEATHSIG``)
+even in the middle of a request.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -23,16 +25,47 @@ from .config import DecodeOptions
 from .errors import ErrorInfo
 
 EXIT_OK = 0
+EXIT_ORPHANED = 2
 EXIT_WARMUP_FAILED = 3
+PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger(__name__)
 
 WARMUP_SECONDS = 1.0
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to kill us if the parent dies (Linux), and check it has not already."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the pipe EOF still works
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_ORPHANED)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # pragma: no cover - not Linux: peak instead of current
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def worker_main(
-    conn: Connection, worker_id: int, spec: BackendSpec, warmup_options: DecodeOptions, log_level: int
+    conn: Connection,
+    worker_id: int,
+    spec: BackendSpec,
+    warmup_options: DecodeOptions,
+    log_level: int,
+    parent_pid: int,
 ) -> None:
+    _die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group; the parent owns shutdown and tells us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=f"%(asctime)s worker-{worker_id} %(levelname)s %(name)s: %(message)s")
@@ -44,7 +77,7 @@ def worker_main(
         silence = np.zeros(int(16_000 * WARMUP_SECONDS), dtype=np.float32)
         started = time.perf_counter()
         backend.transcribe(silence, warmup_options)
-        conn.send(p.Ready(os.getpid(), time.perf_counter() - started))
+        conn.send(p.Ready(os.getpid(), time.perf_counter() - started, rss_bytes()))
     except BaseException as exc:  # report every kind of failure, then exit with our code
         log.exception("warm-up failed")
         try:
@@ -80,4 +113,4 @@ def _serve(conn: Connection, backend, msg: p.Transcribe) -> None:
         log.warning("request %d failed: %s", msg.request_id, exc)
         conn.send(p.Failed(msg.request_id, ErrorInfo.from_exception(exc)))
         return
-    conn.send(p.Done(msg.request_id, result, time.perf_counter() - started))
+    conn.send(p.Done(msg.request_id, result, time.perf_counter() - started, rss_bytes()))

@@ -44,6 +44,8 @@ class FakeBackend:
             _hang()
         if slot in self.behavior.fail_warmup_workers:
             raise RuntimeError(f"fake load failure in worker slot {slot}")
+        if slot in self.behavior.flaky_warmup_workers and time.time() < self.behavior.flaky_until:
+            raise RuntimeError(f"fake flaky load failure in worker slot {slot}")
         self.loaded = True
 
     def transcribe(
