@@ -139,3 +139,29 @@ def test_cli_human_output_and_status():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert "apples" in proc.stdout and "pool status" in proc.stdout and "completed 1" in proc.stdout
+
+
+def test_sigkill_mid_request_with_8_concurrent_requests_loses_nothing(engine, clip_texts):
+    import signal
+    import time
+
+    names = ["weather", "fox", "groceries", "weather", "fox", "groceries", "weather", "fox"]
+    futures = [engine.pool.submit(load_audio(clip(n))) for n in names]
+    deadline = time.monotonic() + WAIT
+    busy = []
+    while not busy and time.monotonic() < deadline:
+        busy = [w for w in engine.pool.workers if w.job is not None]
+        time.sleep(0.02)
+    os.kill(busy[0].pid, signal.SIGKILL)
+    outcomes = []
+    for fut in futures:  # each gets exactly one answer, within a bound
+        outcomes.append(fut.result(timeout=WAIT))
+    for name, result in zip(names, outcomes, strict=True):
+        assert_words(name, result.text, clip_texts)
+    status = engine.status()
+    assert status.requests_retried >= 1 and status.worker_crashes >= 1
+    deadline = time.monotonic() + WAIT
+    while engine.status().warm_workers < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert engine.status().warm_workers == 2  # back to full warm size
+    assert busy[0].pid not in {w.pid for w in engine.status().workers}

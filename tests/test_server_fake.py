@@ -115,3 +115,41 @@ def test_malformed_bodies_are_400(body, content_type, param):
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
         if param:
             assert r.json()["error"]["param"] == param
+
+
+def test_a_client_that_disconnects_while_queued_leaves_the_queue(tmp_path):
+    import socket
+
+    import httpx
+    import uvicorn
+
+    app = app_for(pool_size=1, fake=FakeBehavior(inference_delay_s=2.0))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: server.started)
+        assert wait_until(lambda: httpx.get(f"{url}/health/ready").status_code == 200)
+        files = {"file": ("a.wav", wav(tmp_path))}
+        first: dict = {}
+        runner = threading.Thread(
+            target=lambda: first.setdefault("r", httpx.post(f"{url}/v1/audio/transcriptions", files=files, timeout=30))
+        )
+        runner.start()
+        assert wait_until(lambda: httpx.get(f"{url}/v1/pool").json()["busy_workers"] == 1)
+        with pytest.raises(httpx.ReadTimeout):  # gives up while its request waits in the queue
+            httpx.post(f"{url}/v1/audio/transcriptions", files=files, timeout=0.5)
+        assert wait_until(lambda: httpx.get(f"{url}/v1/pool").json()["queue_depth"] == 0, timeout=1.2)
+        assert httpx.get(f"{url}/v1/pool").json()["busy_workers"] == 1  # before the first one ends
+        runner.join(WAIT)
+        assert first["r"].status_code == 200
+        status = httpx.get(f"{url}/v1/pool").json()
+        assert status["requests_completed"] == 1 and status["workers"][0]["requests_served"] == 1
+        assert 'status="499"' in httpx.get(f"{url}/metrics").text
+    finally:
+        server.should_exit = True
+        thread.join(WAIT)

@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from ..engine import TranscriptionEngine
 from ..errors import ConfigError, WhisperPoolError
 from ..results import Segment, TranscriptionResult
 from . import errors, formats
-from .errors import InvalidParameter, Unauthorized, UnknownModel
+from .errors import ClientDisconnected, InvalidParameter, Unauthorized, UnknownModel
 from .metrics import Metrics, MetricsMiddleware
 from .settings import ServerSettings
 from .uploads import Upload, receive_upload
@@ -143,7 +144,7 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
         if params.stream:
             return _sse(engine, samples, params, metrics)
         future = engine.pool.submit(samples, params.options)
-        result = await asyncio.wrap_future(future)
+        result = await _result_unless_disconnected(request, future)
         _observe(metrics, result)
         response = params.render(result)
         response.headers["Server-Timing"] = _server_timing(result)
@@ -225,6 +226,26 @@ class _Params:
         if self.response_format == "vtt":
             return PlainTextResponse(formats.vtt(result), media_type="text/vtt")
         return PlainTextResponse(result.text)
+
+
+async def _result_unless_disconnected(request: Request, future: Future[TranscriptionResult]) -> TranscriptionResult:
+    """Await the result, but drop the request from the queue if the client goes away."""
+    result = asyncio.wrap_future(future)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if result.done():
+        return result.result()
+    future.cancel()  # a queued request leaves the queue; a running one finishes on its worker
+    result.cancel()
+    raise ClientDisconnected("the client disconnected before its transcription was ready")
 
 
 def _boolean(value: str | None, name: str) -> bool:

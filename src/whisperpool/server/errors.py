@@ -52,6 +52,12 @@ class UploadTooLarge(WhisperPoolError):
     code = "upload_too_large"
 
 
+class ClientDisconnected(WhisperPoolError):
+    """The client went away before its answer was ready; nobody reads this response."""
+
+    code = "client_disconnected"
+
+
 @dataclass(frozen=True)
 class _Mapping:
     status: int
@@ -68,6 +74,7 @@ HTTP_ERRORS: tuple[tuple[type[BaseException], _Mapping], ...] = (
     (Unauthorized, _Mapping(401, "invalid_request_error")),
     (UnknownModel, _Mapping(404, "invalid_request_error", param="model")),
     (UploadTooLarge, _Mapping(413, "invalid_request_error", param="file")),
+    (ClientDisconnected, _Mapping(499, "invalid_request_error")),  # as nginx logs it
     (QueueFull, _Mapping(503, "server_error", retry=True)),
     (PoolNotReady, _Mapping(503, "server_error", retry=True)),  # PoolFailed too
     (PoolClosed, _Mapping(503, "server_error", retry=True)),

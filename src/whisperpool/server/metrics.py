@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..pool import PoolStatus
@@ -24,8 +24,17 @@ class _PoolCollector(Collector):
     def __init__(self, status: Callable[[], PoolStatus]) -> None:
         self._status = status
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         status = self._status()
+        for name, doc, value in (
+            ("whisperpool_worker_restarts", "Workers started to replace failed ones", status.worker_restarts),
+            ("whisperpool_worker_crashes", "Warm workers that died or hung", status.worker_crashes),
+            ("whisperpool_workers_recycled", "Workers retired as planned", status.workers_recycled),
+            ("whisperpool_requests_retried", "Requests retried after their worker died", status.requests_retried),
+        ):
+            counter = CounterMetricFamily(name, doc)
+            counter.add_metric([], value)
+            yield counter
         depth = GaugeMetricFamily("whisperpool_queue_depth", "Requests waiting for a worker")
         depth.add_metric([], status.queue_depth)
         yield depth
@@ -66,7 +75,6 @@ class Metrics:
             "whisperpool_inference_seconds", "Time workers spent transcribing", buckets=LATENCY_BUCKETS, registry=r
         )
         self.audio_seconds = Counter("whisperpool_audio_seconds", "Seconds of audio transcribed", registry=r)
-        self.worker_restarts = Counter("whisperpool_worker_restarts", "Workers replaced after failing", registry=r)
         r.register(_PoolCollector(status))
 
 

@@ -1,0 +1,107 @@
+"""Fuzzing (hypothesis) of the audio path and the HTTP endpoint with malformed input.
+
+The contract: bad input is a clear 4xx / InvalidAudio, never a 500 or another exception,
+and no worker dies of it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import clip, fake_config
+from test_server_fake import wait_until
+from whisperpool import FakeBehavior, InvalidAudio
+from whisperpool.audio import load_audio
+from whisperpool.server import ServerSettings, create_app
+
+WAV = clip("fox").read_bytes()[:8000]  # a real header and half a second of speech
+
+# Markers no decoded file will start with, so only malformed input is being tested.
+UNREACHABLE = FakeBehavior(crash_marker=7.25, hang_marker=8.25, error_marker=9.25)
+
+
+def mutate(data: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
+    buf = bytearray(data)
+    for position, value in edits:
+        buf[position % len(buf)] = value
+    return bytes(buf[: max(0, len(buf) - cut)])
+
+
+mutated_wavs = st.builds(
+    mutate,
+    st.just(WAV),
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=12),
+    st.integers(0, len(WAV)),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=4096), mutated_wavs))
+def test_decoding_anything_gives_samples_or_invalid_audio(data):
+    try:
+        audio = load_audio(data, name="fuzz.bin")
+    except InvalidAudio as exc:
+        assert "fuzz.bin" in str(exc)
+        return
+    assert audio.dtype == np.float32 and audio.ndim == 1 and audio.size > 0
+    assert np.isfinite(audio).all()
+
+
+@pytest.fixture(scope="module")
+def client():
+    app = create_app(ServerSettings(pool=fake_config(pool_size=2, fake=UNREACHABLE)))
+    with TestClient(app) as c:
+        assert wait_until(lambda: c.get("/health/ready").status_code == 200)
+        yield c
+
+
+text = st.text(max_size=40)
+fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.one_of(st.sampled_from(["whisper-1", "base"]), text),
+        "response_format": st.one_of(st.sampled_from(["json", "text", "srt", "vtt", "verbose_json"]), text),
+        "language": st.one_of(st.sampled_from(["en", "de"]), text),
+        "temperature": st.one_of(st.sampled_from(["0", "0.3", "1"]), text),
+        "prompt": text,
+        "stream": st.one_of(st.sampled_from(["true", "false"]), text),
+        "timestamp_granularities[]": st.one_of(st.sampled_from(["word", "segment"]), text),
+    },
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(st.binary(max_size=2048), mutated_wavs),
+    filename=st.text(max_size=30),
+    form=fields,
+    content_type=st.sampled_from(["audio/wav", "application/octet-stream", "text/plain", ""]),
+)
+def test_the_endpoint_answers_4xx_never_500(client, body, filename, form, content_type):
+    pids = sorted(w["pid"] for w in client.get("/v1/pool").json()["workers"])
+    files = {"file": (filename or "x", body, content_type or None)}
+    r = client.post("/v1/audio/transcriptions", files=files, data=form)
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert sorted(w["pid"] for w in client.get("/v1/pool").json()["workers"]) == pids  # no worker died
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    raw=st.binary(max_size=1024),
+    content_type=st.one_of(
+        st.sampled_from(["multipart/form-data", "multipart/form-data; boundary=", "application/json"]),
+        st.text(max_size=60).map(lambda t: "multipart/form-data; boundary=" + t),
+    ),
+)
+def test_malformed_bodies_and_headers_answer_4xx(client, raw, content_type):
+    try:
+        r = client.post("/v1/audio/transcriptions", content=raw, headers={"content-type": content_type})
+    except UnicodeEncodeError:  # httpx refuses to send such a header at all
+        return
+    assert 400 <= r.status_code < 500, r.text
