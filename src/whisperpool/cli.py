@@ -122,6 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--language", default=None, help="default language of requests (default: detect)")
 
+    ld = sub.add_parser(
+        "load",
+        help="a bounded load (and chaos) run against a server on loopback",
+        description="Starts a server on a free 127.0.0.1 port (or uses --url, loopback only), sends a fixed "
+        "number of requests mixing 3 s and 30 s clips, and reports accepted, rejected and lost requests "
+        "(lost must be 0) and latency percentiles. Exit code 1 if any request was lost.",
+    )
+    ld.add_argument("--url", default=None, help="a running server on loopback (default: start one)")
+    ld.add_argument("--requests", type=_positive_int, default=300, help="requests to send (default: 300)")
+    ld.add_argument("--concurrency", type=_positive_int, default=16, help="requests in flight (default: 16)")
+    ld.add_argument("--chaos-every", type=float, default=None, help="SIGKILL a random worker every S seconds")
+    ld.add_argument("--workers", type=_positive_int, default=2, help="workers of the started server (default: 2)")
+    ld.add_argument("--threads", type=_positive_int, default=None, help="threads per worker of the started server")
+    ld.add_argument("--max-queue", type=int, default=64, help="queue limit of the started server (default: 64)")
+    ld.add_argument("--language", default="en", help="language of the started server (default: en)")
+    ld.add_argument("--limit", type=float, default=1800.0, help="stop after this many seconds (default: 1800)")
+    ld.add_argument("--output", default=None, help="write the result as JSON here")
+
     b = sub.add_parser(
         "bench",
         help="measure cold, warm and direct latency, start-up, throughput and memory",
@@ -307,6 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_transcribe(args, out, err))
         if args.command == "serve":
             return _serve(args, err)
+        if args.command == "load":
+            from .loadtest import run
+
+            return run(args, out)
         from .bench import run_bench
 
         return run_bench(args, out)

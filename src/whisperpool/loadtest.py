@@ -1,0 +1,212 @@
+"""``whisperpool load``: a bounded load (and chaos) run against a server on loopback.
+
+It starts its own server on a free 127.0.0.1 port (or uses ``--url``, which must be a
+loopback address), sends a fixed number of requests at a fixed concurrency with a mix of
+short and long clips, and counts every request into exactly one bucket:
+
+* accepted - answered 200 with a transcript;
+* rejected - answered with a clear error (503 queue full, 504, 500 with its message);
+* lost     - no answer at all (connection dropped, client timeout). Must be 0.
+
+With ``--chaos-every S`` it SIGKILLs a random worker of that server every S seconds
+during the run. Every loop is bounded in count and time; the run stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from .audio import load_audio
+from .bench import CLIPS
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _wav_bytes(audio: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def clips() -> dict[str, bytes]:
+    """About 3 s and 30 s of speech, from the example clips."""
+    short = load_audio(CLIPS / "fox.wav")
+    parts = [load_audio(CLIPS / f"{n}.wav") for n in ("weather", "groceries", "weather", "fox")]
+    gap = np.zeros(4000, np.float32)
+    long = np.concatenate([x for p in parts for x in (p, gap)])[: 30 * 16000]
+    return {"3s": _wav_bytes(short), "30s": _wav_bytes(long)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(workers: int, threads: int | None, language: str, max_queue: int) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "whisperpool.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    cmd += ["--language", language, "--max-queue", str(max_queue)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def _wait_ready(client: httpx.AsyncClient, limit_s: float = 300) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            if (await client.get("/health/ready")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the server did not become ready")
+
+
+async def _chaos(client: httpx.AsyncClient, every_s: float, stop: asyncio.Event, kills: list[int]) -> None:
+    rng = random.Random(7)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+            return
+        except asyncio.TimeoutError:
+            pass
+        status = (await client.get("/v1/pool")).json()
+        pids = [w["pid"] for w in status["workers"] if w["state"] in ("warm", "processing", "completed")]
+        if pids:
+            pid = rng.choice(pids)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                kills.append(pid)
+            except ProcessLookupError:
+                pass
+
+
+async def run_load(url: str, requests: int, concurrency: int, chaos_every: float | None, limit_s: float) -> dict:
+    data = clips()
+    names = ["30s" if i % 3 == 2 else "3s" for i in range(requests)]  # two short clips to one long
+    outcome: dict[str, list] = {"accepted": [], "rejected": [], "lost": []}
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    sem = asyncio.Semaphore(concurrency)
+    stop = asyncio.Event()
+    kills: list[int] = []
+    timeout = httpx.Timeout(300.0, connect=10.0)
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+        await _wait_ready(client)
+
+        async def one(i: int, name: str) -> None:
+            async with sem:
+                started = time.perf_counter()
+                try:
+                    r = await client.post(
+                        "/v1/audio/transcriptions",
+                        files={"file": (f"{name}.wav", data[name], "audio/wav")},
+                        data={"model": "whisper-1", "response_format": "json"},
+                    )
+                except httpx.HTTPError as exc:
+                    outcome["lost"].append((i, repr(exc)))
+                    return
+                elapsed = time.perf_counter() - started
+                if r.status_code == 200 and r.json().get("text"):
+                    outcome["accepted"].append(i)
+                    latencies.append(elapsed)
+                else:
+                    outcome["rejected"].append(i)
+                    code = f"{r.status_code} {r.json().get('error', {}).get('code', '')}"
+                    errors[code] = errors.get(code, 0) + 1
+
+        chaos = asyncio.create_task(_chaos(client, chaos_every, stop, kills)) if chaos_every else None
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one(i, n) for i, n in enumerate(names))), limit_s)
+        finally:
+            stop.set()
+            if chaos:
+                await chaos
+        wall = time.perf_counter() - started
+        status = (await client.get("/v1/pool")).json()
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "mix": {"3s": names.count("3s"), "30s": names.count("30s")},
+        "chaos_every_s": chaos_every,
+        "workers_killed": len(kills),
+        "accepted": len(outcome["accepted"]),
+        "rejected": len(outcome["rejected"]),
+        "lost": len(outcome["lost"]),
+        "lost_detail": outcome["lost"][:10],
+        "rejections": errors,
+        "wall_s": wall,
+        "throughput_rps": len(latencies) / wall,
+        "latency_s": {q: float(np.percentile(lat, int(q[1:]))) for q in ("p50", "p95", "p99")},
+        "pool": {
+            k: status[k]
+            for k in ("worker_restarts", "worker_crashes", "requests_retried", "warm_workers", "total_workers")
+        },
+    }
+
+
+def report(result: dict[str, Any], out: Console) -> None:
+    title = "load" + (f", a worker killed every {result['chaos_every_s']:g} s" if result["chaos_every_s"] else "")
+    table = Table(title=title)
+    for col in ("sent", "conc", "ok", "rejected", "lost", "killed", "p50 s", "p95 s", "p99 s", "req/s"):
+        table.add_column(col, justify="right")
+    lat = result["latency_s"]
+    table.add_row(
+        str(result["requests"]), str(result["concurrency"]), str(result["accepted"]), str(result["rejected"]),
+        str(result["lost"]), str(result["workers_killed"]), f"{lat['p50']:.2f}", f"{lat['p95']:.2f}",
+        f"{lat['p99']:.2f}", f"{result['throughput_rps']:.2f}",
+    )  # fmt: skip
+    out.print(table)
+    if result["rejections"]:
+        out.print(f"rejections: {result['rejections']}")
+    out.print(f"pool after the run: {result['pool']}")
+
+
+def run(args: argparse.Namespace, out: Console) -> int:
+    server = None
+    url = args.url
+    if url is None:
+        server, url = _start_server(args.workers, args.threads, args.language, args.max_queue)
+    elif urlparse(url).hostname not in LOOPBACK:
+        out.print("whisperpool load only sends traffic to a loopback address")
+        return 2
+    try:
+        result = asyncio.run(run_load(url, args.requests, args.concurrency, args.chaos_every, args.limit))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=120)
+    report(result, out)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if result["lost"] == 0 else 1
