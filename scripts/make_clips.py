@@ -16,6 +16,11 @@ CLIPS = {
         "In the afternoon, clouds will gather over the mountains, "
         "and light rain is expected by the evening."
     ),
+    "library": (
+        "The city library opens early in the morning. Visitors can borrow several books, "
+        "reserve a quiet study room, and ask the friendly staff for help with research. "
+        "Children enjoy the story hour every Saturday."
+    ),
 }
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "examples" / "clips"
@@ -26,7 +31,7 @@ def render(name: str, text: str) -> None:
         raw = pathlib.Path(tmp) / "raw.wav"
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
         subprocess.run(
-            ["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(OUT / f"{name}.wav")],
+            ["sox", "-D", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(OUT / f"{name}.wav")],
             check=True,
         )
 

@@ -22,6 +22,7 @@ KEYWORDS = {
     "fox": ["quick", "brown", "fox", "lazy", "dog"],
     "groceries": ["remind", "apples", "home"],
     "weather": ["morning", "weather", "sunny", "breeze", "afternoon", "clouds", "mountains", "rain", "evening"],
+    "library": ["library", "morning", "books", "study", "staff", "research", "children", "saturday"],
 }
 
 

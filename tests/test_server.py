@@ -105,7 +105,7 @@ def openai_client(server):
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
     """About 35 s of speech: more than one 30 s window, so several segments."""
-    parts = [load_audio(clip(n)) for n in ("weather", "groceries", "fox", "weather", "groceries")]
+    parts = [load_audio(clip(n)) for n in ("weather", "library", "groceries", "fox")]
     gap = np.zeros(8000, np.float32)
     audio = np.concatenate([x for p in parts for x in (p, gap)])
     return encode(audio, tmp_path_factory.mktemp("long") / "long.wav")

@@ -52,9 +52,9 @@ def _wav_bytes(audio: np.ndarray) -> bytes:
 
 
 def clips() -> dict[str, bytes]:
-    """About 3 s and 30 s of speech, from the example clips."""
+    """About 3 s and 30 s of speech, from the example clips (no sentence repeated)."""
     short = load_audio(CLIPS / "fox.wav")
-    parts = [load_audio(CLIPS / f"{n}.wav") for n in ("weather", "groceries", "weather", "fox")]
+    parts = [load_audio(CLIPS / f"{n}.wav") for n in ("weather", "groceries", "library")]
     gap = np.zeros(4000, np.float32)
     long = np.concatenate([x for p in parts for x in (p, gap)])[: 30 * 16000]
     return {"3s": _wav_bytes(short), "30s": _wav_bytes(long)}
