@@ -216,3 +216,18 @@ def test_events_and_submits_from_many_threads_stay_consistent(make_pool):
     assert sorted(results) == sorted(f"{1000 * k + i} samples" for k in range(1, 5) for i in range(10))
     status = pool.get_status()
     assert status.requests_completed == 40 and status.queue_depth == 0
+
+
+def test_a_worker_that_dies_while_being_recycled_leaves_one_worker_in_its_slot(make_pool):
+    pool = make_pool(pool_size=1, max_requests_per_worker=1, fake=FakeBehavior(load_delay_s=1.0))
+    rec = Recorder(pool, EVENTS)
+    pool.warm_up_all_workers(timeout=WAIT)
+    old = pool.get_status().workers[0]
+    assert pool.transcribe(samples(3), timeout=WAIT).text == "3 samples"  # reaches its limit
+    assert wait_for(lambda: pool.get_status().warming_workers == 1)  # its successor warms up
+    os.kill(old.pid, signal.SIGKILL)
+    assert wait_for(lambda: pool.get_status().warm_workers == 1 and pool.get_status().total_workers == 1)
+    time.sleep(0.5)  # nothing else is started for the slot
+    status = pool.get_status()
+    assert status.total_workers == 1 and rec.of("worker_restarted") == []
+    assert pool.transcribe(samples(4), timeout=WAIT).text == "4 samples"

@@ -626,6 +626,13 @@ class ProcessPool:
             return
         if self._ready_future.done() and self._ready_future.exception() is not None:
             return  # every worker failed its first warm-up: nothing is restarted
+        successor = next((x for x in self._workers if x.replaces is w), None)
+        if successor is not None:  # it was being recycled: its successor is already warming
+            successor.replaces = None
+            self._workers.remove(w)
+            if w.alive:
+                self._retired.append(w)
+            return
         failures = self._slot_failures.get(w.slot, 0)
         if failures > self.config.max_restarts:
             w.error = f"gave up after {failures} failed warm-ups in a row; the last: {w.error}"
