@@ -10,7 +10,7 @@ import tempfile
 
 CLIPS = {
     "fox": "The quick brown fox jumps over the lazy dog.",
-    "groceries": "Please remind me to buy fresh bread and green apples on the way home.",
+    "groceries": "Please remind me to buy fresh milk and ripe bananas on the way home.",
     "weather": (
         "Good morning. Today the weather will be sunny with a gentle breeze from the west. "
         "In the afternoon, clouds will gather over the mountains, "
