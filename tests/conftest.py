@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,16 @@ def samples(n: int = 1600, first: float = 0.0) -> np.ndarray:
     audio = np.zeros(n, dtype=np.float32)
     audio[0] = first
     return audio
+
+
+def wait_for(predicate, timeout: float = WAIT) -> bool:
+    """Bounded wait for a condition the system reaches on its own; the last check decides."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
 
 
 def pid_alive(pid: int) -> bool:

@@ -12,8 +12,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import clip, fake_config
-from test_server_fake import wait_until
+from conftest import clip, fake_config, wait_for
 from whisperpool import FakeBehavior, InvalidAudio
 from whisperpool.audio import load_audio
 from whisperpool.server import ServerSettings, create_app
@@ -55,7 +54,7 @@ def test_decoding_anything_gives_samples_or_invalid_audio(data):
 def client():
     app = create_app(ServerSettings(pool=fake_config(pool_size=2, fake=UNREACHABLE)))
     with TestClient(app) as c:
-        assert wait_until(lambda: c.get("/health/ready").status_code == 200)
+        assert wait_for(lambda: c.get("/health/ready").status_code == 200)
         yield c
 
 

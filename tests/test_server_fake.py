@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import WAIT, encode, fake_config
+from conftest import WAIT, encode, fake_config, wait_for
 from whisperpool import FakeBehavior
 from whisperpool.server import ServerSettings, create_app
 
@@ -26,15 +25,6 @@ def app_for(**pool_changes):
     return create_app(ServerSettings(pool=fake_config(**pool_changes)))
 
 
-def wait_until(predicate, timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def upload(client, data: bytes, **fields):
     return client.post("/v1/audio/transcriptions", files={"file": ("clip.wav", data)}, data=fields)
 
@@ -42,11 +32,11 @@ def upload(client, data: bytes, **fields):
 def test_a_full_queue_is_503_with_retry_after(tmp_path):
     app = app_for(pool_size=1, max_queue=0, fake=FakeBehavior(inference_delay_s=1.5))
     with TestClient(app) as client:
-        assert wait_until(lambda: client.get("/health/ready").status_code == 200)
+        assert wait_for(lambda: client.get("/health/ready").status_code == 200)
         first: dict = {}
         thread = threading.Thread(target=lambda: first.setdefault("r", upload(client, wav(tmp_path))))
         thread.start()
-        assert wait_until(lambda: client.get("/v1/pool").json()["busy_workers"] == 1)
+        assert wait_for(lambda: client.get("/v1/pool").json()["busy_workers"] == 1)
         r = upload(client, wav(tmp_path))
         thread.join(WAIT)
     assert r.status_code == 503 and r.headers["retry-after"] == "2"
@@ -57,21 +47,22 @@ def test_a_full_queue_is_503_with_retry_after(tmp_path):
 def test_a_hung_request_is_504_and_a_crash_is_500_and_others_are_served(tmp_path):
     app = app_for(pool_size=2, request_timeout_s=1.0)
     with TestClient(app) as client:
-        assert wait_until(lambda: client.get("/health/ready").status_code == 200)
+        assert wait_for(lambda: client.get("/health/ready").status_code == 200)
         r = upload(client, wav(tmp_path, MARKERS.hang_marker))
         assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout"
+        assert wait_for(lambda: client.get("/health/ready").json()["warm_workers"] == 2)  # replaced
         r = upload(client, wav(tmp_path, MARKERS.crash_marker))
         assert r.status_code == 500 and r.json()["error"]["code"] == "worker_crashed"
         assert "poison" in r.json()["error"]["message"]
         # Every worker that died was replaced, and the pool serves again.
-        assert wait_until(lambda: client.get("/v1/pool").json()["worker_restarts"] == 3)
-        assert wait_until(lambda: client.get("/health/ready").json()["warm_workers"] == 2)
+        assert wait_for(lambda: client.get("/v1/pool").json()["worker_restarts"] == 3)
+        assert wait_for(lambda: client.get("/health/ready").json()["warm_workers"] == 2)
         assert upload(client, wav(tmp_path)).status_code == 200
 
 
 def test_backend_errors_are_500_and_the_worker_keeps_serving(tmp_path):
     with TestClient(app_for(pool_size=1)) as client:
-        assert wait_until(lambda: client.get("/health/ready").status_code == 200)
+        assert wait_for(lambda: client.get("/health/ready").status_code == 200)
         r = upload(client, wav(tmp_path, MARKERS.error_marker))
         assert r.status_code == 500 and r.json()["error"]["code"] == "transcription_error"
         r = upload(client, wav(tmp_path), response_format="text")
@@ -96,7 +87,7 @@ def test_a_request_during_warm_up_waits_or_gets_503_when_its_time_runs_out(tmp_p
 def test_all_workers_failed_reads_failed(tmp_path):
     app = app_for(pool_size=2, fake=FakeBehavior(fail_warmup_workers={0, 1}))
     with TestClient(app) as client:
-        assert wait_until(lambda: client.get("/health/ready").json()["status"] == "failed")
+        assert wait_for(lambda: client.get("/health/ready").json()["status"] == "failed")
         r = upload(client, wav(tmp_path))
         assert r.status_code == 503 and r.json()["error"]["code"] == "pool_failed"
         assert client.get("/health/live").status_code == 200
@@ -132,24 +123,32 @@ def test_a_client_that_disconnects_while_queued_leaves_the_queue(tmp_path):
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        assert wait_until(lambda: server.started)
-        assert wait_until(lambda: httpx.get(f"{url}/health/ready").status_code == 200)
+        assert wait_for(lambda: server.started)
+        assert wait_for(lambda: httpx.get(f"{url}/health/ready").status_code == 200)
         files = {"file": ("a.wav", wav(tmp_path))}
         first: dict = {}
         runner = threading.Thread(
             target=lambda: first.setdefault("r", httpx.post(f"{url}/v1/audio/transcriptions", files=files, timeout=30))
         )
         runner.start()
-        assert wait_until(lambda: httpx.get(f"{url}/v1/pool").json()["busy_workers"] == 1)
+        assert wait_for(lambda: httpx.get(f"{url}/v1/pool").json()["busy_workers"] == 1)
         with pytest.raises(httpx.ReadTimeout):  # gives up while its request waits in the queue
             httpx.post(f"{url}/v1/audio/transcriptions", files=files, timeout=0.5)
-        assert wait_until(lambda: httpx.get(f"{url}/v1/pool").json()["queue_depth"] == 0, timeout=1.2)
+        assert wait_for(lambda: httpx.get(f"{url}/v1/pool").json()["queue_depth"] == 0, timeout=1.2)
         assert httpx.get(f"{url}/v1/pool").json()["busy_workers"] == 1  # before the first one ends
         runner.join(WAIT)
         assert first["r"].status_code == 200
         status = httpx.get(f"{url}/v1/pool").json()
         assert status["requests_completed"] == 1 and status["workers"][0]["requests_served"] == 1
         assert 'status="499"' in httpx.get(f"{url}/metrics").text
+        # One that gives up mid-inference leaves the worker to finish, unharmed.
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/audio/transcriptions", files=files, timeout=0.5)
+        assert wait_for(lambda: httpx.get(f"{url}/v1/pool").json()["requests_completed"] == 2)
+        r = httpx.post(f"{url}/v1/audio/transcriptions", files=files, timeout=30)
+        assert r.status_code == 200 and r.json()["text"] == "8000 samples"
+        status = httpx.get(f"{url}/v1/pool").json()
+        assert status["worker_crashes"] == 0 and status["workers"][0]["requests_served"] == 3
     finally:
         server.should_exit = True
         thread.join(WAIT)
