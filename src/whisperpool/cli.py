@@ -308,6 +308,9 @@ def _serve(args: argparse.Namespace, err: Console) -> int:
     except ModelError as exc:
         err.print(f"whisperpool: cannot start: {exc}", highlight=False, markup=False)
         return EXIT_START_FAILED
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down gracefully
+        err.print("whisperpool: stopped", highlight=False)
+        return 130
     return EXIT_OK
 
 
