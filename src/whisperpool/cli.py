@@ -304,7 +304,9 @@ def _serve(args: argparse.Namespace, err: Console) -> int:
     )
     settings = build_settings(values)
     try:
-        serve(settings, console=err)
+        if not serve(settings, console=err):
+            err.print("whisperpool: the server could not start (see above)", highlight=False)
+            return EXIT_START_FAILED
     except ModelError as exc:
         err.print(f"whisperpool: cannot start: {exc}", highlight=False, markup=False)
         return EXIT_START_FAILED

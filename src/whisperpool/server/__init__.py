@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ..engine import TranscriptionEngine
 from ..events import WarmUpFailedEvent, WorkerStateChanged
+from ..models import resolve_model
 from ..worker import WorkerState
 from .app import create_app
 from .settings import ServerSettings, build_settings, env_overrides
@@ -19,10 +20,16 @@ from .settings import ServerSettings, build_settings, env_overrides
 log = logging.getLogger(__name__)
 
 
-def serve(settings: ServerSettings, *, console: Console | None = None) -> None:
-    """Run the server until SIGTERM/SIGINT, showing warm-up progress on ``console``."""
+def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
+    """Run the server until SIGTERM/SIGINT, showing warm-up progress on ``console``.
+
+    Raises :class:`~whisperpool.errors.ModelError` before binding if the model cannot be
+    found; returns False if the server could not start (the port is taken, say).
+    """
     import uvicorn
 
+    if settings.pool.backend != "fake":  # fail before binding, with the model's own message
+        resolve_model(settings.pool.model, settings.pool.model_cache_dir)
     console = console or Console(stderr=True)
     engine = TranscriptionEngine(settings.pool)
 
@@ -52,7 +59,9 @@ def serve(settings: ServerSettings, *, console: Console | None = None) -> None:
         timeout_graceful_shutdown=int(settings.grace_s) or None,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    return server.started
 
 
 __all__ = ["ServerSettings", "build_settings", "create_app", "env_overrides", "serve"]
