@@ -301,24 +301,18 @@ def _server_timing(header: str) -> dict[str, float]:
 
 def _server_round_trip(cores: int, decode: DecodeOptions, runs: int) -> dict[str, list[float]]:
     """The same clip as bytes, to a real server on loopback and to an in-process engine."""
-    import socket
-
     import httpx
 
     from .engine import TranscriptionEngine
+    from .loadtest import start_server  # here: loadtest imports this module
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "whisperpool.cli", "serve", "--port", str(port), "--workers", "1"]
-    cmd += ["--threads", str(cores)] + (["--language", decode.language] if decode.language else [])
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = start_server(1, cores, decode.language)
     data = _clip(SHORT).read_bytes()
     # Overhead = wall time minus the worker's inference time, per request, so the model's
     # own run-to-run noise cancels out.
     timings: dict[str, list[float]] = {"http": [], "engine": [], "http_overhead": [], "engine_overhead": []}
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        with httpx.Client(base_url=url, timeout=120) as client:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:  # bounded wait for readiness
                 try:

@@ -60,16 +60,19 @@ def clips() -> dict[str, bytes]:
     return {"3s": _wav_bytes(short), "30s": _wav_bytes(long)}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _start_server(workers: int, threads: int | None, language: str, max_queue: int) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+def start_server(
+    workers: int, threads: int | None, language: str | None, max_queue: int = 64
+) -> tuple[subprocess.Popen, str]:
+    """``whisperpool serve`` in a subprocess on a free loopback port; returns it and its URL."""
+    port = free_port()
     cmd = [sys.executable, "-m", "whisperpool.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    cmd += ["--language", language, "--max-queue", str(max_queue)]
+    cmd += ["--max-queue", str(max_queue)] + (["--language", language] if language else [])
     if threads:
         cmd += ["--threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -195,7 +198,7 @@ def run(args: argparse.Namespace, out: Console) -> int:
     server = None
     url = args.url
     if url is None:
-        server, url = _start_server(args.workers, args.threads, args.language, args.max_queue)
+        server, url = start_server(args.workers, args.threads, args.language, args.max_queue)
     elif urlparse(url).hostname not in LOOPBACK:
         out.print("whisperpool load only sends traffic to a loopback address")
         return 2

@@ -372,7 +372,7 @@ class ProcessPool:
                 counts[w.state] += 1
             progress = 0.0
             for w in workers:
-                if w.state in (WorkerState.COLD,):
+                if w.state is WorkerState.COLD:
                     continue
                 if w.state is WorkerState.WARMING:
                     progress += 0.5 if w.load_s is not None else 0.1

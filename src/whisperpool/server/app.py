@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -161,17 +162,15 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
     return app
 
 
+@dataclass(frozen=True, slots=True)
 class _Params:
     """The form fields of a transcription request, checked, as decoding options."""
 
-    def __init__(self, options: DecodeOptions, response_format: str, stream: bool, words: bool, task: str) -> None:
-        self.options, self.response_format, self.stream, self.words, self.task = (
-            options,
-            response_format,
-            stream,
-            words,
-            task,
-        )
+    options: DecodeOptions
+    response_format: str
+    stream: bool
+    words: bool
+    task: str
 
     @classmethod
     def parse(cls, upload: Upload, served: set[str], defaults: DecodeOptions, task: str) -> _Params:
