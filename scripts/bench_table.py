@@ -1,4 +1,4 @@
-"""Print the README's benchmark tables (markdown) from benchmarks/results/latest.json.
+"""Print the README's benchmark tables (markdown) from benchmarks/results/pool.json.
 
 python scripts/bench_table.py [path] > /tmp/table.md
 """
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from whisperpool.bench import LONG, SHORT, targets  # noqa: E402
+from whisperpool.bench.pool import LONG, SHORT, targets  # noqa: E402
 
 
 def med(values):
@@ -17,7 +17,7 @@ def med(values):
 
 
 def main() -> None:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/latest.json")
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/pool.json")
     r = json.loads(path.read_text())
     secs = r["settings"]["clip_seconds"]
     s = r["settings"]

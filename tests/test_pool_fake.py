@@ -10,6 +10,7 @@ import pytest
 
 from conftest import WAIT, pid_alive, samples, wait_for
 from whisperpool import (
+    DecodeOptions,
     FakeBehavior,
     PoolClosed,
     PoolFailed,
@@ -342,3 +343,18 @@ def test_a_request_that_outwaits_warm_up_fails_as_not_ready(make_pool):
     with pytest.raises(PoolNotReady, match="no worker became warm within its timeout"):
         fut.result(timeout=WAIT)
     assert pool.transcribe(samples(6), timeout=WAIT).text == "6 samples"  # once warm, it serves
+
+
+def test_short_windows_and_their_fallbacks_are_counted_by_reason(make_pool):
+    pool = make_pool(pool_size=1)
+    pool.warm_up_all_workers(timeout=WAIT)
+    marker = FakeBehavior().fallback_marker
+    assert pool.transcribe(samples(16000), timeout=WAIT).window == "short"
+    fell_back = pool.transcribe(samples(16000, first=marker), timeout=WAIT)
+    assert (fell_back.window, fell_back.fallback) == ("full", "log_probability")
+    assert pool.transcribe(samples(16000), DecodeOptions(window="full"), timeout=WAIT).window == "full"
+    assert pool.transcribe(samples(16000 * 25), timeout=WAIT).window == "full"  # too long for a short window
+    status = pool.get_status()
+    assert status.short_window_requests == 1
+    assert status.window_fallbacks == {"log_probability": 1}
+    assert status.to_dict()["window_fallbacks"] == {"log_probability": 1}

@@ -10,14 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import clip, encode, pid_alive
+from conftest import MAX_WER, clip, encode, pid_alive
 from whisperpool import DecodeOptions, InvalidAudio, PoolConfig, TranscriptionEngine
 from whisperpool.audio import load_audio
 from whisperpool.wer import normalize, word_error_rate
 
 pytestmark = pytest.mark.real_model
 WAIT = 120.0
-MAX_WER = 0.2  # espeak-ng's robotic voice costs base a word or two per clip
 KEYWORDS = {
     "fox": ["quick", "brown", "fox", "lazy", "dog"],
     "groceries": ["remind", "milk", "bananas", "home"],

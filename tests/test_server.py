@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import clip, encode, pid_alive
+from conftest import MAX_WER, clip, encode, pid_alive
 from whisperpool.audio import load_audio
 from whisperpool.wer import normalize, word_error_rate
 
@@ -127,7 +127,7 @@ def cue_text(body: str) -> str:
 
 
 def good(text: str, name: str, clip_texts) -> bool:
-    return word_error_rate(clip_texts[name], text) <= 0.2
+    return word_error_rate(clip_texts[name], text) <= MAX_WER
 
 
 def test_readiness_went_from_503_to_200_during_warm_up(server):

@@ -152,3 +152,17 @@ def test_a_client_that_disconnects_while_queued_leaves_the_queue(tmp_path):
     finally:
         server.should_exit = True
         thread.join(WAIT)
+
+
+def test_window_fallbacks_reach_the_metrics_and_a_bad_window_is_400(tmp_path):
+    with TestClient(app_for(pool_size=1)) as client:
+        assert wait_for(lambda: client.get("/health/ready").status_code == 200)
+        assert upload(client, wav(tmp_path, MARKERS.fallback_marker)).status_code == 200
+        assert upload(client, wav(tmp_path)).status_code == 200
+        assert upload(client, wav(tmp_path), window="full").status_code == 200
+        r = upload(client, wav(tmp_path), window="tiny")
+        assert r.status_code == 400 and r.json()["error"]["param"] == "window"
+        metrics = client.get("/metrics").text
+    assert 'whisperpool_window_fallbacks_total{reason="log_probability"} 1.0' in metrics
+    assert 'whisperpool_window_fallbacks_total{reason="repetition"} 0.0' in metrics
+    assert "whisperpool_short_window_requests_total 1.0" in metrics

@@ -87,6 +87,32 @@ def resample(audio: np.ndarray, rate: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)
 
 
+class ChunkResampler:
+    """Resamples a live stream chunk by chunk, keeping FFmpeg's filter state between them.
+
+    Resampling each chunk on its own would click at every boundary. The output lags the
+    input by the filter's delay (a few milliseconds) until :meth:`flush`.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._pts = 0
+
+    def __call__(self, audio: np.ndarray | None) -> np.ndarray:
+        """Mono float32 at ``rate`` in (None flushes); 16 kHz out."""
+        if self.rate == SAMPLE_RATE:
+            return audio if audio is not None else np.zeros(0, np.float32)
+        frame = None
+        if audio is not None:
+            frame = av.AudioFrame.from_ndarray(audio.reshape(1, -1), format="flt", layout="mono")
+            frame.sample_rate = self.rate
+            frame.pts = self._pts
+            self._pts += audio.size
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)
+
+
 def from_array(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, *, name: str = "<array>") -> np.ndarray:
     """Check and convert an array of samples to 16 kHz mono float32.
 
@@ -122,4 +148,4 @@ def load_audio(source: AudioInput, *, sample_rate: int = SAMPLE_RATE, name: str 
     return decode_file(source, name=name)
 
 
-__all__ = ["SAMPLE_RATE", "AudioInput", "decode_file", "from_array", "load_audio", "resample"]
+__all__ = ["SAMPLE_RATE", "AudioInput", "ChunkResampler", "decode_file", "from_array", "load_audio", "resample"]

@@ -75,6 +75,12 @@ def _add_pool_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--initial-prompt", default=None, help="text that primes vocabulary and style")
     d.add_argument("--word-timestamps", action="store_true", help="add per-word times to segments")
     d.add_argument("--vad-filter", action="store_true", help="skip non-speech with Silero VAD")
+    d.add_argument(
+        "--window",
+        choices=["auto", "full"],
+        default="auto",
+        help="encoder window: 'auto' sizes it to audio up to 24 s (several times faster), 'full' is always 30 s",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=None, help="seconds a request may take, queue included (default: 300)"
     )
     s.add_argument("--language", default=None, help="default language of requests (default: detect)")
+    s.add_argument(
+        "--window", default=None, choices=["auto", "full"], help="encoder window of requests (default: auto)"
+    )
 
     ld = sub.add_parser(
         "load",
@@ -142,14 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="measure cold, warm and direct latency, start-up, throughput and memory",
-        description="Runs the benchmark on the packaged model and the example clips; prints a table and writes JSON.",
+        help="benchmarks: the warm pool (default) or the short-audio window (--windows)",
+        description=(
+            "Runs a benchmark suite on the packaged model and the example clips; prints tables and writes JSON. "
+            "Default suite: cold, warm and direct latency, start-up, throughput, memory, HTTP overhead."
+        ),
     )
+    suite = b.add_mutually_exclusive_group()
+    suite.add_argument(
+        "--windows",
+        dest="suite",
+        action="store_const",
+        const="windows",
+        help="the short-audio encoder window vs the full 30 s window, by clip length: latency and WER",
+    )
+    b.set_defaults(suite="pool")
     b.add_argument(
         "--output",
         type=Path,
-        default=Path("benchmarks/results/latest.json"),
-        help="JSON file to write (default: benchmarks/results/latest.json)",
+        default=None,
+        help="JSON file to write (default: benchmarks/results/SUITE.json)",
     )
     b.add_argument("--runs", type=_positive_int, default=7, help="timed runs per steady-state measure (default: 7)")
     b.add_argument("--cold-runs", type=_positive_int, default=3, help="new processes for the cold measure (default: 3)")
@@ -166,6 +187,7 @@ def _config_from(args: argparse.Namespace) -> PoolConfig:
         initial_prompt=args.initial_prompt,
         word_timestamps=args.word_timestamps,
         vad_filter=args.vad_filter,
+        window=args.window,
     )
     return PoolConfig(
         pool_size=args.workers,
@@ -292,6 +314,7 @@ _SERVE_FLAGS = {
     "device": "pool.device",
     "timeout": "pool.request_timeout_s",
     "language": "decode.language",
+    "window": "decode.window",
 }
 
 

@@ -17,6 +17,7 @@ Task = Literal["transcribe", "translate"]
 Device = Literal["cpu", "cuda", "auto"]
 BackendName = Literal["faster-whisper", "fake"]
 StartMethod = Literal["spawn", "forkserver"]
+Window = Literal["auto", "full"]
 
 
 def _fail(owner: str, name: str, message: str, value: Any) -> None:
@@ -44,6 +45,10 @@ class DecodeOptions:
     The defaults favour latency: greedy decoding (``beam_size=1``) is about 0.2 s faster
     per 10 s clip than beam 5 on a 2-core CPU, and setting ``language`` saves the
     detection pass (about 0.4 s). See the README for the measured costs.
+
+    ``window="auto"`` runs the encoder on a window sized to short audio instead of
+    Whisper's 30 s (see :mod:`whisperpool.backends.faster_whisper`); ``"full"`` always
+    uses 30 s, as faster-whisper does.
     """
 
     language: str | None = None
@@ -55,9 +60,11 @@ class DecodeOptions:
     word_timestamps: bool = False
     vad_filter: bool = False
     condition_on_previous_text: bool = True
+    window: Window = "auto"
 
     def __post_init__(self) -> None:
         owner = "DecodeOptions"
+        _check_literal(owner, "window", self.window, Window)
         if isinstance(self.temperature, (int, float)):
             object.__setattr__(self, "temperature", (float(self.temperature),))
         else:
@@ -102,7 +109,9 @@ class FakeBehavior:
 
     ``*_workers`` fields name worker slots (0-based) that misbehave; an empty set means
     none. Audio whose first sample equals ``crash_marker`` (or ``hang_marker``,
-    ``error_marker``) makes the worker crash (hang, raise) on that request.
+    ``error_marker``) makes the worker crash (hang, raise) on that request. Like the real
+    backend, audio up to ``short_window_max_s`` is answered by a "short" window under
+    ``window="auto"``; one that starts with ``fallback_marker`` is reported as a fallback.
     """
 
     load_delay_s: float = 0.0
@@ -113,6 +122,8 @@ class FakeBehavior:
     crash_marker: float = 0.75
     hang_marker: float = 0.5
     error_marker: float = 0.25
+    fallback_marker: float = 0.125
+    short_window_max_s: float = 24.0
     flaky_warmup_workers: frozenset[int] = frozenset()  # these fail warm-up until ``flaky_until``
     flaky_until: float = 0.0  # a wall-clock time, as time.time() gives
 

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .audio import load_audio
-from .bench import CLIPS
+from .bench.common import CLIPS
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -136,6 +136,8 @@ class PoolStatus:
     worker_crashes: int = 0
     workers_recycled: int = 0
     requests_retried: int = 0
+    short_window_requests: int = 0
+    window_fallbacks: dict[str, int] = field(default_factory=dict)
     workers: tuple[WorkerStatus, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +191,8 @@ class ProcessPool:
         self._crashes = 0
         self._recycled = 0
         self._retried = 0
+        self._short_windows = 0  # requests answered by the short-audio window
+        self._window_fallbacks: dict[str, int] = {}  # short windows the guard rejected, by reason
         self._latencies: deque[float] = deque(maxlen=2048)
 
     # -- events ------------------------------------------------------------------------
@@ -397,6 +401,8 @@ class ProcessPool:
                 worker_crashes=self._crashes,
                 workers_recycled=self._recycled,
                 requests_retried=self._retried,
+                short_window_requests=self._short_windows,
+                window_fallbacks=dict(self._window_fallbacks),
                 workers=tuple(
                     WorkerStatus(
                         w.id,
@@ -554,6 +560,9 @@ class ProcessPool:
                 if _settle(job.future, result=result):
                     self._completed += 1
                     self._latencies.append(timings.total_s)
+                self._short_windows += result.window == "short"
+                if result.fallback is not None:
+                    self._window_fallbacks[result.fallback] = self._window_fallbacks.get(result.fallback, 0) + 1
             else:
                 if _settle(job.future, error=msg.error.to_exception()):
                     self._failed += 1

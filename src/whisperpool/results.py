@@ -47,6 +47,13 @@ class Timings:
 
 @dataclass(frozen=True, slots=True)
 class TranscriptionResult:
+    """What one transcription returns.
+
+    ``window`` says which encoder window answered: ``"short"`` (sized to the audio) or
+    ``"full"`` (30 s); ``fallback`` names why a short window was rejected (one of
+    ``whisperpool.backends.faster_whisper.FALLBACK_REASONS``), or is None.
+    """
+
     text: str
     segments: tuple[Segment, ...]
     language: str | None
@@ -54,6 +61,8 @@ class TranscriptionResult:
     duration: float
     worker_id: int = -1
     timings: Timings = Timings()
+    window: str = "full"
+    fallback: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,8 +17,6 @@ import sys
 import time
 from multiprocessing.connection import Connection
 
-import numpy as np
-
 from . import protocol as p
 from .backends import BackendSpec, create_backend
 from .config import DecodeOptions
@@ -30,8 +28,6 @@ EXIT_WARMUP_FAILED = 3
 PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger(__name__)
-
-WARMUP_SECONDS = 1.0
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -74,9 +70,8 @@ def worker_main(
         backend = create_backend(spec)
         backend.load()
         conn.send(p.Loaded(os.getpid(), time.perf_counter() - started))
-        silence = np.zeros(int(16_000 * WARMUP_SECONDS), dtype=np.float32)
         started = time.perf_counter()
-        backend.transcribe(silence, warmup_options)
+        backend.warm_up(warmup_options)
         conn.send(p.Ready(os.getpid(), time.perf_counter() - started, rss_bytes()))
     except BaseException as exc:  # report every kind of failure, then exit with our code
         log.exception("warm-up failed")

@@ -36,6 +36,9 @@ class Backend(Protocol):
     def load(self) -> None:
         """Load the model (once, at warm-up)."""
 
+    def warm_up(self, options: DecodeOptions) -> None:
+        """Dummy inference on silence along every path requests with ``options`` take."""
+
     def transcribe(
         self, audio: np.ndarray, options: DecodeOptions, on_segment: SegmentCallback | None = None
     ) -> TranscriptionResult:

@@ -48,6 +48,9 @@ class FakeBackend:
             raise RuntimeError(f"fake flaky load failure in worker slot {slot}")
         self.loaded = True
 
+    def warm_up(self, options: DecodeOptions) -> None:
+        self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), options)
+
     def transcribe(
         self, audio: np.ndarray, options: DecodeOptions, on_segment: SegmentCallback | None = None
     ) -> TranscriptionResult:
@@ -65,10 +68,14 @@ class FakeBackend:
         segment = Segment(id=1, start=0.0, end=duration, text=text)
         if on_segment is not None:
             on_segment(segment)
+        short = options.window == "auto" and duration <= self.behavior.short_window_max_s
+        fallback = "log_probability" if short and first == self.behavior.fallback_marker else None
         return TranscriptionResult(
             text=text,
             segments=(segment,),
             language=options.language or "en",
             language_probability=1.0,
             duration=duration,
+            window="short" if short and fallback is None else "full",
+            fallback=fallback,
         )

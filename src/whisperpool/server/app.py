@@ -195,6 +195,9 @@ class _Params:
         language = upload.get("language")
         if language:
             changes["language"] = language.strip().lower()
+        window = upload.get("window")  # ours, not OpenAI's: "auto" or "full"
+        if window:
+            changes["window"] = window
         prompt = upload.get("prompt")
         if prompt:
             changes["initial_prompt"] = prompt
@@ -211,7 +214,9 @@ class _Params:
         try:
             options = defaults.replace(**changes)
         except ConfigError as exc:
-            field = next((name for name in ("language", "temperature") if f"DecodeOptions.{name}" in str(exc)), None)
+            field = next(
+                (name for name in ("language", "temperature", "window") if f"DecodeOptions.{name}" in str(exc)), None
+            )
             raise InvalidParameter(str(exc), field) from None
         return cls(options, response_format, stream, "word" in granularities, task)
 

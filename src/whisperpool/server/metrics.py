@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..backends.faster_whisper import FALLBACK_REASONS
 from ..pool import PoolStatus
 from ..worker import WorkerState
 
@@ -31,10 +32,23 @@ class _PoolCollector(Collector):
             ("whisperpool_worker_crashes", "Warm workers that died or hung", status.worker_crashes),
             ("whisperpool_workers_recycled", "Workers retired as planned", status.workers_recycled),
             ("whisperpool_requests_retried", "Requests retried after their worker died", status.requests_retried),
+            (
+                "whisperpool_short_window_requests",
+                "Requests answered by the short-audio window",
+                status.short_window_requests,
+            ),
         ):
             counter = CounterMetricFamily(name, doc)
             counter.add_metric([], value)
             yield counter
+        fallbacks = CounterMetricFamily(
+            "whisperpool_window_fallbacks",
+            "Short-window decodings the guard sent to the full window",
+            labels=["reason"],
+        )
+        for reason in FALLBACK_REASONS:
+            fallbacks.add_metric([reason], status.window_fallbacks.get(reason, 0))
+        yield fallbacks
         depth = GaugeMetricFamily("whisperpool_queue_depth", "Requests waiting for a worker")
         depth.add_metric([], status.queue_depth)
         yield depth

@@ -66,6 +66,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "WARMUP_TIMEOUT_S": ("pool.warmup_timeout_s", float),
     "LANGUAGE": ("decode.language", str),
     "BEAM_SIZE": ("decode.beam_size", int),
+    "WINDOW": ("decode.window", str),
 }
 
 

@@ -1,7 +1,6 @@
 """``whisperpool bench``: what a warm pool buys, measured in one run on this machine.
 
-Every figure is compared with a baseline measured in the same run, because shared
-machines are noisy; the targets are ratios. Sections:
+Sections:
 
 * cold per request - a new process imports, loads the model, transcribes one clip
 * direct           - faster-whisper called in-process, same settings (the floor)
@@ -13,20 +12,18 @@ machines are noisy; the targets are ratios. Sections:
 
 Latency is measured with one worker of ``cores`` threads, so it compares with one
 process using the whole machine; start-up and throughput use single-thread workers.
+Requests use the full 30 s window, as direct faster-whisper does, so that the pool is
+compared with it like for like; the short-audio window has its own suite
+(:mod:`whisperpool.bench.windows`).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
-import platform
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +31,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .audio import load_audio
-from .config import DecodeOptions, PoolConfig, available_cores
-from .models import resolve_model
-from .pool import ProcessPool
+from ..audio import load_audio
+from ..config import DecodeOptions, PoolConfig, available_cores
+from ..models import resolve_model
+from ..pool import ProcessPool
+from .common import CLIPS, Target, header, median, pct
 
-CLIPS = Path(__file__).resolve().parents[2] / "examples" / "clips"
 SHORT, LONG = "fox", "weather"  # about 3 s and 11 s of speech
 
 # A new process that does what a CLI-per-request would: import, load, transcribe, exit.
@@ -74,27 +71,6 @@ def _option_variants(decode: DecodeOptions) -> dict[str, DecodeOptions]:
         "word_timestamps=True": decode.replace(word_timestamps=True),
         "vad_filter=True": decode.replace(vad_filter=True),
     }
-
-
-@dataclass
-class Target:
-    name: str
-    value: float
-    limit: float
-    higher_is_better: bool
-    unit: str = "x"
-
-    @property
-    def met(self) -> bool:
-        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
-
-
-def _median(values: list[float]) -> float:
-    return float(statistics.median(values))
-
-
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q))
 
 
 def _rss_mib(pid: int) -> dict[str, float]:
@@ -190,24 +166,20 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     cores = available_cores()
     compute = "int8"
     language = args.language
-    decode = DecodeOptions(language=language)
+    decode = DecodeOptions(language=language, window="full")
     model = resolve_model("base").source
     if not _clip(LONG).is_file():
         raise FileNotFoundError(f"the benchmark clips are not here: {CLIPS} (run it from a checkout)")
     audio = {name: load_audio(_clip(name)) for name in (SHORT, LONG)}
     durations = {name: round(len(a) / 16000, 2) for name, a in audio.items()}
-    out: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "cores": cores,
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+    out: dict[str, Any] = header()
+    out |= {
         "settings": {
             "model": "base (packaged)",
             "compute_type": compute,
             "beam_size": 1,
             "language": language,
+            "window": "full",
             "runs": args.runs,
             "cold_runs": args.cold_runs,
             "batch": args.batch,
@@ -303,8 +275,8 @@ def _server_round_trip(cores: int, decode: DecodeOptions, runs: int) -> dict[str
     """The same clip as bytes, to a real server on loopback and to an in-process engine."""
     import httpx
 
-    from .engine import TranscriptionEngine
-    from .loadtest import start_server  # here: loadtest imports this module
+    from ..engine import TranscriptionEngine
+    from ..loadtest import start_server  # here: loadtest imports this module
 
     server, url = start_server(1, cores, decode.language)
     data = _clip(SHORT).read_bytes()
@@ -346,26 +318,26 @@ def _server_round_trip(cores: int, decode: DecodeOptions, runs: int) -> dict[str
 
 
 def targets(r: dict[str, Any]) -> list[Target]:
-    steady_long = _median(r["warm_steady_s"][LONG])
+    steady_long = median(r["warm_steady_s"][LONG])
     tp = r["throughput_clips_per_s"]
-    server_ms = 1000 * (_median(r["server_s"]["http_overhead"]) - _median(r["server_s"]["engine_overhead"]))
+    server_ms = 1000 * (median(r["server_s"]["http_overhead"]) - median(r["server_s"]["engine_overhead"]))
     return [
         Target("HTTP overhead beyond the in-process engine, median (3 s clip)", server_ms, 15.0, False, "ms"),
         Target(
             "first request after ready / the next three, median of 5 pools (10 s clip)",
-            _median([f / _median(rest) for f, rest in zip(r["warm_first_s"], r["warm_after_first_s"], strict=True)]),
+            median([f / median(rest) for f, rest in zip(r["warm_first_s"], r["warm_after_first_s"], strict=True)]),
             1.10,
             False,
         ),
-        Target("warm pool p50 / direct p50 (10 s clip)", steady_long / _median(r["direct_s"][LONG]), 1.05, False),
+        Target("warm pool p50 / direct p50 (10 s clip)", steady_long / median(r["direct_s"][LONG]), 1.05, False),
         Target(
             "cold per request / warm first request (10 s clip)",
-            _median(r["cold_s"][LONG]) / _median(r["warm_first_s"]),
+            median(r["cold_s"][LONG]) / median(r["warm_first_s"]),
             1.6,
             True,
         ),
         Target(
-            "start-up of 2 workers / 1 worker", _median(r["startup_s"]["2"]) / _median(r["startup_s"]["1"]), 1.5, False
+            "start-up of 2 workers / 1 worker", median(r["startup_s"]["2"]) / median(r["startup_s"]["1"]), 1.5, False
         ),
         Target(
             "pool throughput / two independent processes", tp["pool_2x1"] / tp["two_processes_1_thread"], 0.90, True
@@ -382,65 +354,36 @@ def report(r: dict[str, Any], out: Console) -> None:
         cells = []
         for n in (SHORT, LONG):
             values = r[key][n]
-            cells.append(f"{(_median(values) if q is None else _pct(values, q)):.3f}")
+            cells.append(f"{(median(values) if q is None else pct(values, q)):.3f}")
         lat.add_row(label, *cells)
 
     row("cold per request (new process), median", "cold_s")
     row("direct faster-whisper, p50", "direct_s")
     row("warm pool, steady p50", "warm_steady_s")
     row("warm pool, steady p95", "warm_steady_s", 95)
-    lat.add_row("warm pool, first request after ready, median", "", f"{_median(r['warm_first_s']):.3f}")
+    lat.add_row("warm pool, first request after ready, median", "", f"{median(r['warm_first_s']):.3f}")
     out.print(lat)
 
     opt = Table(title=f"decoding options on the warm pool ({LONG} clip), seconds")
     for col in ("options", "p50", "vs defaults"):
         opt.add_column(col, justify="left" if col == "options" else "right")
-    base = _median(next(iter(r["options_s"].values())))
+    base = median(next(iter(r["options_s"].values())))
     for label, values in r["options_s"].items():
-        opt.add_row(label, f"{_median(values):.3f}", f"{_median(values) - base:+.3f}")
+        opt.add_row(label, f"{median(values):.3f}", f"{median(values) - base:+.3f}")
     out.print(opt)
 
     other = Table(title="start-up, throughput, memory")
     other.add_column("measure")
     other.add_column("value", justify="right")
-    other.add_row("start-up, 1 worker (1 thread), median s", f"{_median(r['startup_s']['1']):.2f}")
-    other.add_row("start-up, 2 workers in parallel, median s", f"{_median(r['startup_s']['2']):.2f}")
+    other.add_row("start-up, 1 worker (1 thread), median s", f"{median(r['startup_s']['1']):.2f}")
+    other.add_row("start-up, 2 workers in parallel, median s", f"{median(r['startup_s']['2']):.2f}")
     for key, value in r["throughput_clips_per_s"].items():
         other.add_row(f"throughput {key}, clips/s", f"{value:.2f}")
     srv = r["server_s"]
-    other.add_row("HTTP round trip (3 s clip as bytes), median s", f"{_median(srv['http']):.3f}")
-    other.add_row("in-process engine, same bytes, median s", f"{_median(srv['engine']):.3f}")
-    other.add_row("HTTP round trip minus inference, median ms", f"{1000 * _median(srv['http_overhead']):.1f}")
-    other.add_row("engine call minus inference, median ms", f"{1000 * _median(srv['engine_overhead']):.1f}")
+    other.add_row("HTTP round trip (3 s clip as bytes), median s", f"{median(srv['http']):.3f}")
+    other.add_row("in-process engine, same bytes, median s", f"{median(srv['engine']):.3f}")
+    other.add_row("HTTP round trip minus inference, median ms", f"{1000 * median(srv['http_overhead']):.1f}")
+    other.add_row("engine call minus inference, median ms", f"{1000 * median(srv['engine_overhead']):.1f}")
     for i, m in enumerate(r["worker_memory"]):
         other.add_row(f"worker {i} resident memory (peak), MiB", f"{m['rss_mib']:.0f} ({m['peak_rss_mib']:.0f})")
     out.print(other)
-
-    tgt = Table(title="targets (ratios from this run)")
-    for col in ("target", "measured", "limit", "met"):
-        tgt.add_column(col)
-    for t in targets(r):
-        op = ">=" if t.higher_is_better else "<="
-        unit = "" if t.unit == "x" else f" {t.unit}"
-        tgt.add_row(t.name, f"{t.value:.2f}{unit}", f"{op} {t.limit:.2f}{unit}", "yes" if t.met else "NO")
-    out.print(tgt)
-
-
-def run_bench(args: argparse.Namespace, out: Console) -> int:
-    log = Console(stderr=True)
-    results = measure(args, log)
-    results["targets"] = [
-        {
-            "name": t.name,
-            "value": round(t.value, 3),
-            "limit": t.limit,
-            "higher_is_better": t.higher_is_better,
-            "met": t.met,
-        }
-        for t in targets(results)
-    ]
-    report(results, out)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    log.print(f"wrote {args.output}")
-    return 0

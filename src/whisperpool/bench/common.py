@@ -1,0 +1,60 @@
+"""What the benchmark suites share: the clips, targets as ratios, summary statistics."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import available_cores
+
+CLIPS = Path(__file__).resolve().parents[3] / "examples" / "clips"
+
+
+@dataclass
+class Target:
+    """A target as a ratio (or a small absolute figure) measured in one run."""
+
+    name: str
+    value: float
+    limit: float
+    higher_is_better: bool
+    unit: str = "x"
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": round(self.value, 3),
+            "limit": self.limit,
+            "higher_is_better": self.higher_is_better,
+            "met": self.met,
+        }
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+def header() -> dict[str, Any]:
+    """When and where a result was measured."""
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": available_cores(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+    }

@@ -1,0 +1,181 @@
+"""The short-audio fast path on the real model: right words and times, and a guard that holds.
+
+The backend runs in this process (one model load for the module), as a worker runs it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import CLIPS, clip
+from whisperpool import DecodeOptions, PoolConfig, TranscriptionEngine
+from whisperpool.audio import load_audio
+from whisperpool.backends import BackendSpec
+from whisperpool.backends import faster_whisper as fw
+from whisperpool.config import FakeBehavior
+from whisperpool.models import resolve_model
+from whisperpool.wer import normalize, word_error_rate
+
+pytestmark = pytest.mark.real_model
+SHORT = CLIPS / "short"
+RATE = 16_000
+LANGUAGE = DecodeOptions(language="en")
+
+
+@pytest.fixture(scope="module")
+def backend() -> fw.FasterWhisperBackend:
+    spec = BackendSpec(
+        name="faster-whisper",
+        model=resolve_model("base").source,
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=2,
+        slot=0,
+        fake=FakeBehavior(),
+    )
+    backend = fw.FasterWhisperBackend(spec)
+    backend.load()
+    backend.warm_up(LANGUAGE)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def short_texts() -> dict[str, str]:
+    return json.loads((SHORT / "texts.json").read_text())
+
+
+def short(name: str) -> np.ndarray:
+    return load_audio(SHORT / f"{name}.wav")
+
+
+@pytest.mark.parametrize(
+    ("name", "keywords"),
+    [
+        ("s3-pasta", {"timer", "pasta", "kitchen"}),
+        ("s3-station", {"nearest", "train", "station"}),
+        ("s3-plants", {"remind", "water", "plants", "evening"}),
+        ("s5-window", {"book", "quiet", "table", "window", "anniversary"}),
+        ("s1-door", {"open", "door"}),
+    ],
+)
+def test_short_clips_come_back_with_the_right_words_and_times_on_the_short_window(backend, short_texts, name, keywords):
+    audio = short(name)
+    result = backend.transcribe(audio, LANGUAGE)
+    duration = audio.size / RATE
+    assert result.window == "short" and result.fallback is None
+    assert keywords <= set(normalize(result.text)), result.text
+    assert word_error_rate(short_texts[name], result.text) <= 0.25, result.text
+    assert result.duration == pytest.approx(duration)
+    assert result.segments and result.segments[0].start < 0.5
+    for seg in result.segments:
+        assert 0.0 <= seg.start < seg.end <= duration
+    # The last segment ends with the speech, not in the silence the window was padded with.
+    assert result.segments[-1].end > duration - 1.0
+
+
+def test_the_short_window_agrees_with_the_full_window(backend):
+    audio = load_audio(clip("groceries"))
+    short_result = backend.transcribe(audio, LANGUAGE)
+    full_result = backend.transcribe(audio, LANGUAGE.replace(window="full"))
+    assert (short_result.window, full_result.window) == ("short", "full")
+    assert word_error_rate(full_result.text, short_result.text) <= 0.1, (short_result.text, full_result.text)
+    assert short_result.segments[-1].end == pytest.approx(full_result.segments[-1].end, abs=0.5)
+
+
+def test_word_timestamps_on_the_short_window(backend):
+    audio = load_audio(clip("fox"))
+    result = backend.transcribe(audio, LANGUAGE.replace(word_timestamps=True))
+    assert result.window == "short"
+    words = [w for seg in result.segments for w in seg.words]
+    assert {"quick", "brown", "fox", "lazy", "dog"} <= set(normalize(" ".join(w.word for w in words)))
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    assert all(0.0 <= w.start <= w.end <= audio.size / RATE for w in words)
+    fox = next(w for w in words if "fox" in w.word.lower())
+    assert 0.3 < fox.start < 1.8  # "fox" is the fourth word of a 3.4 s sentence
+
+
+def test_language_detection_on_the_short_window(backend):
+    result = backend.transcribe(short("s3-station"), DecodeOptions())
+    assert result.window == "short"
+    assert result.language == "en" and result.language_probability > 0.5
+    assert "station" in normalize(result.text)
+
+
+def test_initial_prompt_on_the_short_window(backend):
+    result = backend.transcribe(short("s3-coffee"), LANGUAGE.replace(initial_prompt="Shopping list: coffee, bread."))
+    assert result.window == "short"
+    assert {"coffee", "bread", "shopping", "list"} <= set(normalize(result.text)), result.text
+
+
+def test_vad_filter_sizes_the_window_to_the_speech_and_keeps_the_original_times(backend):
+    speech = short("s3-pasta")
+    silence = np.zeros(RATE * 12, dtype=np.float32)
+    audio = np.concatenate([silence, speech, silence])  # 26 s: over the threshold without VAD
+    assert audio.size / RATE > fw.SHORT_WINDOW_MAX_S
+    result = backend.transcribe(audio, LANGUAGE.replace(vad_filter=True))
+    assert result.window == "short"
+    assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text))
+    assert 11.0 < result.segments[0].start < 13.0  # times are the original audio's
+    assert result.duration == pytest.approx(audio.size / RATE)
+
+
+def test_long_audio_and_window_full_take_the_full_window(backend):
+    long_audio = np.concatenate([load_audio(clip("library")), load_audio(clip("weather"))])  # 25 s
+    assert backend.transcribe(long_audio, LANGUAGE).window == "full"
+    assert backend.transcribe(short("s1-door"), LANGUAGE.replace(window="full")).window == "full"
+
+
+def test_a_rejected_short_window_falls_back_to_the_full_window(backend, monkeypatch):
+    # A token cap of a few tokens cannot hold the sentence: the guard must reject it.
+    monkeypatch.setattr(fw, "TOKENS_BASE", 0)
+    monkeypatch.setattr(fw, "TOKENS_PER_S", 1)
+    result = backend.transcribe(short("s3-pasta"), LANGUAGE)
+    assert (result.window, result.fallback) == ("full", "token_cap")
+    assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text))
+    # The model is left as it was: the next request takes the short window again.
+    monkeypatch.undo()
+    assert backend.transcribe(short("s3-pasta"), LANGUAGE).window == "short"
+
+
+def _stress_inputs() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    t = np.arange(RATE * 2) / RATE
+    fox = load_audio(clip("fox"))
+    return {
+        "silence": np.zeros(RATE * 3, dtype=np.float32),
+        "low noise": (0.003 * rng.standard_normal(RATE * 3)).astype(np.float32),
+        "pure tone": (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32),
+        "clipped speech": fox[: int(RATE * 1.3)],  # cut in the middle of "brown"
+        "one word": short("word-yes"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_stress_inputs()))
+def test_stress_inputs_never_loop_or_invent_long_text(backend, name):
+    audio = _stress_inputs()[name]
+    result = backend.transcribe(audio, LANGUAGE)
+    words = normalize(result.text)
+    assert fw.repeated_phrase(words) is None, result.text
+    if name == "one word":
+        assert "yes" in words and len(words) <= 2, result.text
+    elif name == "clipped speech":
+        assert {"quick"} <= set(words) and len(words) <= 5, result.text
+        assert set(words) <= set(normalize("The quick brown fox")) | {"bro", "brow", "bra"}, result.text
+    else:
+        assert len(words) <= 3, result.text
+
+
+def test_the_pool_counts_short_windows(clip_texts):
+    config = PoolConfig(pool_size=1, threads_per_worker=2, decode=LANGUAGE)
+    with TranscriptionEngine(config) as engine:
+        result = engine.transcribe_sync(clip("fox"))
+        assert result.window == "short"
+        assert engine.status().short_window_requests == 1
+        result = engine.transcribe_sync(clip("fox"), window="full")
+        assert result.window == "full"
+        assert engine.status().short_window_requests == 1
+        assert engine.status().window_fallbacks == {}
