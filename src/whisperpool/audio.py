@@ -75,13 +75,13 @@ def decode_file(source: str | os.PathLike | bytes | BinaryIO, *, name: str | Non
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def resample(audio: np.ndarray, rate: int) -> np.ndarray:
-    """Resample mono float32 ``audio`` from ``rate`` to 16 kHz with FFmpeg's resampler."""
-    if rate == SAMPLE_RATE:
+def resample(audio: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample mono float32 ``audio`` from ``rate`` to ``target`` (16 kHz) with FFmpeg's resampler."""
+    if rate == target:
         return audio
     frame = av.AudioFrame.from_ndarray(audio.reshape(1, -1), format="flt", layout="mono")
     frame.sample_rate = rate
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=target)
     out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
     out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)

@@ -17,7 +17,7 @@ Task = Literal["transcribe", "translate"]
 Device = Literal["cpu", "cuda", "auto"]
 BackendName = Literal["faster-whisper", "fake"]
 StartMethod = Literal["spawn", "forkserver"]
-Window = Literal["auto", "full"]
+Window = Literal["auto", "full", "short"]
 
 
 def _fail(owner: str, name: str, message: str, value: Any) -> None:
@@ -48,7 +48,9 @@ class DecodeOptions:
 
     ``window="auto"`` runs the encoder on a window sized to short audio instead of
     Whisper's 30 s (see :mod:`whisperpool.backends.faster_whisper`); ``"full"`` always
-    uses 30 s, as faster-whisper does.
+    uses 30 s, as faster-whisper does. ``"short"`` uses only the short window (up to
+    30 s of audio): what its guard rejects comes back empty, ``fallback`` naming why,
+    instead of being decoded again - for live updates that the next one replaces.
     """
 
     language: str | None = None

@@ -8,6 +8,10 @@
     with TranscriptionEngine() as engine:          # the synchronous facade
         print(engine.transcribe_sync("note.wav").text)
 
+    async with engine.stream(language="en") as session:   # live audio
+        session.feed(chunk, 16_000)
+        async for event in session: ...
+
 It decodes any input to 16 kHz mono float32 (off the event loop), submits it to its
 :class:`~whisperpool.pool.ProcessPool`, and awaits the result. It emits ``ready`` once
 warm-up has ended with at least one warm worker, and re-emits every pool event.
@@ -27,6 +31,7 @@ from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .config import DecodeOptions, PoolConfig
 from .pool import PRIORITY_DEFAULT, PoolStatus, ProcessPool, WarmUpSummary
 from .results import Segment, TranscriptionResult
+from .streaming import StreamingSession
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +127,33 @@ class TranscriptionEngine:
     async def close(self, *, drain: bool = False, timeout: float | None = None) -> None:
         """Stop every worker (see :meth:`ProcessPool.close`)."""
         await asyncio.to_thread(self.pool.close, drain=drain, timeout=timeout)
+
+    def stream(
+        self,
+        language: str | None = None,
+        *,
+        vad: bool = True,
+        update_interval_s: float = 0.5,
+        max_buffer_s: float = 15.0,
+        min_silence_s: float = 0.4,
+        options: DecodeOptions | None = None,
+        **decode: Any,
+    ) -> StreamingSession:
+        """A live transcription session (see :mod:`whisperpool.streaming`); call in the loop.
+
+        ``vad=False`` leaves the turns to the caller: :meth:`StreamingSession.commit` ends
+        each utterance. Updates use the short-audio window and realtime priority.
+        """
+        if language is not None:
+            decode["language"] = language
+        return StreamingSession(
+            self.pool,
+            self._options(options, decode),
+            vad=vad,
+            update_interval_s=update_interval_s,
+            max_buffer_s=max_buffer_s,
+            min_silence_s=min_silence_s,
+        )
 
     async def __aenter__(self) -> TranscriptionEngine:
         try:

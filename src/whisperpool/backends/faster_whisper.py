@@ -193,7 +193,7 @@ class FasterWhisperBackend:
     ) -> TranscriptionResult:
         assert self.model is not None, "load() first"
         speech_chunks = None
-        if options.vad_filter and options.window == "auto":
+        if options.vad_filter and options.window != "full":
             # The VAD runs first so that the window is sized to the speech it keeps.
             from faster_whisper.vad import collect_chunks, get_speech_timestamps
 
@@ -203,12 +203,18 @@ class FasterWhisperBackend:
         else:
             speech = audio
         window = None
-        if options.window == "auto":
-            window = short_window_seconds(speech.size / SAMPLE_RATE, self.short_window_max_s)
+        if options.window != "full":
+            max_s = 30.0 if options.window == "short" else self.short_window_max_s
+            window = short_window_seconds(speech.size / SAMPLE_RATE, max_s)
         if window is not None:
             try:
                 return self._short(audio, speech, speech_chunks, window, options, on_segment)
             except NeedsFullWindow as exc:
+                if options.window == "short":
+                    log.debug("short window rejected (%s); no fallback asked for", exc)
+                    return TranscriptionResult(
+                        "", (), options.language, 0.0, audio.size / SAMPLE_RATE, window="short", fallback=exc.reason
+                    )
                 log.info("short window rejected (%s); decoding the full window", exc)
                 return self._full(audio, options, on_segment, fallback=exc.reason)
         return self._full(audio, options, on_segment, fallback=None)

@@ -10,6 +10,7 @@
     GET  /health/live               200 while the process serves
     GET  /health/ready              200 once a worker is warm, else 503
     GET  /metrics                   Prometheus
+    WS   /v1/realtime               OpenAI's Realtime transcription protocol (see realtime.py)
 
 The port is bound at once; the pool warms in the background, and a request that arrives
 meanwhile waits for the first warm worker within its timeout.
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -44,6 +45,7 @@ from ..results import Segment, TranscriptionResult
 from . import errors, formats
 from .errors import ClientDisconnected, InvalidParameter, Unauthorized, UnknownModel
 from .metrics import Metrics, MetricsMiddleware
+from .realtime import realtime_endpoint
 from .settings import ServerSettings
 from .uploads import Upload, receive_upload
 
@@ -150,6 +152,10 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
         response = params.render(result)
         response.headers["Server-Timing"] = _server_timing(result)
         return response
+
+    @app.websocket("/v1/realtime")
+    async def realtime(websocket: WebSocket) -> None:
+        await realtime_endpoint(websocket, engine, settings)
 
     @app.post(TRANSCRIBE_PATH)
     async def transcriptions(request: Request) -> Response:

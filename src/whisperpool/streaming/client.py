@@ -1,0 +1,186 @@
+"""Play audio into live transcription at real-time pace: locally, or to a Realtime server.
+
+Used by ``whisperpool stream``, ``whisperpool bench --streaming`` and the tests. Both
+players yield the same kind of record: ``(seconds since the first sample was sent, event)``
+where ``event`` is the Realtime protocol's server event as a dict (the local player
+builds the same dicts from :class:`~whisperpool.streaming.StreamingSession` events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE, resample
+from .session import Final, Partial, SpeechStarted, SpeechStopped, StreamError, StreamingSession
+
+CHUNK_S = 0.1  # audio per message, as a microphone would send it
+TAIL_SILENCE_S = 1.0  # after the file, so the VAD hears the last utterance end
+
+
+def _chunks(audio: np.ndarray, rate: int) -> list[np.ndarray]:
+    step = int(CHUNK_S * rate)
+    return [audio[i : i + step] for i in range(0, audio.size, step)]
+
+
+async def _paced(chunks: list[np.ndarray], rate: int, pace: float, started: float) -> AsyncIterator[np.ndarray]:
+    sent_s = 0.0
+    for chunk in chunks:
+        yield chunk
+        sent_s += chunk.size / rate
+        delay = started + sent_s / pace - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def _with_tail(audio: np.ndarray) -> np.ndarray:
+    return np.concatenate([audio, np.zeros(int(TAIL_SILENCE_S * SAMPLE_RATE), np.float32)])
+
+
+def session_event(event: Any) -> dict[str, Any]:
+    """A session event as the Realtime protocol's server event (the local player's view)."""
+    if isinstance(event, SpeechStarted):
+        return {
+            "type": "input_audio_buffer.speech_started",
+            "item_id": event.item_id,
+            "audio_start_ms": round(event.start_s * 1000),
+        }
+    if isinstance(event, SpeechStopped):
+        return {
+            "type": "input_audio_buffer.speech_stopped",
+            "item_id": event.item_id,
+            "audio_end_ms": round(event.end_s * 1000),
+        }
+    if isinstance(event, Partial):
+        return {"type": "partial", "item_id": event.item_id, "text": event.text, "stable": event.stable}
+    if isinstance(event, Final):
+        return {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": event.item_id,
+            "transcript": event.text,
+            "start_s": event.start_s,
+            "end_s": event.end_s,
+        }
+    if isinstance(event, StreamError):
+        return {
+            "type": "error",
+            "item_id": event.item_id,
+            "error": {"code": event.error.code, "message": event.error.message},
+        }
+    raise TypeError(event)
+
+
+async def play_local(
+    session: StreamingSession, audio: np.ndarray, *, pace: float = 1.0
+) -> AsyncIterator[tuple[float, dict[str, Any]]]:
+    """Feed 16 kHz ``audio`` into ``session`` at ``pace`` x real time; yield its events."""
+    audio = _with_tail(audio)
+    started = time.perf_counter()
+
+    async def feed() -> None:
+        async for chunk in _paced(_chunks(audio, SAMPLE_RATE), SAMPLE_RATE, pace, started):
+            session.feed(chunk, SAMPLE_RATE)
+        await session.close()
+
+    feeder = asyncio.create_task(feed())
+    try:
+        async for event in session:
+            yield time.perf_counter() - started, session_event(event)
+        await feeder
+    finally:
+        feeder.cancel()
+
+
+async def play_realtime(
+    url: str,
+    audio: np.ndarray,
+    *,
+    pace: float = 1.0,
+    rate: int = 24_000,
+    language: str | None = None,
+    vad: bool = True,
+    api_key: str | None = None,
+    timeout_s: float = 60.0,
+) -> AsyncIterator[tuple[float, dict[str, Any]]]:
+    """Play 16 kHz ``audio`` to ``url``'s ``/v1/realtime`` as pcm16 at ``rate``; yield server events.
+
+    Ends when every committed utterance is completed after the last sample was sent
+    (or ``timeout_s`` after it).
+    """
+    import websockets
+
+    ws_url = url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
+    if not ws_url.startswith(("ws://", "wss://")):
+        ws_url = "ws://" + ws_url
+    if "/v1/realtime" not in ws_url:
+        ws_url += "/v1/realtime?intent=transcription"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    pcm = np.clip(resample(_with_tail(audio), SAMPLE_RATE, target=rate), -1, 1)
+    pcm16 = (pcm * 32767).astype("<i2")
+    update = {
+        "type": "session.update",
+        "session": {
+            "type": "transcription",
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": rate},
+                    "transcription": {"model": "whisper-1", **({"language": language} if language else {})},
+                    "turn_detection": {"type": "server_vad"} if vad else None,
+                }
+            },
+        },
+    }
+    async with websockets.connect(ws_url, additional_headers=headers, max_size=2**24) as ws:
+        await ws.send(json.dumps(update))
+        started = time.perf_counter()
+        done_sending = asyncio.Event()
+
+        async def send() -> None:
+            async for chunk in _paced(_chunks(pcm16, rate), rate, pace, started):
+                await ws.send(
+                    json.dumps(
+                        {"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk.tobytes()).decode()}
+                    )
+                )
+            if not vad:
+                await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            done_sending.set()
+
+        sender = asyncio.create_task(send())
+        open_items: set[str] = set()
+        deadline: float | None = None
+        try:
+            while True:
+                if done_sending.is_set() and deadline is None:
+                    deadline = time.perf_counter() + timeout_s
+                wait = 0.25 if deadline is None else max(0.0, deadline - time.perf_counter())
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=wait)
+                except asyncio.TimeoutError:
+                    if deadline is not None and (time.perf_counter() >= deadline or not open_items):
+                        break
+                    continue
+                event = json.loads(raw)
+                kind = event.get("type")
+                if kind in ("input_audio_buffer.committed", "input_audio_buffer.speech_started"):
+                    open_items.add(event["item_id"])
+                elif kind in (
+                    "conversation.item.input_audio_transcription.completed",
+                    "conversation.item.input_audio_transcription.failed",
+                ):
+                    open_items.discard(event["item_id"])
+                yield time.perf_counter() - started, event
+                if done_sending.is_set() and not open_items and kind.endswith((".completed", ".failed")):
+                    break
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+
+
+__all__ = ["play_local", "play_realtime", "session_event"]

@@ -1,0 +1,447 @@
+"""A live transcription session on the warm pool: PCM chunks in, speech events out.
+
+::
+
+    async with engine.stream(language="en") as session:
+        session.feed(chunk, 24_000)             # as audio arrives, any rate
+        async for event in session:             # SpeechStarted, Partial, Final, ...
+            ...
+
+How it works. Silero VAD (:mod:`.vad`) cuts the stream into utterances. While one is
+spoken, the audio since its start (the *buffer*) is transcribed again every
+``update_interval_s`` of new audio, on the short-audio window, with word timestamps.
+The commit policy is LocalAgreement-2 (Machacek et al., "Turning Whisper into Real-Time
+Transcription System", 2023): a word is committed once two hypotheses in a row agree on
+it; commits never change. Each update gives a :class:`Partial` (committed text plus the
+unstable tail). The buffer is trimmed at the end of committed words once it is longer
+than ``max_buffer_s``, and the committed text before the buffer becomes the prompt. When
+the VAD hears the utterance end (or the client commits), the buffer is transcribed one
+last time and everything is committed in a :class:`Final` with its start and end times.
+
+Scheduling. A session never has two updates in flight: updates asked for while one runs
+coalesce into one, made with the newest audio when the running one returns. Updates go
+to the pool at realtime priority, ahead of file transcriptions, and hold no worker
+between updates. A failed update gives an :class:`StreamError` event; the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE, ChunkResampler, from_array
+from ..config import DecodeOptions
+from ..errors import ErrorInfo, InvalidAudio, WhisperPoolError
+from ..pool import PRIORITY_REALTIME, ProcessPool
+from ..results import TranscriptionResult
+from .vad import StreamingVad
+
+log = logging.getLogger(__name__)
+
+PROMPT_CHARS = 200  # committed text given as the prompt, at most
+PREROLL_S = 1.0  # audio kept before speech starts, for the VAD's padding
+
+
+# -- events ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    item_id: str
+    start_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """The current utterance so far: ``stable`` (committed, never changes) + the rest."""
+
+    item_id: str
+    text: str
+    stable: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    item_id: str
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """The committed text of a whole utterance, with its times in the stream."""
+
+    item_id: str
+    text: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    item_id: str | None
+    error: ErrorInfo
+
+
+StreamEvent = SpeechStarted | Partial | SpeechStopped | Final | StreamError
+
+
+# -- LocalAgreement-2 ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TimedWord:
+    start: float  # seconds in the stream
+    end: float
+    text: str  # as Whisper writes it, with its leading space
+
+    @property
+    def key(self) -> str:
+        return re.sub(r"[^\w']+", "", self.text.lower())
+
+
+def join(words: list[TimedWord]) -> str:
+    return "".join(w.text for w in words).strip()
+
+
+class Agreement:
+    """Commits the longest common prefix of the last two hypotheses (LocalAgreement-2)."""
+
+    def __init__(self) -> None:
+        self.committed: list[TimedWord] = []
+        self.tentative: list[TimedWord] = []  # the last hypothesis beyond what is committed
+
+    def _new_part(self, words: list[TimedWord]) -> list[TimedWord]:
+        """The words of a hypothesis that come after what is committed."""
+        if not self.committed:
+            return list(words)
+        last_end = self.committed[-1].end
+        new = [w for w in words if w.start > last_end - 0.1]
+        # A hypothesis may repeat the last committed words: drop that overlap (1-5 words).
+        for n in range(min(5, len(self.committed), len(new)), 0, -1):
+            if [w.key for w in self.committed[-n:]] == [w.key for w in new[:n]]:
+                return new[n:]
+        return new
+
+    def update(self, words: list[TimedWord]) -> list[TimedWord]:
+        """Take a new hypothesis; return the words it commits.
+
+        The last word of a hypothesis is never committed: it may be cut off, and it
+        carries the punctuation of a sentence that may go on.
+        """
+        new = self._new_part(words)
+        agreed = []
+        for a, b in zip(new[:-1], self.tentative, strict=False):
+            if a.key != b.key:
+                break
+            agreed.append(a)
+        self.committed += agreed
+        self.tentative = new[len(agreed) :]
+        return agreed
+
+    def finish(self, words: list[TimedWord], buffer_start_s: float) -> None:
+        """The last hypothesis, of the audio from ``buffer_start_s``: it replaces what was
+        committed from there (a whole utterance decoded at once reads better than one
+        stitched from commits), and everything is committed."""
+        self.committed = [w for w in self.committed if w.end <= buffer_start_s + 0.05] + list(words)
+        self.tentative = []
+
+
+# -- the session --------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Utterance:
+    item_id: str
+    start_s: float
+    agreement: Agreement = field(default_factory=Agreement)
+    buffer_start_s: float = 0.0  # the buffer: audio from here to the end (or now)
+    end_s: float | None = None  # set when it ends; then only its final update is left
+    final_audio: np.ndarray | None = None
+    last_partial: str = ""
+
+
+class StreamingSession:
+    """See the module docstring. Create with :meth:`TranscriptionEngine.stream`."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        pool: ProcessPool,
+        options: DecodeOptions,
+        *,
+        vad: bool = True,
+        update_interval_s: float = 0.5,
+        max_buffer_s: float = 15.0,
+        vad_threshold: float = 0.5,
+        min_silence_s: float = 0.4,
+    ) -> None:
+        self.pool = pool
+        self.options = options.replace(word_timestamps=True, window="auto")
+        self.update_interval_s = update_interval_s
+        self.max_buffer_s = max_buffer_s
+        self.vad = StreamingVad(threshold=vad_threshold, min_silence_s=min_silence_s) if vad else None
+        self._loop = asyncio.get_running_loop()
+        self._events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+        self._audio = np.zeros(0, dtype=np.float32)  # recent audio: from _audio_start_s to now
+        self._audio_start_s = 0.0
+        self._current: _Utterance | None = None
+        self._ending: deque[_Utterance] = deque()  # ended, waiting for their final update
+        self._inflight: asyncio.Future[TranscriptionResult] | None = None
+        self._update_wanted = False
+        self._last_update_s = 0.0  # stream time the last update of the current utterance covered
+        self._resampler: ChunkResampler | None = None
+        self._items = 0
+        self._closing = False
+        self._closed = asyncio.Event()
+        self.id = f"stream-{next(self._ids)}"
+
+    # -- input -------------------------------------------------------------------------
+    @property
+    def time_s(self) -> float:
+        """Seconds of audio fed so far."""
+        return self._audio_start_s + self._audio.size / SAMPLE_RATE
+
+    def feed(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+        """Add a chunk of mono PCM (float in [-1, 1], or int16) at any sample rate.
+
+        Raises :class:`~whisperpool.errors.InvalidAudio` for a chunk that is not audio;
+        the session is unchanged and goes on.
+        """
+        if self._closing:
+            raise WhisperPoolError("the stream is closed")
+        if not isinstance(sample_rate, int) or not 8_000 <= sample_rate <= 192_000:
+            raise InvalidAudio(f"stream chunk: sample rate must be 8000-192000 Hz, got {sample_rate!r}")
+        samples = np.asarray(samples)
+        if samples.size == 0:
+            return
+        chunk = from_array(samples, SAMPLE_RATE, name="stream chunk")  # checked and scaled; not resampled yet
+        if self._resampler is None or self._resampler.rate != sample_rate:
+            self._resampler = ChunkResampler(sample_rate)
+        chunk = self._resampler(chunk)
+        if chunk.size == 0:
+            return
+        now = self.time_s
+        self._audio = np.concatenate([self._audio, chunk])
+        if self.vad is None:
+            if self._current is None:
+                self._start(now)
+        else:
+            for event in self.vad.feed(chunk):
+                if event.speech and self._current is None:
+                    self._start(event.time_s)
+                    self._emit(SpeechStarted(self._current.item_id, event.time_s))
+                elif not event.speech and self._current is not None:
+                    self._emit(SpeechStopped(self._current.item_id, event.time_s))
+                    self._end(event.time_s)
+        if self._current is not None and self.time_s - self._last_update_s >= self.update_interval_s:
+            self._update_wanted = True
+        self._trim_audio()
+        self._schedule()
+
+    def commit(self) -> str | None:
+        """End the current utterance now (for clients that decide turns themselves).
+
+        Returns its item id, or None when nothing was said since the last commit.
+        """
+        if self._current is None:
+            return None
+        item = self._current.item_id
+        self._end(self.time_s)
+        self._schedule()
+        return item
+
+    def clear(self) -> None:
+        """Drop the audio of the current utterance, uncommitted."""
+        self._current = None
+        self._update_wanted = False
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._audio_start_s = self.time_s
+
+    async def close(self) -> None:
+        """End the stream: the current utterance gets its final, then iteration ends."""
+        if not self._closing:
+            self._closing = True
+            if self._current is not None:
+                self._end(self.time_s)
+            self._schedule()
+        await self._closed.wait()
+
+    # -- output ------------------------------------------------------------------------
+    def __aiter__(self) -> StreamingSession:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        event = await self._events.get()
+        if event is None:
+            self._events.put_nowait(None)  # later readers end too
+            raise StopAsyncIteration
+        return event
+
+    async def __aenter__(self) -> StreamingSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _emit(self, event: StreamEvent | None) -> None:
+        self._events.put_nowait(event)
+
+    # -- utterances --------------------------------------------------------------------
+    def _start(self, start_s: float) -> None:
+        start_s = max(start_s, self._audio_start_s)
+        self._items += 1
+        self._current = _Utterance(f"{self.id}-item-{self._items}", start_s, buffer_start_s=start_s)
+        self._last_update_s = start_s
+
+    def _end(self, end_s: float) -> None:
+        utt = self._current
+        assert utt is not None
+        utt.end_s = min(end_s, self.time_s)
+        utt.final_audio = self._slice(utt.buffer_start_s, utt.end_s)
+        self._current = None
+        self._update_wanted = False
+        self._ending.append(utt)
+
+    def _slice(self, start_s: float, end_s: float | None = None) -> np.ndarray:
+        first = max(0, round((start_s - self._audio_start_s) * SAMPLE_RATE))
+        last = None if end_s is None else max(first, round((end_s - self._audio_start_s) * SAMPLE_RATE))
+        return self._audio[first:last].copy()
+
+    def _trim_audio(self) -> None:
+        """Keep the current buffer, or a little pre-roll when nobody speaks."""
+        keep_from = self._current.buffer_start_s if self._current else self.time_s - PREROLL_S
+        drop = round((keep_from - self._audio_start_s) * SAMPLE_RATE)
+        if drop > 0:
+            self._audio = self._audio[drop:]
+            self._audio_start_s += drop / SAMPLE_RATE
+
+    # -- updates -----------------------------------------------------------------------
+    def _prompt(self, utt: _Utterance) -> str | None:
+        # Only text whose audio left the buffer: Whisper tends to repeat a prompt that
+        # the audio does not carry on from (a previous utterance, on a short buffer).
+        before = [w for w in utt.agreement.committed if w.end <= utt.buffer_start_s + 0.05]
+        return join(before)[-PROMPT_CHARS:] or None
+
+    def _schedule(self) -> None:
+        """Send the next update if none is in flight: finals first, then the live one."""
+        if self._inflight is not None:
+            return
+        if self._ending:
+            utt = self._ending[0]
+            audio, final = utt.final_audio, True
+        elif self._update_wanted and self._current is not None:
+            utt = self._current
+            audio, final = self._slice(utt.buffer_start_s), False
+            self._update_wanted = False
+            self._last_update_s = self.time_s
+        else:
+            if self._closing:
+                self._finish()
+            return
+        assert audio is not None
+        if audio.size < SAMPLE_RATE // 10:  # under 0.1 s: nothing to transcribe
+            self._settle(utt, final, [])
+            self._schedule()
+            return
+        options = self.options.replace(initial_prompt=self._prompt(utt))
+        if not final:  # a partial the next update replaces: no fallback, no temperature ladder
+            options = options.replace(window="short", temperature=options.temperature[:1])
+        sent = time.perf_counter()
+        try:
+            future = self.pool.submit(audio, options, priority=PRIORITY_REALTIME)
+        except WhisperPoolError as exc:
+            self._emit(StreamError(utt.item_id, ErrorInfo.from_exception(exc)))
+            if final:
+                self._settle(utt, True, [])
+            return
+        self._inflight = asyncio.wrap_future(future, loop=self._loop)
+        offset = utt.buffer_start_s
+        self._inflight.add_done_callback(lambda f: self._on_update(f, utt, final, offset, audio.size, sent))
+
+    def _on_update(
+        self, fut: asyncio.Future, utt: _Utterance, final: bool, offset: float, size: int, sent: float
+    ) -> None:
+        self._inflight = None
+        if log.isEnabledFor(logging.DEBUG) and not fut.cancelled() and fut.exception() is None:
+            r = fut.result()
+            log.debug(
+                "%s: %s update of %.2f s took %.2f s (%s window%s): %r",
+                utt.item_id,
+                "final" if final else "partial",
+                size / SAMPLE_RATE,
+                time.perf_counter() - sent,
+                r.window,
+                f", fallback {r.fallback}" if r.fallback else "",
+                r.text,
+            )
+        words: list[TimedWord] = []
+        if fut.cancelled():
+            error: BaseException | None = WhisperPoolError("the update was cancelled")
+        else:
+            error = fut.exception()
+        if error is not None:
+            log.warning("%s: update failed: %s", self.id, error)
+            self._emit(StreamError(utt.item_id, ErrorInfo.from_exception(error)))
+        else:
+            result = fut.result()
+            if result.fallback is not None and result.window == "short" and not final:
+                self._schedule()  # the guard rejected this partial: the next update replaces it
+                return
+            for seg in result.segments:
+                for w in seg.words or ():
+                    words.append(TimedWord(offset + w.start, offset + w.end, w.word))
+        if final or error is None:
+            self._settle(utt, final, words)
+        self._schedule()
+
+    def _settle(self, utt: _Utterance, final: bool, words: list[TimedWord]) -> None:
+        if final:
+            utt.agreement.finish(words, utt.buffer_start_s)
+            self._ending.popleft()
+            text = join(utt.agreement.committed)
+            end = utt.end_s if utt.end_s is not None else utt.start_s
+            self._emit(Final(utt.item_id, text, utt.start_s, end))
+            return
+        if utt is not self._current:  # it ended while this update ran; its final follows
+            return
+        utt.agreement.update(words)
+        stable = join(utt.agreement.committed)
+        text = join(utt.agreement.committed + utt.agreement.tentative)
+        if text != utt.last_partial:
+            utt.last_partial = text
+            self._emit(Partial(utt.item_id, text, stable))
+        self._trim_buffer(utt)
+
+    def _trim_buffer(self, utt: _Utterance) -> None:
+        """Start the buffer after the committed words once it is longer than the limit."""
+        if self.time_s - utt.buffer_start_s <= self.max_buffer_s:
+            return
+        committed = utt.agreement.committed
+        if committed and committed[-1].end > utt.buffer_start_s:
+            utt.buffer_start_s = committed[-1].end
+        elif self.time_s - utt.buffer_start_s > 2 * self.max_buffer_s:
+            # Nothing agreed for a long time: commit the last hypothesis rather than grow.
+            utt.agreement.committed += utt.agreement.tentative
+            utt.agreement.tentative = []
+            utt.buffer_start_s = utt.agreement.committed[-1].end if utt.agreement.committed else self.time_s
+        self._trim_audio()
+
+    def _finish(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._emit(None)
+
+
+__all__ = [
+    "Agreement",
+    "Final",
+    "Partial",
+    "SpeechStarted",
+    "SpeechStopped",
+    "StreamError",
+    "StreamEvent",
+    "StreamingSession",
+    "TimedWord",
+]

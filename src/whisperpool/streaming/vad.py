@@ -1,0 +1,90 @@
+"""Voice activity for live audio: Silero VAD (the ONNX model inside faster-whisper), frame by frame.
+
+faster-whisper runs Silero on a whole file at once. A live stream needs the same model
+run on each 32 ms frame as it arrives, carrying the model's recurrent state and the last
+64 samples of context from one frame to the next; :class:`StreamingVad` does that, and
+turns the speech probabilities into start and stop decisions with hysteresis: speech
+starts after ``min_speech_s`` above ``threshold``, and stops after ``min_silence_s``
+below ``threshold - 0.15``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+FRAME = 512  # samples the model takes at 16 kHz (32 ms)
+CONTEXT = 64  # samples of the previous frame prepended to each one
+
+
+@functools.lru_cache(maxsize=1)
+def _model():
+    from faster_whisper.vad import get_vad_model
+
+    return get_vad_model()  # one ONNX session per process; its run() is thread-safe
+
+
+@dataclass(frozen=True, slots=True)
+class VadEvent:
+    """Speech started (``speech=True``) or stopped, at ``time_s`` seconds into the stream."""
+
+    speech: bool
+    time_s: float
+
+
+class StreamingVad:
+    def __init__(
+        self, threshold: float = 0.5, min_speech_s: float = 0.1, min_silence_s: float = 0.4, pad_s: float = 0.2
+    ) -> None:
+        self.threshold = threshold
+        self.min_speech_frames = max(1, round(min_speech_s * SAMPLE_RATE / FRAME))
+        self.min_silence_frames = max(1, round(min_silence_s * SAMPLE_RATE / FRAME))
+        self.pad_s = pad_s
+        self.in_speech = False
+        self._state = np.zeros((2, 1, 1, 128), dtype=np.float32)  # h and c
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._frames = 0  # frames seen so far
+        self._run = 0  # frames in a row on the other side of the threshold
+        self.last_speech_end_s = 0.0  # end of the last frame that was speech
+
+    def probability(self, frame: np.ndarray) -> float:
+        h, c = self._state
+        batch = np.concatenate([self._context, frame])[None, :]
+        out, h, c = _model().session.run(None, {"input": batch, "h": h, "c": c})
+        self._state = np.stack([h, c])
+        self._context = frame[-CONTEXT:]
+        return float(out.reshape(-1)[0])
+
+    def feed(self, samples: np.ndarray) -> list[VadEvent]:
+        """16 kHz float32 samples in; the starts and stops they complete out."""
+        events = []
+        data = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        n = data.size // FRAME
+        for i in range(n):
+            prob = self.probability(data[i * FRAME : (i + 1) * FRAME])
+            self._frames += 1
+            end_s = self._frames * FRAME / SAMPLE_RATE
+            if prob >= self.threshold:
+                self.last_speech_end_s = end_s
+            if not self.in_speech:
+                self._run = self._run + 1 if prob >= self.threshold else 0
+                if self._run >= self.min_speech_frames:
+                    self.in_speech, self._run = True, 0
+                    start = end_s - self.min_speech_frames * FRAME / SAMPLE_RATE
+                    events.append(VadEvent(True, max(0.0, start - self.pad_s)))
+            else:
+                self._run = self._run + 1 if prob < self.threshold - 0.15 else 0
+                if self._run >= self.min_silence_frames:
+                    self.in_speech, self._run = False, 0
+                    events.append(VadEvent(False, self.last_speech_end_s + self.pad_s))
+        self._pending = data[n * FRAME :].copy()
+        return events
+
+    @property
+    def time_s(self) -> float:
+        """Seconds of audio the VAD has decided on."""
+        return self._frames * FRAME / SAMPLE_RATE
