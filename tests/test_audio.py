@@ -84,6 +84,8 @@ def test_arrays_are_checked_scaled_mixed_and_resampled():
     assert as_float.dtype == np.float32 and abs(np.abs(as_float).max() - 0.5) < 0.01
     stereo = np.stack([tone(1.0, SAMPLE_RATE), np.zeros(SAMPLE_RATE, np.float32)], axis=1)
     assert abs(np.abs(from_array(stereo)).max() - 0.25) < 0.01
+    stereo_pcm = (stereo * 32767).astype(np.int16)  # integers are scaled before the mix-down
+    assert abs(np.abs(from_array(stereo_pcm)).max() - 0.25) < 0.01
     at_8k = from_array(tone(1.0, 8_000), sample_rate=8_000)
     assert abs(len(at_8k) - SAMPLE_RATE) < 100 and abs(dominant_freq(at_8k) - 440.0) < 5.0
     assert len(resample(tone(0.5, 48_000), 48_000)) == pytest.approx(8_000, abs=50)

@@ -123,19 +123,19 @@ def from_array(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, *, name: str =
         raise InvalidAudio(f"{name}: expected a numpy array, got {type(audio).__name__}")
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise InvalidAudio(f"{name}: sample_rate must be a positive integer, got {sample_rate!r}")
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1) if audio.shape[1] <= 8 else audio.mean(axis=0)
-    if audio.ndim != 1:
-        raise InvalidAudio(f"{name}: expected mono samples (1-D) or (samples, channels), got shape {audio.shape}")
-    if audio.size == 0:
-        raise InvalidAudio(f"{name}: no audio samples")
-    if np.issubdtype(audio.dtype, np.integer):
+    if np.issubdtype(audio.dtype, np.integer):  # scaled before any mixing down
         info = np.iinfo(audio.dtype)
         audio = audio.astype(np.float32) / float(max(abs(info.min), info.max))
     elif np.issubdtype(audio.dtype, np.floating):
         audio = audio.astype(np.float32, copy=False)
     else:
         raise InvalidAudio(f"{name}: unsupported sample type {audio.dtype}")
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1) if audio.shape[1] <= 8 else audio.mean(axis=0)
+    if audio.ndim != 1:
+        raise InvalidAudio(f"{name}: expected mono samples (1-D) or (samples, channels), got shape {audio.shape}")
+    if audio.size == 0:
+        raise InvalidAudio(f"{name}: no audio samples")
     if not np.isfinite(audio).all():
         raise InvalidAudio(f"{name}: samples contain NaN or infinity")
     return np.ascontiguousarray(resample(audio, sample_rate), dtype=np.float32)

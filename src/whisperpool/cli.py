@@ -130,6 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--window", default=None, choices=["auto", "full"], help="encoder window of requests (default: auto)"
     )
+    s.add_argument(
+        "--wyoming-port", type=int, default=None, help="also serve the Wyoming protocol on this TCP port (e.g. 10300)"
+    )
+
+    wy = sub.add_parser(
+        "wyoming",
+        help="serve only the Wyoming protocol (Home Assistant) on a warm pool",
+        description="Serves Wyoming speech-to-text on TCP (default 127.0.0.1:10300) with transcript streaming. "
+        "Takes the serve command's pool options and WHISPERPOOL_* variables.",
+    )
+    wy.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1, loopback only)")
+    wy.add_argument("--port", dest="wyoming_port", type=int, default=10300, help="TCP port (default: 10300)")
+    for flag in ("model", "compute_type", "device", "language"):
+        wy.add_argument(f"--{flag.replace('_', '-')}", default=None)
+    wy.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: 2)")
+    wy.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
 
     ld = sub.add_parser(
         "load",
@@ -315,19 +331,23 @@ _SERVE_FLAGS = {
     "timeout": "pool.request_timeout_s",
     "language": "decode.language",
     "window": "decode.window",
+    "wyoming_port": "wyoming_port",
 }
 
 
 def _serve(args: argparse.Namespace, err: Console) -> int:
-    from .server import build_settings, env_overrides, serve
+    from .server import build_settings, env_overrides, serve, serve_wyoming
 
     values = env_overrides()
     values.update(
-        {target: getattr(args, flag) for flag, target in _SERVE_FLAGS.items() if getattr(args, flag) is not None}
+        {target: getattr(args, flag) for flag, target in _SERVE_FLAGS.items() if getattr(args, flag, None) is not None}
     )
+    if args.command == "wyoming":
+        values["http"] = False
     settings = build_settings(values)
     try:
-        if not serve(settings, console=err):
+        started = serve(settings, console=err) if settings.http else serve_wyoming(settings, console=err)
+        if not started:
             err.print("whisperpool: the server could not start (see above)", highlight=False)
             return EXIT_START_FAILED
     except ModelError as exc:
@@ -351,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "transcribe":
             return asyncio.run(_transcribe(args, out, err))
-        if args.command == "serve":
+        if args.command in ("serve", "wyoming"):
             return _serve(args, err)
         if args.command == "load":
             from .loadtest import run

@@ -1,7 +1,8 @@
 """The whisperpool server: an OpenAI-compatible HTTP API on a warm pool.
 
 ``whisperpool serve`` runs :func:`serve`; ``create_app`` builds the ASGI app for any
-ASGI server. See :mod:`whisperpool.server.app` for the endpoints.
+ASGI server. See :mod:`whisperpool.server.app` for the endpoints,
+:mod:`.realtime` for the Realtime WebSocket and :mod:`.wyoming` for Wyoming.
 """
 
 from __future__ import annotations
@@ -64,4 +65,45 @@ def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
     return server.started
 
 
-__all__ = ["ServerSettings", "build_settings", "create_app", "env_overrides", "serve"]
+def serve_wyoming(settings: ServerSettings, *, console: Console | None = None) -> bool:
+    """Serve only the Wyoming protocol until SIGTERM/SIGINT (``whisperpool wyoming``)."""
+    import asyncio
+    import signal
+
+    from .wyoming import start_wyoming
+
+    if settings.pool.backend != "fake":
+        resolve_model(settings.pool.model, settings.pool.model_cache_dir)
+    console = console or Console(stderr=True)
+    assert settings.wyoming_port is not None
+
+    async def main() -> bool:
+        engine = TranscriptionEngine(settings.pool)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            server = await start_wyoming(engine, settings.host, settings.wyoming_port, settings.served_model)
+        except OSError as exc:
+            console.print(f"cannot listen on {settings.host}:{settings.wyoming_port}: {exc}", highlight=False)
+            return False
+        console.print(
+            f"whisperpool serving Wyoming on tcp://{settings.host}:{settings.wyoming_port} "
+            f"with {settings.pool.pool_size} worker(s); warming up ...",
+            highlight=False,
+        )
+        try:
+            await engine.start()
+            console.print("ready", highlight=False)
+            await stop.wait()
+        finally:
+            await server.stop()
+            await engine.close(drain=True, timeout=settings.grace_s)
+        console.print("stopped", highlight=False)
+        return True
+
+    return asyncio.run(main())
+
+
+__all__ = ["ServerSettings", "build_settings", "create_app", "env_overrides", "serve", "serve_wyoming"]

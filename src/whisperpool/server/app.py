@@ -76,9 +76,16 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
         folder = Path(tempfile.mkdtemp(prefix="whisperpool-uploads-"))  # mode 0700
         app.state.upload_dir = folder
         await engine.start(wait=False)
+        wyoming = None
         try:
+            if settings.wyoming_port is not None:
+                from .wyoming import start_wyoming
+
+                wyoming = await start_wyoming(engine, settings.host, settings.wyoming_port, settings.served_model)
             yield
         finally:
+            if wyoming is not None:
+                await wyoming.stop()
             await engine.close(drain=True, timeout=settings.grace_s)
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -20,6 +20,8 @@ class ServerSettings:
 
     ``api_key=None`` leaves the API open (the default binds loopback only).
     ``grace_s`` is how long in-flight requests may run after SIGTERM/SIGINT.
+    ``wyoming_port`` also serves the Wyoming protocol on that TCP port of ``host``;
+    ``http=False`` serves Wyoming only (``whisperpool wyoming``).
     """
 
     host: str = "127.0.0.1"
@@ -28,11 +30,17 @@ class ServerSettings:
     max_upload_mb: float = 25.0
     grace_s: float = 30.0
     model_name: str | None = None  # the id /v1/models lists; default: the pool's model setting
+    wyoming_port: int | None = None
+    http: bool = True
     pool: PoolConfig = field(default_factory=lambda: PoolConfig(max_queue=64))
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"ServerSettings.port must be 0-65535, got {self.port!r}")
+        if self.wyoming_port is not None and not 0 <= self.wyoming_port <= 65535:
+            raise ConfigError(f"ServerSettings.wyoming_port must be 0-65535, got {self.wyoming_port!r}")
+        if not self.http and self.wyoming_port is None:
+            raise ConfigError("ServerSettings: with http=False, wyoming_port must be set")
         if self.max_upload_mb <= 0:
             raise ConfigError(f"ServerSettings.max_upload_mb must be > 0, got {self.max_upload_mb!r}")
         if self.grace_s < 0:
@@ -56,6 +64,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "API_KEY": ("api_key", str),
     "MAX_UPLOAD_MB": ("max_upload_mb", float),
     "GRACE_S": ("grace_s", float),
+    "WYOMING_PORT": ("wyoming_port", int),
     "WORKERS": ("pool.pool_size", int),
     "MODEL": ("pool.model", str),
     "THREADS": ("pool.threads_per_worker", int),
