@@ -161,3 +161,19 @@ def test_bad_frames_get_errors_and_the_session_goes_on(server):
         "input_audio_buffer_commit_empty",
     ]
     assert {"quick", "fox", "lazy", "dog"} <= set(normalize(transcript))
+
+
+def test_the_stream_command_prints_events_as_json_lines():
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "whisperpool.cli", "stream", str(clip("groceries")), "--pace", "4"]
+    cmd += ["--json", "--workers", "1", "--language", "en"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    types = [e["type"] for e in events]
+    assert types[0] == "input_audio_buffer.speech_started" and types[-1] == COMPLETED
+    assert "partial" in types
+    assert {"remind", "milk", "bananas"} <= set(normalize(events[-1]["transcript"]))
+    assert all(a["t"] <= b["t"] for a, b in zip(events, events[1:], strict=False))

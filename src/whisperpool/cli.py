@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
+from .audio import load_audio
 from .config import DecodeOptions, PoolConfig
 from .engine import TranscriptionEngine
 from .errors import ConfigError, ModelError, PoolNotReady, WhisperPoolError
@@ -133,6 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--wyoming-port", type=int, default=None, help="also serve the Wyoming protocol on this TCP port (e.g. 10300)"
     )
+
+    st = sub.add_parser(
+        "stream",
+        help="play a file into live transcription at real-time pace, showing partial and final text",
+        description="Plays FILE in 100 ms chunks at real-time pace (--pace to change) into a streaming session: "
+        "on a local warm pool, or with --url to a running server over OpenAI's Realtime protocol. Partial text "
+        "updates in place; each utterance's final line is printed with its times once committed.",
+    )
+    st.add_argument("file", metavar="FILE", help="an audio file")
+    st.add_argument("--url", default=None, help="a whisperpool server, e.g. ws://127.0.0.1:8000 (default: local pool)")
+    st.add_argument("--realtime", action="store_true", help="speak the Realtime protocol (implied by --url)")
+    st.add_argument("--api-key", default=None, help="the server's API key")
+    st.add_argument("--pace", type=float, default=1.0, help="times real time (default: 1)")
+    st.add_argument("--language", default=None, help="language code (default: detect)")
+    st.add_argument("--model", default="base", help="local pool model (default: base)")
+    st.add_argument("--workers", type=_positive_int, default=2, help="local pool workers (default: 2)")
+    st.add_argument("--threads", type=_positive_int, default=None, help="local pool threads per worker")
+    st.add_argument("--json", action="store_true", help="print every event as a JSON line instead")
 
     wy = sub.add_parser(
         "wyoming",
@@ -335,6 +354,55 @@ _SERVE_FLAGS = {
 }
 
 
+async def _stream(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .streaming.client import play_local, play_realtime
+
+    try:
+        audio = await asyncio.to_thread(load_audio, args.file)
+    except WhisperPoolError as exc:
+        err.print(f"whisperpool: {exc}", highlight=False, markup=False)
+        return EXIT_USAGE
+    if args.pace <= 0:
+        err.print("whisperpool: --pace must be > 0", highlight=False)
+        return EXIT_USAGE
+    live = out.is_terminal and not args.json
+
+    async def show(events) -> None:
+        partial = ""
+        async for t, event in events:
+            kind = event["type"]
+            if args.json:
+                out.print(json.dumps({"t": round(t, 3), **event}), highlight=False, markup=False, soft_wrap=True)
+                continue
+            if kind in ("partial", "conversation.item.input_audio_transcription.delta"):
+                partial = event["text"] if kind == "partial" else partial + event["delta"]
+                if live:
+                    out.file.write("\r\x1b[2K" + partial[-(out.width - 1) :])
+                    out.file.flush()
+            elif kind == "conversation.item.input_audio_transcription.completed":
+                if live:
+                    out.file.write("\r\x1b[2K")
+                times = f"[{event['start_s']:6.2f} -> {event['end_s']:6.2f}] " if "start_s" in event else ""
+                out.print(f"{times}{event['transcript']}  [dim](final at {t:.2f} s)[/dim]", highlight=False)
+                partial = ""
+            elif kind in ("error", "conversation.item.input_audio_transcription.failed"):
+                err.print(f"error: {event['error'].get('message')}", highlight=False, markup=False)
+
+    if args.url or args.realtime:
+        url = args.url or "ws://127.0.0.1:8000"
+        await show(play_realtime(url, audio, pace=args.pace, language=args.language, api_key=args.api_key))
+        return EXIT_OK
+    config = PoolConfig(
+        pool_size=args.workers,
+        model=args.model,
+        threads_per_worker=args.threads,
+        decode=DecodeOptions(language=args.language),
+    )
+    async with TranscriptionEngine(config) as engine:
+        await show(play_local(engine.stream(), audio, pace=args.pace))
+    return EXIT_OK
+
+
 def _serve(args: argparse.Namespace, err: Console) -> int:
     from .server import build_settings, env_overrides, serve, serve_wyoming
 
@@ -373,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_transcribe(args, out, err))
         if args.command in ("serve", "wyoming"):
             return _serve(args, err)
+        if args.command == "stream":
+            return asyncio.run(_stream(args, out, err))
         if args.command == "load":
             from .loadtest import run
 
