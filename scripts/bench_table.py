@@ -1,6 +1,7 @@
-"""Print the README's benchmark tables (markdown) from benchmarks/results/pool.json.
+"""The README's benchmark tables (markdown) from benchmarks/results/*.json.
 
-python scripts/bench_table.py [path] > /tmp/table.md
+python scripts/bench_table.py [pool.json] > /tmp/table.md     # the pool suite, printed
+python scripts/bench_table.py --write README.md                # windows and streaming, in place
 """
 
 import json
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from whisperpool.bench import streaming, windows  # noqa: E402
 from whisperpool.bench.pool import LONG, SHORT, targets  # noqa: E402
 
 
@@ -68,5 +70,78 @@ def main() -> None:
         print(f"| {label} | {med(values):.3f} | {delta} |")
 
 
+def _targets(ts) -> list[str]:
+    lines = ["| target (same run) | measured | limit | met |", "|---|---:|---:|---|"]
+    for t in ts:
+        unit = "" if t.unit == "x" else f" {t.unit}"
+        op = ">=" if t.higher_is_better else "<="
+        lines.append(f"| {t.name} | {t.value:.2f}{unit} | {op} {t.limit:.2f}{unit} | {'yes' if t.met else 'NO'} |")
+    return lines
+
+
+def windows_md(path: Path) -> str:
+    r = json.loads(path.read_text())
+    st = r["settings"]
+    lines = [
+        f"Measured {r['date'][:10]} on a {r['machine']['cores']}-core machine (`{path}`): one warm in-process "
+        f"backend, {st['threads']} threads, beam {st['beam_size']}, language set, {st['runs']} runs per clip "
+        "and window, alternating; WER in % against the texts the clips were rendered from.",
+        "",
+        "| length | clips | mean s | full p50 s | auto p50 s | full / auto | WER full | WER auto | auto took | fallbacks |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for length, row in windows.summary(r).items():
+        lines.append(
+            f"| {length} s | {row['clips']} | {row['mean_seconds']:.1f} | {row['full_s']:.3f} | {row['auto_s']:.3f} | "
+            f"{row['speedup']:.2f} | {row['wer_full']:.1f} | {row['wer_auto']:.1f} | {row['auto_window']} | {row['fallbacks']} |"
+        )
+    first_full = med(r["first_full_s"])
+    lines += ["", *_targets(windows.targets(r))]
+    lines += ["", f"First full-window request right after ready (25 s clip), median of 3 fresh pools: {first_full:.2f} s."]
+    return "\n".join(lines)
+
+
+def streaming_md(path: Path) -> str:
+    r = json.loads(path.read_text())
+    st, s = r["settings"], streaming.summary(r)
+    lines = [
+        f"Measured {r['date'][:10]} on a {r['machine']['cores']}-core machine (`{path}`): {st['sentences']} sentences "
+        f"({st['stream_seconds']} s with {st['pause_s']:.0f} s pauses) played at real-time pace in 100 ms chunks into "
+        f"sessions on {st['workers']} single-thread workers; updates every {st['update_interval_s']} s of new audio, "
+        f"an utterance ends after {st['vad_min_silence_s']} s of silence.",
+        "",
+        "| one stream | value |",
+        "|---|---:|",
+        f"| final text after the end of speech, median | {s['final_p50_s']:.2f} s |",
+        f"| final text after the end of speech, p95 | {s['final_p95_s']:.2f} s |",
+        f"| first partial text after the start of speech, median | {s['first_partial_p50_s']:.2f} s |",
+        f"| WER of the joined finals | {s['wer_streaming']:.1f} % |",
+        f"| WER of an offline transcription of the same audio (full window) | {s['wer_offline']:.1f} % |",
+        "",
+        "| concurrent streams | final latency p50 s | p95 s |",
+        "|---:|---:|---:|",
+    ]
+    for count, v in s["by_count"].items():
+        lines.append(f"| {count} | {v['p50']:.2f} | {v['p95']:.2f} |")
+    lines += ["", *_targets(streaming.targets(r))]
+    return "\n".join(lines)
+
+
+def write(readme: Path) -> None:
+    text = readme.read_text()
+    for name, render in (("windows", windows_md), ("streaming", streaming_md)):
+        source = Path(f"benchmarks/results/{name}.json")
+        if not source.is_file():
+            continue
+        start, end = f"<!-- bench-{name}:start -->", f"<!-- bench-{name}:end -->"
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{render(source)}\n{end}{tail}"
+    readme.write_text(text)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        write(Path(sys.argv[2]))
+    else:
+        main()

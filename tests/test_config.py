@@ -37,7 +37,7 @@ def test_pool_config_names_the_bad_field(changes, field):
         ({"temperature": ()}, "DecodeOptions.temperature"),
         ({"language": "e n"}, "DecodeOptions.language"),
         ({"task": "summarize"}, "DecodeOptions.task"),
-        ({"window": "short"}, "DecodeOptions.window"),
+        ({"window": "tiny"}, "DecodeOptions.window"),
     ],
 )
 def test_decode_options_name_the_bad_field(changes, field):

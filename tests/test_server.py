@@ -290,7 +290,10 @@ def test_metrics_move(server, client):
     )
     assert metric(after, "whisperpool_workers", state="warm") == 2
     assert metric(after, "whisperpool_worker_warm_up_seconds", worker="0") > 0
-    assert "whisperpool_http_request_duration_seconds_bucket" in after and "whisperpool_queue_depth 0.0" in after
+    assert (
+        "whisperpool_http_request_duration_seconds_bucket" in after
+        and 'whisperpool_queue_depth{model="base"} 0.0' in after
+    )
 
 
 def test_sigterm_during_a_request_lets_it_finish_and_leaves_no_process(tmp_path, long_clip, clip_texts):

@@ -163,6 +163,6 @@ def test_window_fallbacks_reach_the_metrics_and_a_bad_window_is_400(tmp_path):
         r = upload(client, wav(tmp_path), window="tiny")
         assert r.status_code == 400 and r.json()["error"]["param"] == "window"
         metrics = client.get("/metrics").text
-    assert 'whisperpool_window_fallbacks_total{reason="log_probability"} 1.0' in metrics
-    assert 'whisperpool_window_fallbacks_total{reason="repetition"} 0.0' in metrics
-    assert "whisperpool_short_window_requests_total 1.0" in metrics
+    assert 'whisperpool_window_fallbacks_total{model="base",reason="log_probability"} 1.0' in metrics
+    assert 'whisperpool_window_fallbacks_total{model="base",reason="repetition"} 0.0' in metrics
+    assert 'whisperpool_short_window_requests_total{model="base"} 1.0' in metrics

@@ -134,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--wyoming-port", type=int, default=None, help="also serve the Wyoming protocol on this TCP port (e.g. 10300)"
     )
+    s.add_argument("--min-workers", type=_positive_int, default=None, help="adaptive sizing: fewest workers")
+    s.add_argument("--max-workers", type=_positive_int, default=None, help="adaptive sizing: most workers")
+    s.add_argument("--max-total-rss-mb", type=float, default=None, help="memory budget of all workers, MiB")
+    s.add_argument("--state-file", default=None, help="warm-start record of warm-up timings (JSON)")
+    s.add_argument(
+        "--extra-model",
+        dest="extra_models",
+        action="append",
+        default=None,
+        metavar="NAME=MODEL[:COMPUTE[:WORKERS]]",
+        help="serve another model configuration too, chosen by the request's model field "
+        "(e.g. base-f32=base:float32:1); repeat for more",
+    )
 
     st = sub.add_parser(
         "stream",
@@ -186,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="benchmarks: the warm pool (default) or the short-audio window (--windows)",
+        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive",
         description=(
             "Runs a benchmark suite on the packaged model and the example clips; prints tables and writes JSON. "
             "Default suite: cold, warm and direct latency, start-up, throughput, memory, HTTP overhead."
@@ -200,7 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
         const="windows",
         help="the short-audio encoder window vs the full 30 s window, by clip length: latency and WER",
     )
+    suite.add_argument(
+        "--streaming",
+        dest="suite",
+        action="store_const",
+        const="streaming",
+        help="live streams at real-time pace: final latency, first partial, WER vs offline, concurrent streams",
+    )
+    suite.add_argument(
+        "--adaptive",
+        dest="suite",
+        action="store_const",
+        const="adaptive",
+        help="a bursty trace on fixed and adaptive pools (latency, worker-seconds); re-warm after quiet",
+    )
     b.set_defaults(suite="pool")
+    b.add_argument(
+        "--quiet", type=float, default=120.0, help="--adaptive: seconds of quiet before the re-warm test (default: 120)"
+    )
     b.add_argument(
         "--output",
         type=Path,
@@ -351,6 +381,11 @@ _SERVE_FLAGS = {
     "language": "decode.language",
     "window": "decode.window",
     "wyoming_port": "wyoming_port",
+    "min_workers": "pool.min_workers",
+    "max_workers": "pool.max_workers",
+    "max_total_rss_mb": "pool.max_total_rss_mb",
+    "state_file": "pool.state_file",
+    "extra_models": "extra_models",
 }
 
 

@@ -153,6 +153,15 @@ class PoolConfig:
     (``None``: never) and replaced if they do not answer within ``ping_timeout_s``. A
     worker is recycled, its replacement warmed first, after ``max_requests_per_worker``
     requests (plus up to ``max_requests_jitter``) or above ``max_worker_rss_mb``.
+
+    Adaptive sizing (see :mod:`whisperpool.scaling`): with ``max_workers`` above
+    ``min_workers`` the pool starts ``pool_size`` workers (clamped into the range) and
+    grows when requests wait ``scale_up_wait_s`` or the predicted load needs more at
+    ``target_utilization``; a worker idle ``scale_down_idle_s`` is retired. The workers'
+    resident memory is kept under ``max_total_rss_mb``. Idle workers run a dummy
+    inference after ``rewarm_after_idle_s`` without a request and every
+    ``health_check_interval_s`` (``None``: never), never while requests wait.
+    ``state_file`` keeps warm-up timings and memory across restarts.
     """
 
     pool_size: int = 2
@@ -178,6 +187,15 @@ class PoolConfig:
     max_requests_per_worker: int | None = None
     max_requests_jitter: int = 0
     max_worker_rss_mb: float | None = None
+    min_workers: int | None = None  # default: pool_size
+    max_workers: int | None = None  # default: pool_size (a fixed pool)
+    scale_up_wait_s: float = 0.5
+    scale_down_idle_s: float = 60.0
+    target_utilization: float = 0.8
+    max_total_rss_mb: float | None = None
+    rewarm_after_idle_s: float | None = 300.0
+    health_check_interval_s: float | None = 900.0
+    state_file: str | None = None
 
     def __post_init__(self) -> None:
         owner = "PoolConfig"
@@ -214,13 +232,44 @@ class PoolConfig:
             _fail(owner, "max_requests_per_worker", "must be an integer >= 1 or None", self.max_requests_per_worker)
         if not isinstance(self.decode, DecodeOptions):
             _fail(owner, "decode", "must be a DecodeOptions", self.decode)
+        for name in ("min_workers", "max_workers"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                _fail(owner, name, "must be an integer >= 1 or None", value)
+        if self.min_size > self.max_size:
+            _fail(owner, "max_workers", f"must be >= min_workers ({self.min_size})", self.max_workers)
+        for name in ("scale_up_wait_s", "scale_down_idle_s"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
+                _fail(owner, name, "must be a number of seconds >= 0", getattr(self, name))
+        if not 0 < self.target_utilization <= 1:
+            _fail(owner, "target_utilization", "must be in (0, 1]", self.target_utilization)
+        for name in ("max_total_rss_mb", "rewarm_after_idle_s", "health_check_interval_s"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                _fail(owner, name, "must be > 0 or None", getattr(self, name))
+
+    @property
+    def min_size(self) -> int:
+        return (
+            self.min_workers
+            if self.min_workers is not None
+            else min(self.pool_size, self.max_workers or self.pool_size)
+        )
+
+    @property
+    def max_size(self) -> int:
+        return self.max_workers if self.max_workers is not None else max(self.pool_size, self.min_size)
+
+    @property
+    def initial_size(self) -> int:
+        """Workers started at first: ``pool_size``, clamped into [min, max]."""
+        return min(self.max_size, max(self.min_size, self.pool_size))
 
     @property
     def cpu_threads(self) -> int:
-        """Threads each worker's model uses."""
+        """Threads each worker's model uses (the cores over the starting workers, at least 1)."""
         if self.threads_per_worker is not None:
             return self.threads_per_worker
-        return max(1, available_cores() // self.pool_size)
+        return max(1, available_cores() // self.initial_size)
 
     def replace(self, **changes: Any) -> PoolConfig:
         """A copy with some fields changed, validated again."""

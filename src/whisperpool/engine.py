@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
@@ -29,6 +29,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 from . import events as ev
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .config import DecodeOptions, PoolConfig
+from .errors import ConfigError, UnknownModel
 from .pool import PRIORITY_DEFAULT, PoolStatus, ProcessPool, WarmUpSummary
 from .results import Segment, TranscriptionResult
 from .streaming import StreamingSession
@@ -39,17 +40,42 @@ ENGINE_EVENTS = ev.POOL_EVENTS
 
 
 class TranscriptionEngine:
-    """Owns a :class:`ProcessPool`; transcribes paths, bytes, file objects and arrays."""
+    """Owns a :class:`ProcessPool` per model configuration; transcribes paths, bytes,
+    file objects and arrays.
 
-    def __init__(self, config: PoolConfig | None = None, **overrides: Any) -> None:
+    ``config`` is the default model's pool, named by its ``model`` setting; ``models``
+    adds more, each a pool of its own with its own sizes (``{"base-f32":
+    PoolConfig(model="base", compute_type="float32", pool_size=1)}``), chosen per request
+    with ``model=``. Readiness and the ``ready`` event follow the default pool.
+    """
+
+    def __init__(
+        self, config: PoolConfig | None = None, *, models: Mapping[str, PoolConfig] | None = None, **overrides: Any
+    ) -> None:
         self.pool = ProcessPool(config, **overrides)
         self.config = self.pool.config
+        self.default_model = self.config.model
+        self.pools: dict[str, ProcessPool] = {self.default_model: self.pool}
+        for name, model_config in (models or {}).items():
+            if name in self.pools:
+                raise ConfigError(f"model name {name!r} is given twice")
+            self.pools[name] = ProcessPool(model_config)
         self.emitter = AsyncIOEventEmitter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warm_up: WarmUpSummary | None = None
-        for name in ev.POOL_EVENTS:
-            if name != ev.READY:  # the engine's own "ready" means: warm-up has ended
-                self.pool.on(name, self._forwarder(name))
+        for pool in self.pools.values():
+            for name in ev.POOL_EVENTS:
+                if name != ev.READY:  # the engine's own "ready" means: warm-up has ended
+                    pool.on(name, self._forwarder(name))
+
+    def pool_for(self, model: str | None) -> ProcessPool:
+        """The pool serving ``model`` (None: the default); ``UnknownModel`` if none does."""
+        if model is None:
+            return self.pool
+        try:
+            return self.pools[model]
+        except KeyError:
+            raise UnknownModel(f"model {model!r} is not served here; available: {', '.join(self.pools)}") from None
 
     # -- events ------------------------------------------------------------------------
     def on(self, event: str, callback: Callable[..., Any] | None = None) -> Any:
@@ -87,7 +113,8 @@ class TranscriptionEngine:
         is emitted later, and requests submitted meanwhile wait in the queue.
         """
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.pool.start)  # resolving the model may join files
+        for pool in self.pools.values():
+            await asyncio.to_thread(pool.start)  # resolving the model may join files
         warmed = asyncio.wrap_future(self.pool.warmed_future)
         if wait:
             self._emit_ready(await warmed)
@@ -108,25 +135,33 @@ class TranscriptionEngine:
         priority: int = PRIORITY_DEFAULT,
         timeout: float | None = None,
         on_segment: Callable[[Segment], None] | None = None,
+        model: str | None = None,
         **decode: Any,
     ) -> TranscriptionResult:
         """Transcribe a path, encoded bytes, a binary file object or an array of samples.
 
-        Decoding options come from ``options`` (default: the pool's), with any keyword
-        in ``decode`` (``language="en"``, ``word_timestamps=True``, ...) changed.
-        ``sample_rate`` applies to arrays only.
+        Decoding options come from ``options`` (default: the model's pool's), with any
+        keyword in ``decode`` (``language="en"``, ``word_timestamps=True``, ...) changed.
+        ``sample_rate`` applies to arrays only; ``model`` picks a model configuration.
         """
-        opts = self._options(options, decode)
+        pool = self.pool_for(model)
+        opts = self._options(options, decode, pool)
         samples = await asyncio.to_thread(load_audio, audio, sample_rate=sample_rate, name=name)
-        future = self.pool.submit(samples, opts, priority=priority, timeout=timeout, on_segment=on_segment)
+        future = pool.submit(samples, opts, priority=priority, timeout=timeout, on_segment=on_segment)
         return await asyncio.wrap_future(future)
 
-    def status(self) -> PoolStatus:
-        return self.pool.get_status()
+    def status(self, model: str | None = None) -> PoolStatus:
+        return self.pool_for(model).get_status()
+
+    def statuses(self) -> dict[str, PoolStatus]:
+        """Every model configuration's pool status, by name."""
+        return {name: pool.get_status() for name, pool in self.pools.items()}
 
     async def close(self, *, drain: bool = False, timeout: float | None = None) -> None:
-        """Stop every worker (see :meth:`ProcessPool.close`)."""
-        await asyncio.to_thread(self.pool.close, drain=drain, timeout=timeout)
+        """Stop every worker of every pool (see :meth:`ProcessPool.close`)."""
+        await asyncio.gather(
+            *(asyncio.to_thread(pool.close, drain=drain, timeout=timeout) for pool in self.pools.values())
+        )
 
     def stream(
         self,
@@ -137,6 +172,7 @@ class TranscriptionEngine:
         max_buffer_s: float = 15.0,
         min_silence_s: float = 0.4,
         options: DecodeOptions | None = None,
+        model: str | None = None,
         **decode: Any,
     ) -> StreamingSession:
         """A live transcription session (see :mod:`whisperpool.streaming`); call in the loop.
@@ -146,9 +182,10 @@ class TranscriptionEngine:
         """
         if language is not None:
             decode["language"] = language
+        pool = self.pool_for(model)
         return StreamingSession(
-            self.pool,
-            self._options(options, decode),
+            pool,
+            self._options(options, decode, pool),
             vad=vad,
             update_interval_s=update_interval_s,
             max_buffer_s=max_buffer_s,
@@ -168,8 +205,13 @@ class TranscriptionEngine:
 
     # -- synchronous facade ---------------------------------------------------------------
     def start_sync(self) -> WarmUpSummary:
-        """Start and warm up every worker; blocks. Returns how warm-up went."""
+        """Start and warm up every worker; blocks. Returns how the default pool's warm-up went."""
+        for pool in self.pools.values():
+            pool.start()
         summary = self.pool.warm_up_all_workers()
+        for pool in self.pools.values():
+            if pool is not self.pool:
+                pool.warm_up_all_workers()
         self._emit_ready(summary)
         return summary
 
@@ -181,15 +223,18 @@ class TranscriptionEngine:
         sample_rate: int = SAMPLE_RATE,
         name: str | None = None,
         timeout: float | None = None,
+        model: str | None = None,
         **decode: Any,
     ) -> TranscriptionResult:
         """Blocking :meth:`transcribe`, for scripts and threads."""
-        opts = self._options(options, decode)
+        pool = self.pool_for(model)
+        opts = self._options(options, decode, pool)
         samples = load_audio(audio, sample_rate=sample_rate, name=name)
-        return self.pool.submit(samples, opts, timeout=timeout).result()
+        return pool.submit(samples, opts, timeout=timeout).result()
 
     def close_sync(self, *, drain: bool = False, timeout: float | None = None) -> None:
-        self.pool.close(drain=drain, timeout=timeout)
+        for pool in self.pools.values():
+            pool.close(drain=drain, timeout=timeout)
 
     def __enter__(self) -> TranscriptionEngine:
         try:
@@ -202,8 +247,10 @@ class TranscriptionEngine:
     def __exit__(self, *exc_info: object) -> None:
         self.close_sync()
 
-    def _options(self, options: DecodeOptions | None, changes: dict[str, Any]) -> DecodeOptions:
-        base = options or self.config.decode
+    def _options(
+        self, options: DecodeOptions | None, changes: dict[str, Any], pool: ProcessPool | None = None
+    ) -> DecodeOptions:
+        base = options or (pool or self.pool).config.decode
         return base.replace(**changes) if changes else base
 
 

@@ -58,6 +58,12 @@ class PoolFailed(PoolNotReady):
     code = "pool_failed"
 
 
+class UnknownModel(WhisperPoolError):
+    """A request named a model configuration this engine does not serve."""
+
+    code = "model_not_found"
+
+
 class PoolClosed(WhisperPoolError):
     """The pool was closed before the request could be served."""
 
@@ -150,6 +156,7 @@ __all__ = [
     "RemoteTraceback",
     "RequestTimeout",
     "TranscriptionError",
+    "UnknownModel",
     "WhisperPoolError",
     "WorkerCrashed",
 ]

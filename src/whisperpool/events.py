@@ -43,6 +43,7 @@ ALL_WORKERS_WARM = "all_workers_warm"
 WORKER_FAILED = "worker_failed"
 WORKER_RESTARTED = "worker_restarted"
 WORKER_RECYCLED = "worker_recycled"
+POOL_SCALED = "pool_scaled"
 
 POOL_EVENTS = (
     INITIALIZED,
@@ -54,6 +55,7 @@ POOL_EVENTS = (
     WORKER_FAILED,
     WORKER_RESTARTED,
     WORKER_RECYCLED,
+    POOL_SCALED,
 )
 
 
@@ -120,6 +122,17 @@ class WorkerRecycled:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class PoolScaled:
+    """The pool grew (``direction="up"``), shrank (``"down"``), or a scale-up was refused."""
+
+    direction: str
+    workers_before: int
+    workers_after: int
+    reason: str
+    worker_ids: tuple[int, ...] = ()
+
+
 def safe_emit(emitter: EventEmitter, event: str, payload: Any) -> None:
     """Emit, logging (not raising) whatever a subscriber raises."""
     try:
@@ -132,6 +145,8 @@ __all__ = [
     "ALL_WORKERS_WARM",
     "INITIALIZED",
     "POOL_EVENTS",
+    "POOL_SCALED",
+    "PoolScaled",
     "READY",
     "WARMED_UP",
     "WARM_UP_FAILED",

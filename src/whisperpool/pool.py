@@ -33,6 +33,19 @@ Supervision, all on the manager thread:
   given up (state ``failed``, with the reason) after ``max_restarts`` failures in a row;
 * planned recycling (``max_requests_per_worker``, ``max_worker_rss_mb``) warms the
   replacement first and retires the old worker only then, so capacity never dips.
+
+Adaptive, also on the manager thread:
+
+* with ``max_workers`` above ``min_workers``, :class:`~whisperpool.scaling.Autoscaler`
+  decides at each turn whether to start workers (requests waited, or the predicted load
+  needs them; within the memory budget) or retire one idle too long; each decision is
+  logged and emitted as ``pool_scaled`` with its reason. A new worker takes requests
+  only once warm, like any other;
+* an idle worker gets a dummy inference (one second of silence) after
+  ``rewarm_after_idle_s`` without a request, and every ``health_check_interval_s``; it
+  is never started while a request waits, its time shows per worker in the status, and
+  a worker that fails it is replaced;
+* warm-up timings and worker memory go to ``state_file`` (:mod:`whisperpool.state`).
 """
 
 from __future__ import annotations
@@ -71,12 +84,15 @@ from .errors import (
 )
 from .models import ResolvedModel, resolve_model
 from .results import Segment, Timings, TranscriptionResult
+from .scaling import Autoscaler, Decision, Load
+from .state import WarmStartState
 from .worker import Worker, WorkerState
 
 log = logging.getLogger(__name__)
 
 PRIORITY_REALTIME = 0
 PRIORITY_DEFAULT = 10
+BACKGROUND_SECONDS = 1.0  # the silence a re-warm or health check transcribes
 _STARTING = (WorkerState.COLD, WorkerState.WARMING)
 
 
@@ -95,6 +111,7 @@ class Job:
     dispatched: float | None = None
     attempts: int = 0
     crashes: int = 0  # workers that died while serving it
+    background: str | None = None  # "re-warm" or "health check": the pool's own, no caller waits
 
     def sort_key(self) -> tuple[int, int]:
         return (self.priority, self.id)
@@ -113,6 +130,9 @@ class WorkerStatus:
     rss_mb: float | None = None
     ping_rtt_ms: float | None = None
     recycling: bool = False
+    check_ms: float | None = None  # the last background inference (re-warm or health check)
+    check_age_s: float | None = None
+    checks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +158,12 @@ class PoolStatus:
     requests_retried: int = 0
     short_window_requests: int = 0
     window_fallbacks: dict[str, int] = field(default_factory=dict)
+    min_workers: int = 0
+    max_workers: int = 0
+    scale_ups: int = 0
+    scale_downs: int = 0
+    arrival_rate: float = 0.0  # requests per second, moving average
+    background_inferences: int = 0
     workers: tuple[WorkerStatus, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +217,12 @@ class ProcessPool:
         self._crashes = 0
         self._recycled = 0
         self._retried = 0
+        self._scaler = Autoscaler(self.config)
+        self._state = WarmStartState(self.config.state_file)
+        self._scale_ups = 0
+        self._scale_downs = 0
+        self._last_refusal = ""
+        self._background = 0
         self._short_windows = 0  # requests answered by the short-audio window
         self._window_fallbacks: dict[str, int] = {}  # short windows the guard rejected, by reason
         self._latencies: deque[float] = deque(maxlen=2048)
@@ -221,7 +253,11 @@ class ProcessPool:
             if self._closing:
                 raise PoolClosed("the pool is closed")
             self._model_source = resolved.source
-            for slot in range(self.config.pool_size):
+            record = self._state.lookup(self._state_key())
+            if record is not None:
+                self._scaler.worker_mb_hint = record.get("rss_mb")
+                self._scaler.warm_up_hint_s = record.get("warm_up_s")
+            for slot in range(self.config.initial_size):
                 self._workers.append(self._new_worker(slot))
             self._initial = list(self._workers)
             self._started_at = time.monotonic()
@@ -245,7 +281,7 @@ class ProcessPool:
             spec,
             context=self._context,
             warmup_options=cfg.decode,
-            warmup_timeout_s=cfg.warmup_timeout_s,
+            warmup_timeout_s=self._state.warm_up_deadline(self._state_key(), cfg.warmup_timeout_s),
             on_state_change=self._on_state_change,
         )
         if cfg.max_requests_per_worker is not None:
@@ -355,6 +391,7 @@ class ProcessPool:
                 on_segment=on_segment,
             )
             heapq.heappush(self._queue, (job.sort_key(), job))
+            self._scaler.arrived(now)
         future.add_done_callback(self._on_future_done)
         self._wake()
         return future
@@ -369,6 +406,7 @@ class ProcessPool:
 
     # -- status --------------------------------------------------------------------------
     def get_status(self) -> PoolStatus:
+        now = time.monotonic()
         with self._lock:
             workers = list(self._workers)
             counts = {state: 0 for state in WorkerState}
@@ -403,6 +441,12 @@ class ProcessPool:
                 requests_retried=self._retried,
                 short_window_requests=self._short_windows,
                 window_fallbacks=dict(self._window_fallbacks),
+                min_workers=self.config.min_size,
+                max_workers=self.config.max_size,
+                scale_ups=self._scale_ups,
+                scale_downs=self._scale_downs,
+                arrival_rate=round(self._scaler.arrival_rate(time.monotonic()), 3),
+                background_inferences=self._background,
                 workers=tuple(
                     WorkerStatus(
                         w.id,
@@ -416,6 +460,9 @@ class ProcessPool:
                         round(w.rss_bytes / 2**20, 1) if w.rss_bytes else None,
                         round(w.ping_rtt_s * 1000, 2) if w.ping_rtt_s is not None else None,
                         w.recycle_reason is not None,
+                        round(w.check_s * 1000, 1) if w.check_s is not None else None,
+                        round(now - w.last_check_at, 1) if w.checks else None,
+                        w.checks,
                     )
                     for w in workers
                 ),
@@ -489,6 +536,13 @@ class ProcessPool:
         deadlines.extend(w.job.deadline for w in self._workers if w.job and w.job.deadline is not None)
         if self._closing and self._close_deadline is not None:
             deadlines.append(self._close_deadline)
+        if not self._closing:
+            if not self._queue:
+                deadlines.extend(due for w in self._workers if w.is_idle() and (due := self._background_due(w)))
+            if self._scaler.enabled:
+                cfg = self.config
+                deadlines.extend(j.submitted + cfg.scale_up_wait_s for _, j in self._queue[:1])
+                deadlines.extend(w.last_request_at + cfg.scale_down_idle_s for w in self._workers if w.is_idle())
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -524,7 +578,8 @@ class ProcessPool:
             w.load_s = msg.load_s
         elif isinstance(msg, p.Ready):
             w.warm_up_s = now - (w.warmup_started or now)
-            w.idle_since = now
+            w.idle_since = w.last_request_at = w.last_check_at = now
+            self._state.record(self._state_key(), w.warm_up_s, msg.rss_bytes / 2**20)
             w.rss_bytes = msg.rss_bytes
             w.pong(now, self.config.ping_interval_s)
             w.set_state(WorkerState.WARM)
@@ -549,7 +604,12 @@ class ProcessPool:
                 return
             job = w.finish_job()
             w.pong(now, self.config.ping_interval_s)  # an answer is as good as a pong
+            if job.background is not None:
+                self._background_done(w, job, msg, now)
+                return
+            w.last_request_at = now
             if isinstance(msg, p.Done):
+                self._scaler.served(msg.inference_s)
                 w.rss_bytes = msg.rss_bytes
                 timings = Timings(
                     queue_wait_s=(job.dispatched or now) - job.submitted,
@@ -612,7 +672,7 @@ class ProcessPool:
     def _requeue_or_fail(self, job: Job, w: Worker, reason: str) -> None:
         """The worker serving ``job`` died: try it elsewhere, unless it is poison."""
         job.crashes += 1
-        if job.future.done():
+        if job.future.done() or job.background is not None:
             return
         if job.crashes >= self.config.max_crashes_per_request:
             error = WorkerCrashed(
@@ -704,6 +764,128 @@ class ProcessPool:
                 ev.WorkerRecycled(w.id, w.slot, successor.id if successor else -1, w.recycle_reason or ""),
             )
 
+    # -- adaptive sizing -----------------------------------------------------------------
+    def _state_key(self) -> str:
+        cfg = self.config
+        return f"{self._model_source}|{cfg.device}|{cfg.compute_type}|{cfg.cpu_threads} threads"
+
+    def _capacity(self) -> list[Worker]:
+        """Workers that are or will be serving: not failed, leaving, or a recycle's successor."""
+        return [
+            w
+            for w in self._workers
+            if w.state not in (WorkerState.FAILED, WorkerState.TERMINATED)
+            and not w.stopping
+            and not w.retire_when_idle
+            and w.replaces is None
+        ]
+
+    def _autoscale(self, now: float) -> None:
+        if self._closing or not self._scaler.enabled or not self._ready_sent:
+            return
+        live = self._capacity()
+        queued = [j for _, j in self._queue if not j.future.done()]
+        load = Load(
+            now=now,
+            workers=len(live) + len(self._restart_at),
+            warming=sum(1 for w in live if w.state in _STARTING) + len(self._restart_at),
+            queued=len(queued),
+            oldest_wait_s=max((now - j.submitted for j in queued), default=0.0),
+            idle_since={w.id: w.last_request_at for w in live if w.is_idle() and w.recycle_reason is None},
+            rss_mb=tuple(w.rss_bytes / 2**20 for w in live if w.rss_bytes),
+        )
+        decision = self._scaler.decide(load)
+        if decision.refused and decision.refused != self._last_refusal:
+            log.warning("not scaling up: %s", decision.refused)
+            self._emit(ev.POOL_SCALED, ev.PoolScaled("refused", load.workers, load.workers, decision.refused))
+        self._last_refusal = decision.refused or (self._last_refusal if not decision.start else "")
+        if decision.start:
+            self._scale_up(decision, load.workers)
+        for worker_id in decision.retire:
+            self._scale_down(worker_id, decision.reason, load.workers, now)
+
+    def _scale_up(self, decision: Decision, before: int) -> None:
+        new = []
+        for _ in range(decision.start):
+            used = {w.slot for w in self._workers} | set(self._restart_at)
+            slot = next(i for i in itertools.count() if i not in used)
+            w = self._new_worker(slot)
+            self._workers.append(w)
+            new.append(w)
+        self._scale_ups += len(new)
+        log.info("scaling up %d -> %d worker(s): %s", before, before + len(new), decision.reason)
+        self._emit(
+            ev.POOL_SCALED, ev.PoolScaled("up", before, before + len(new), decision.reason, tuple(w.id for w in new))
+        )
+        for w in new:
+            self._start_worker(w)
+
+    def _scale_down(self, worker_id: int, reason: str, before: int, now: float) -> None:
+        w = next((x for x in self._workers if x.id == worker_id and x.is_idle()), None)
+        if w is None:
+            return
+        w.ask_to_stop(now, self.config.stop_timeout_s)
+        self._workers.remove(w)
+        self._retired.append(w)
+        self._scale_downs += 1
+        log.info("scaling down %d -> %d worker(s): worker %d %s", before, before - 1, w.id, reason)
+        self._emit(ev.POOL_SCALED, ev.PoolScaled("down", before, before - 1, f"worker {w.id} {reason}", (w.id,)))
+
+    # -- background inference: re-warm and health check ---------------------------------
+    def _background_due(self, w: Worker) -> float | None:
+        cfg = self.config
+        due = []
+        if cfg.rewarm_after_idle_s is not None:
+            due.append(max(w.last_request_at, w.last_check_at) + cfg.rewarm_after_idle_s)
+        if cfg.health_check_interval_s is not None:
+            due.append(w.last_check_at + cfg.health_check_interval_s)
+        return min(due) if due else None
+
+    def _start_background(self, now: float) -> None:
+        """A dummy inference on each idle worker that is due one, while no request waits."""
+        if self._closing or self._queue:
+            return
+        cfg = self.config
+        for w in self._workers:
+            due = self._background_due(w) if w.is_idle() else None
+            if due is None or now < due:
+                continue
+            rewarm = (
+                cfg.rewarm_after_idle_s is not None
+                and now >= max(w.last_request_at, w.last_check_at) + cfg.rewarm_after_idle_s
+            )
+            future: Future[TranscriptionResult] = Future()
+            future.set_running_or_notify_cancel()
+            job = Job(
+                id=next(self._job_ids),
+                audio=np.zeros(int(16_000 * BACKGROUND_SECONDS), dtype=np.float32),
+                options=cfg.decode,
+                future=future,
+                priority=PRIORITY_DEFAULT,
+                submitted=now,
+                deadline=now + cfg.warmup_timeout_s,
+                background="re-warm" if rewarm else "health check",
+            )
+            job.dispatched = now
+            try:
+                w.assign(job)
+            except OSError as exc:
+                self._worker_failed(w, f"cannot send to the worker: {exc}")
+
+    def _background_done(self, w: Worker, job: Job, msg: Any, now: float) -> None:
+        w.idle_since = now
+        w.set_state(WorkerState.WARM)
+        if isinstance(msg, p.Failed):
+            self._worker_failed(w, f"{job.background} failed: {msg.error.type}: {msg.error.message}")
+            return
+        w.last_check_at = now
+        w.check_s = msg.inference_s
+        w.checks += 1
+        w.rss_bytes = msg.rss_bytes
+        self._background += 1
+        log.debug("worker %d: %s took %.3f s", w.id, job.background, msg.inference_s)
+        self._maybe_recycle(w)
+
     def _after_warm_up_change(self) -> None:
         """Resolve the readiness futures and emit the warm-up events, each once."""
         workers = self._workers
@@ -763,13 +945,15 @@ class ProcessPool:
         cfg = self.config
         for w in list(self._workers):
             if w.state is WorkerState.WARMING and w.warmup_deadline is not None and now >= w.warmup_deadline:
-                self._worker_failed(w, f"warm-up did not finish within {cfg.warmup_timeout_s:g} s")
+                limit = w.warmup_deadline - (w.warmup_started or w.warmup_deadline)
+                self._worker_failed(w, f"warm-up did not finish within {limit:.3g} s")
             elif w.job is not None and w.job.deadline is not None and now >= w.job.deadline:
                 job = w.job
-                if _settle(job.future, error=RequestTimeout(_timeout_message(job, now))):
+                if _settle(job.future, error=RequestTimeout(_timeout_message(job, now))) and job.background is None:
                     self._failed += 1
                 w.job = None
-                self._worker_failed(w, f"request {job.id} timed out; the worker was stopped")
+                what = job.background or f"request {job.id}"
+                self._worker_failed(w, f"{what} timed out; the worker was stopped")
             elif w.ping_sent_at is not None and now >= w.ping_sent_at + cfg.ping_timeout_s:
                 self._worker_failed(w, f"did not answer a health ping within {cfg.ping_timeout_s:g} s")
             elif (
@@ -788,6 +972,8 @@ class ProcessPool:
                 w.kill()
         self._retire_relieved(now)
         self._restart_due(now)
+        self._autoscale(now)
+        self._start_background(now)
         expired = [j for _, j in self._queue if j.deadline is not None and now >= j.deadline]
         if expired:
             self._queue = [(k, j) for k, j in self._queue if j not in expired]

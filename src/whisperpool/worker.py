@@ -107,6 +107,11 @@ class Worker:
         self.next_ping_at: float | None = None
         self.ping_sent_at: float | None = None
         self.ping_rtt_s: float | None = None
+        # background inference: re-warming after a quiet spell, and health checks
+        self.last_request_at = 0.0  # when it last finished a real request (or became warm)
+        self.last_check_at = 0.0  # when it last finished a background inference
+        self.check_s: float | None = None  # how long the last one took
+        self.checks = 0
         self._ping_seq = 0
         self._context = context
         self._warmup_options = warmup_options
@@ -179,7 +184,8 @@ class Worker:
     def finish_job(self) -> Job:
         job, self.job = self.job, None
         assert job is not None
-        self.requests_served += 1
+        if not job.background:
+            self.requests_served += 1
         self.set_state(WorkerState.COMPLETED)
         return job
 

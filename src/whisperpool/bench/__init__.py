@@ -7,6 +7,10 @@ machines are noisy; the targets are ratios. Suites:
   latency, start-up, throughput, memory, HTTP overhead
 * ``windows`` (``--windows``, :mod:`.windows`) - the short-audio encoder window against
   the full 30 s window, by clip length: latency and word error rate
+* ``streaming`` (``--streaming``, :mod:`.streaming`) - live transcription: final latency,
+  first partial, WER against offline, concurrent real-time streams
+* ``adaptive`` (``--adaptive``, :mod:`.adaptive`) - a bursty trace on fixed and adaptive
+  pools: latency and worker-seconds; the first request after a quiet spell, re-warmed or not
 
 Each suite has ``measure(args, log) -> dict``, ``targets(result) -> list[Target]`` and
 ``report(result, console)``.
@@ -24,7 +28,7 @@ from rich.table import Table
 
 from .common import CLIPS, Target
 
-SUITES = ("pool", "windows")
+SUITES = ("pool", "windows", "streaming", "adaptive")
 RESULTS = Path("benchmarks/results")
 
 

@@ -29,10 +29,11 @@ def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
     """
     import uvicorn
 
-    if settings.pool.backend != "fake":  # fail before binding, with the model's own message
-        resolve_model(settings.pool.model, settings.pool.model_cache_dir)
+    for config in (settings.pool, *settings.models.values()):
+        if config.backend != "fake":  # fail before binding, with the model's own message
+            resolve_model(config.model, config.model_cache_dir)
     console = console or Console(stderr=True)
-    engine = TranscriptionEngine(settings.pool)
+    engine = TranscriptionEngine(settings.pool, models=settings.models)
 
     def on_change(event: WorkerStateChanged) -> None:
         if event.new is WorkerState.WARM and event.old is WorkerState.WARMING:
@@ -47,8 +48,9 @@ def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
     engine.on("ready", lambda e: console.print(f"ready: {e.warm_workers} warm worker(s) in {e.elapsed_s:.1f} s"))
     app = create_app(settings, engine=engine)
     key = "on" if settings.api_key else "off (set --api-key or WHISPERPOOL_API_KEY)"
+    served = ", ".join(repr(name) for name in (settings.served_model, *settings.models))
     console.print(
-        f"whisperpool serving {settings.served_model!r} on http://{settings.host}:{settings.port}/v1 "
+        f"whisperpool serving {served} on http://{settings.host}:{settings.port}/v1 "
         f"with {settings.pool.pool_size} worker(s); API key {key}; warming up ...",
         highlight=False,
     )

@@ -40,10 +40,11 @@ from .. import __version__
 from ..audio import load_audio
 from ..config import DecodeOptions
 from ..engine import TranscriptionEngine
-from ..errors import ConfigError, WhisperPoolError
+from ..errors import ConfigError, UnknownModel, WhisperPoolError
+from ..pool import ProcessPool
 from ..results import Segment, TranscriptionResult
 from . import errors, formats
-from .errors import ClientDisconnected, InvalidParameter, Unauthorized, UnknownModel
+from .errors import ClientDisconnected, InvalidParameter, Unauthorized
 from .metrics import Metrics, MetricsMiddleware
 from .realtime import realtime_endpoint
 from .settings import ServerSettings
@@ -66,9 +67,12 @@ ENDPOINTS = {
 
 
 def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None = None) -> FastAPI:
-    engine = engine or TranscriptionEngine(settings.pool)
-    metrics = Metrics(engine.status)
-    served = {settings.served_model, OPENAI_ALIAS}
+    engine = engine or TranscriptionEngine(settings.pool, models=settings.models)
+    # model name -> its pool: every configuration by name; the default also as its
+    # served name and as OpenAI's alias
+    routes: dict[str, ProcessPool] = {settings.served_model: engine.pool, OPENAI_ALIAS: engine.pool, **engine.pools}
+    metrics = Metrics(lambda: {name: pool.get_status() for name, pool in _named_pools(settings, engine).items()})
+    served = set(routes)
     created = int(time.time())
 
     @asynccontextmanager
@@ -131,7 +135,12 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
     @app.get("/v1/pool")
     async def pool_status(request: Request) -> dict[str, Any]:
         check_key(request)
-        return engine.status().to_dict()
+        data = engine.status().to_dict()
+        if len(engine.pools) > 1:
+            data["models"] = {
+                name: pool.get_status().to_dict() for name, pool in _named_pools(settings, engine).items()
+            }
+        return data
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -148,12 +157,13 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
     async def transcribe_upload(request: Request, task: str) -> Response:
         check_key(request)
         async with receive_upload(request, app.state.upload_dir, max_bytes=settings.max_upload_bytes) as upload:
-            params = _Params.parse(upload, served, settings.pool.decode, task)
+            params = _Params.parse(upload, routes, settings.served_model, task)
             # Decode while the file exists; from here on only samples are kept.
             samples = await asyncio.to_thread(load_audio, upload.path, name=upload.filename)
+        pool = routes[params.model]
         if params.stream:
-            return _sse(engine, samples, params, metrics)
-        future = engine.pool.submit(samples, params.options)
+            return _sse(pool, samples, params, metrics)
+        future = pool.submit(samples, params.options)
         result = await _result_unless_disconnected(request, future)
         _observe(metrics, result)
         response = params.render(result)
@@ -180,18 +190,20 @@ class _Params:
     """The form fields of a transcription request, checked, as decoding options."""
 
     options: DecodeOptions
+    model: str
     response_format: str
     stream: bool
     words: bool
     task: str
 
     @classmethod
-    def parse(cls, upload: Upload, served: set[str], defaults: DecodeOptions, task: str) -> _Params:
+    def parse(cls, upload: Upload, routes: dict[str, ProcessPool], default: str, task: str) -> _Params:
         if upload.path is None:
             raise InvalidParameter("the request has no 'file' part with a file name", "file")
-        model = upload.get("model")
-        if model and model not in served:
-            raise UnknownModel(f"model {model!r} is not served here; available: {', '.join(sorted(served))}")
+        model = upload.get("model") or default
+        if model not in routes:
+            raise UnknownModel(f"model {model!r} is not served here; available: {', '.join(sorted(routes))}")
+        defaults = routes[model].config.decode
         response_format = upload.get("response_format") or "json"
         if response_format not in formats.FORMATS:
             raise InvalidParameter(
@@ -231,7 +243,7 @@ class _Params:
                 (name for name in ("language", "temperature", "window") if f"DecodeOptions.{name}" in str(exc)), None
             )
             raise InvalidParameter(str(exc), field) from None
-        return cls(options, response_format, stream, "word" in granularities, task)
+        return cls(options, model, response_format, stream, "word" in granularities, task)
 
     def render(self, result: TranscriptionResult) -> Response:
         if self.response_format == "json":
@@ -292,11 +304,16 @@ def _event(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _sse(engine: TranscriptionEngine, samples, params: _Params, metrics: Metrics) -> StreamingResponse:
+def _named_pools(settings: ServerSettings, engine: TranscriptionEngine) -> dict[str, ProcessPool]:
+    """Each pool once, by the name /v1/models shows for it."""
+    return {settings.served_model if pool is engine.pool else name: pool for name, pool in engine.pools.items()}
+
+
+def _sse(pool: ProcessPool, samples, params: _Params, metrics: Metrics) -> StreamingResponse:
     """Submit now (so a full queue is still a 503), then stream each segment as it decodes."""
     loop = asyncio.get_running_loop()
     segments: asyncio.Queue[Segment] = asyncio.Queue()
-    future = engine.pool.submit(
+    future = pool.submit(
         samples, params.options, on_segment=lambda seg: loop.call_soon_threadsafe(segments.put_nowait, seg)
     )
     result_future = asyncio.wrap_future(future)

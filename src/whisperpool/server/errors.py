@@ -21,6 +21,7 @@ from ..errors import (
     QueueFull,
     RequestTimeout,
     TranscriptionError,
+    UnknownModel,
     WhisperPoolError,
     WorkerCrashed,
 )
@@ -42,10 +43,6 @@ class InvalidParameter(WhisperPoolError, ValueError):
 
 class Unauthorized(WhisperPoolError):
     code = "invalid_api_key"
-
-
-class UnknownModel(WhisperPoolError):
-    code = "model_not_found"
 
 
 class UploadTooLarge(WhisperPoolError):

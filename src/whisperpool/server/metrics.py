@@ -21,55 +21,71 @@ from ..worker import WorkerState
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0, 120.0)
 
 
+_COUNTERS = (
+    ("whisperpool_worker_restarts", "Workers started to replace failed ones", "worker_restarts"),
+    ("whisperpool_worker_crashes", "Warm workers that died or hung", "worker_crashes"),
+    ("whisperpool_workers_recycled", "Workers retired as planned", "workers_recycled"),
+    ("whisperpool_requests_retried", "Requests retried after their worker died", "requests_retried"),
+    ("whisperpool_short_window_requests", "Requests answered by the short-audio window", "short_window_requests"),
+    ("whisperpool_scale_ups", "Workers started because of load", "scale_ups"),
+    ("whisperpool_scale_downs", "Idle workers retired", "scale_downs"),
+    ("whisperpool_background_inferences", "Re-warms and health-check inferences", "background_inferences"),
+)
+
+
 class _PoolCollector(Collector):
-    def __init__(self, status: Callable[[], PoolStatus]) -> None:
-        self._status = status
+    """Every pool metric, labelled by the model configuration it belongs to."""
+
+    def __init__(self, statuses: Callable[[], dict[str, PoolStatus]]) -> None:
+        self._statuses = statuses
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        status = self._status()
-        for name, doc, value in (
-            ("whisperpool_worker_restarts", "Workers started to replace failed ones", status.worker_restarts),
-            ("whisperpool_worker_crashes", "Warm workers that died or hung", status.worker_crashes),
-            ("whisperpool_workers_recycled", "Workers retired as planned", status.workers_recycled),
-            ("whisperpool_requests_retried", "Requests retried after their worker died", status.requests_retried),
-            (
-                "whisperpool_short_window_requests",
-                "Requests answered by the short-audio window",
-                status.short_window_requests,
-            ),
-        ):
-            counter = CounterMetricFamily(name, doc)
-            counter.add_metric([], value)
+        statuses = self._statuses()
+        for name, doc, attr in _COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=["model"])
+            for model, status in statuses.items():
+                counter.add_metric([model], getattr(status, attr))
             yield counter
         fallbacks = CounterMetricFamily(
             "whisperpool_window_fallbacks",
             "Short-window decodings the guard sent to the full window",
-            labels=["reason"],
+            labels=["model", "reason"],
         )
-        for reason in FALLBACK_REASONS:
-            fallbacks.add_metric([reason], status.window_fallbacks.get(reason, 0))
-        yield fallbacks
-        depth = GaugeMetricFamily("whisperpool_queue_depth", "Requests waiting for a worker")
-        depth.add_metric([], status.queue_depth)
-        yield depth
-        by_state = GaugeMetricFamily("whisperpool_workers", "Workers by state", labels=["state"])
-        for state in WorkerState:
-            by_state.add_metric([state.value], sum(1 for w in status.workers if w.state is state))
-        yield by_state
-        progress = GaugeMetricFamily("whisperpool_warm_up_progress", "Warm-up progress, 0-100")
-        progress.add_metric([], status.warm_up_progress)
-        yield progress
+        depth = GaugeMetricFamily("whisperpool_queue_depth", "Requests waiting for a worker", labels=["model"])
+        by_state = GaugeMetricFamily("whisperpool_workers", "Workers by state", labels=["model", "state"])
+        progress = GaugeMetricFamily("whisperpool_warm_up_progress", "Warm-up progress, 0-100", labels=["model"])
+        rate = GaugeMetricFamily("whisperpool_arrival_rate", "Requests per second, moving average", labels=["model"])
         warm_up = GaugeMetricFamily(
-            "whisperpool_worker_warm_up_seconds", "Seconds each worker took to warm up", labels=["worker"]
+            "whisperpool_worker_warm_up_seconds", "Seconds each worker took to warm up", labels=["model", "worker"]
         )
-        for w in status.workers:
-            if w.warm_up_s is not None:
-                warm_up.add_metric([str(w.id)], w.warm_up_s)
-        yield warm_up
+        check = GaugeMetricFamily(
+            "whisperpool_worker_check_seconds",
+            "Seconds the last re-warm or health-check inference took",
+            labels=["model", "worker"],
+        )
+        ping = GaugeMetricFamily(
+            "whisperpool_worker_ping_seconds", "Last health-ping round trip", labels=["model", "worker"]
+        )
+        for model, status in statuses.items():
+            for reason in FALLBACK_REASONS:
+                fallbacks.add_metric([model, reason], status.window_fallbacks.get(reason, 0))
+            depth.add_metric([model], status.queue_depth)
+            for state in WorkerState:
+                by_state.add_metric([model, state.value], sum(1 for w in status.workers if w.state is state))
+            progress.add_metric([model], status.warm_up_progress)
+            rate.add_metric([model], status.arrival_rate)
+            for w in status.workers:
+                if w.warm_up_s is not None:
+                    warm_up.add_metric([model, str(w.id)], w.warm_up_s)
+                if w.check_ms is not None:
+                    check.add_metric([model, str(w.id)], w.check_ms / 1000)
+                if w.ping_rtt_ms is not None:
+                    ping.add_metric([model, str(w.id)], w.ping_rtt_ms / 1000)
+        yield from (fallbacks, depth, by_state, progress, rate, warm_up, check, ping)
 
 
 class Metrics:
-    def __init__(self, status: Callable[[], PoolStatus]) -> None:
+    def __init__(self, statuses: Callable[[], dict[str, PoolStatus]]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -89,7 +105,7 @@ class Metrics:
             "whisperpool_inference_seconds", "Time workers spent transcribing", buckets=LATENCY_BUCKETS, registry=r
         )
         self.audio_seconds = Counter("whisperpool_audio_seconds", "Seconds of audio transcribed", registry=r)
-        r.register(_PoolCollector(status))
+        r.register(_PoolCollector(statuses))
 
 
 class MetricsMiddleware:

@@ -172,8 +172,10 @@ class RealtimeConnection:
                 options = options.replace(**changes)
             except ConfigError as exc:
                 raise ProtocolError(str(exc), "invalid_value", "session.input_audio_transcription.language") from None
+            # A served model name picks its pool; OpenAI's names go to the default one.
+            pool = self.engine.pools.get(self.config.model, self.engine.pool)
             self.session = StreamingSession(
-                self.engine.pool,
+                pool,
                 options,
                 vad=self.config.vad,
                 vad_threshold=self.config.threshold,

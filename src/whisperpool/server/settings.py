@@ -21,7 +21,9 @@ class ServerSettings:
     ``api_key=None`` leaves the API open (the default binds loopback only).
     ``grace_s`` is how long in-flight requests may run after SIGTERM/SIGINT.
     ``wyoming_port`` also serves the Wyoming protocol on that TCP port of ``host``;
-    ``http=False`` serves Wyoming only (``whisperpool wyoming``).
+    ``http=False`` serves Wyoming only (``whisperpool wyoming``). ``models`` serves more
+    model configurations beside ``pool``, each with its own workers, chosen by the
+    request's ``model`` field (see :func:`parse_model_spec`).
     """
 
     host: str = "127.0.0.1"
@@ -32,6 +34,7 @@ class ServerSettings:
     model_name: str | None = None  # the id /v1/models lists; default: the pool's model setting
     wyoming_port: int | None = None
     http: bool = True
+    models: dict[str, PoolConfig] = field(default_factory=dict)  # more model configurations, by name
     pool: PoolConfig = field(default_factory=lambda: PoolConfig(max_queue=64))
 
     def __post_init__(self) -> None:
@@ -73,6 +76,11 @@ _ENV: dict[str, tuple[str, Any]] = {
     "MAX_QUEUE": ("pool.max_queue", int),
     "REQUEST_TIMEOUT_S": ("pool.request_timeout_s", float),
     "WARMUP_TIMEOUT_S": ("pool.warmup_timeout_s", float),
+    "MIN_WORKERS": ("pool.min_workers", int),
+    "MAX_WORKERS": ("pool.max_workers", int),
+    "MAX_TOTAL_RSS_MB": ("pool.max_total_rss_mb", float),
+    "STATE_FILE": ("pool.state_file", str),
+    "EXTRA_MODELS": ("extra_models", lambda raw: [x for x in raw.split(";") if x.strip()]),
     "LANGUAGE": ("decode.language", str),
     "BEAM_SIZE": ("decode.beam_size", int),
     "WINDOW": ("decode.window", str),
@@ -94,14 +102,41 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return found
 
 
+def parse_model_spec(spec: str, base: PoolConfig) -> tuple[str, PoolConfig]:
+    """``NAME=MODEL[:COMPUTE_TYPE[:WORKERS]]`` -> a named configuration like ``base``.
+
+    ``base-f32=base:float32:1`` serves the packaged model at float32 on one worker as
+    ``base-f32``; ``MODEL`` may be a folder or a faster-whisper name, as ``--model``.
+    """
+    name, sep, rest = spec.partition("=")
+    parts = rest.split(":") if sep else []
+    if not name.strip() or not parts or not parts[0].strip() or len(parts) > 3:
+        raise ConfigError(f"a model configuration is NAME=MODEL[:COMPUTE_TYPE[:WORKERS]], got {spec!r}")
+    changes: dict[str, Any] = {"model": parts[0].strip()}
+    if len(parts) > 1 and parts[1].strip():
+        changes["compute_type"] = parts[1].strip()
+    if len(parts) > 2:
+        try:
+            workers = int(parts[2])
+        except ValueError:
+            raise ConfigError(f"{spec!r}: WORKERS must be a whole number") from None
+        changes.update(pool_size=workers, min_workers=None, max_workers=None)
+    return name.strip(), dataclasses.replace(base, **changes)
+
+
 def build_settings(values: Mapping[str, Any]) -> ServerSettings:
     """Settings from dotted names (``"pool.pool_size"``, ``"decode.language"``, ``"port"``)."""
+    values = dict(values)
+    extra = values.pop("extra_models", None) or []
     top = {k: v for k, v in values.items() if "." not in k}
     pool = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pool.")}
     decode = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("decode.")}
     base_pool = PoolConfig(max_queue=64)
     pool_config = dataclasses.replace(base_pool, decode=DecodeOptions(**decode), **pool)
-    return ServerSettings(pool=pool_config, **top)
+    models = dict(parse_model_spec(spec, pool_config) for spec in extra)
+    if len(models) < len(extra):
+        raise ConfigError("two extra model configurations have the same name")
+    return ServerSettings(pool=pool_config, models=models, **top)
 
 
-__all__ = ["ENV_PREFIX", "ServerSettings", "build_settings", "env_overrides"]
+__all__ = ["ENV_PREFIX", "ServerSettings", "build_settings", "env_overrides", "parse_model_spec"]

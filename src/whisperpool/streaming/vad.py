@@ -37,7 +37,7 @@ class VadEvent:
 
 class StreamingVad:
     def __init__(
-        self, threshold: float = 0.5, min_speech_s: float = 0.1, min_silence_s: float = 0.4, pad_s: float = 0.2
+        self, threshold: float = 0.5, min_speech_s: float = 0.1, min_silence_s: float = 0.4, pad_s: float = 0.3
     ) -> None:
         self.threshold = threshold
         self.min_speech_frames = max(1, round(min_speech_s * SAMPLE_RATE / FRAME))

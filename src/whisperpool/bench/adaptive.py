@@ -1,0 +1,188 @@
+"""``whisperpool bench --adaptive``: a bursty day replayed on fixed and adaptive pools.
+
+The same arrival trace - quiet, a burst, quiet, a larger burst, quiet - is replayed on
+the real model against three pools of single-thread workers: fixed at ``min`` workers,
+fixed at ``max`` workers, and adaptive between them. Each request is a 2-5 s command
+(the short fixtures), submitted at its time in the trace whatever the pool's state.
+Reported: p50 and p95 latency (submit to result), and worker-seconds spent (the
+integral of live workers - warming, warm or busy - over the replay, sampled every 0.1 s).
+Target: the adaptive pool's p95 within 1.3x of fixed ``max`` while spending at most 70%
+of its worker-seconds.
+
+Second part: the first request after a long quiet spell, with and without re-warming
+(``rewarm_after_idle_s``), on fresh single-worker pools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ..audio import load_audio
+from ..config import DecodeOptions, PoolConfig
+from ..pool import ProcessPool
+from .common import CLIPS, Target, header, median, pct
+
+MIN, MAX = 1, 2  # a 2-core machine: two single-thread workers use it all
+SAMPLE_S = 0.1
+
+
+def trace(seed: int = 7) -> list[float]:
+    """Arrival times (s): quiet, a burst, quiet, a larger burst, quiet."""
+    rng = np.random.default_rng(seed)
+    times: list[float] = []
+
+    def poisson(start: float, end: float, rate: float) -> None:
+        t = start
+        while True:
+            t += float(rng.exponential(1 / rate))
+            if t >= end:
+                return
+            times.append(round(t, 3))
+
+    poisson(0, 20, 0.2)  # quiet: one request every 5 s
+    poisson(20, 28, 2.5)  # burst
+    poisson(28, 58, 0.2)  # quiet
+    poisson(58, 70, 3.5)  # larger burst
+    poisson(70, 90, 0.2)  # quiet
+    return sorted(times)
+
+
+def _clips() -> list[np.ndarray]:
+    texts = json.loads((CLIPS / "short" / "texts.json").read_text())
+    return [load_audio(CLIPS / "short" / f"{n}.wav") for n in sorted(texts) if n.startswith(("s3-", "s5-"))]
+
+
+def _replay(config: PoolConfig, arrivals: list[float], clips: list[np.ndarray]) -> dict[str, Any]:
+    with ProcessPool(config) as pool:
+        scaled: list[dict[str, Any]] = []
+        pool.on(
+            "pool_scaled",
+            lambda e: scaled.append({"t": time.monotonic(), "direction": e.direction, "reason": e.reason}),
+        )
+        pool.transcribe(clips[0])  # every pool has served once before the clock starts
+        started = time.monotonic()
+        futures, samples = [], []
+        pending = list(arrivals)
+        end = arrivals[-1] + 5
+        while True:
+            now = time.monotonic() - started
+            while pending and pending[0] <= now:
+                t = pending.pop(0)
+                futures.append((t, pool.submit(clips[len(futures) % len(clips)])))
+            s = pool.get_status()
+            samples.append(s.total_workers - s.failed_workers)
+            if not pending and now >= end and all(f.done() for _, f in futures):
+                break
+            time.sleep(SAMPLE_S)
+        latencies = [f.result().timings.total_s for _, f in futures]
+        status = pool.get_status()
+    for e in scaled:
+        e["t"] = round(e["t"] - started, 2)
+    return {
+        "latencies_s": latencies,
+        "worker_seconds": float(sum(samples) * SAMPLE_S),
+        "duration_s": len(samples) * SAMPLE_S,
+        "scale_events": scaled,
+        "scale_ups": status.scale_ups,
+        "scale_downs": status.scale_downs,
+    }
+
+
+async def _quiet_first(config: PoolConfig, clip: np.ndarray, quiet_s: float) -> dict[str, float]:
+    """A fresh pool serves three requests, rests ``quiet_s``, then serves one more."""
+    with ProcessPool(config) as pool:
+        before = [pool.transcribe(clip).timings.total_s for _ in range(3)]
+        await asyncio.sleep(quiet_s)
+        after = pool.transcribe(clip).timings.total_s
+        return {
+            "before_s": median(before),
+            "after_quiet_s": after,
+            "background": pool.get_status().background_inferences,
+        }
+
+
+def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
+    decode = DecodeOptions(language=args.language)
+    arrivals = trace()
+    clips = _clips()
+    base = dict(threads_per_worker=1, decode=decode, rewarm_after_idle_s=None, health_check_interval_s=None)
+    configs = {
+        f"fixed {MIN}": PoolConfig(pool_size=MIN, **base),
+        f"fixed {MAX}": PoolConfig(pool_size=MAX, **base),
+        f"adaptive {MIN}-{MAX}": PoolConfig(
+            pool_size=MIN, min_workers=MIN, max_workers=MAX, scale_up_wait_s=0.3, scale_down_idle_s=8.0, **base
+        ),
+    }
+    out: dict[str, Any] = header()
+    out["settings"] = {
+        "requests": len(arrivals),
+        "trace_s": arrivals[-1],
+        "threads_per_worker": 1,
+        "language": args.language,
+        "adaptive": {"scale_up_wait_s": 0.3, "scale_down_idle_s": 8.0},
+        "quiet_s": args.quiet,
+    }
+    out["trace"] = arrivals
+    out["pools"] = {}
+    for name, config in configs.items():
+        log.print(f"[dim]{name}: replaying {len(arrivals)} requests over {arrivals[-1]:.0f} s ...[/dim]")
+        out["pools"][name] = _replay(config, arrivals, clips)
+    log.print(f"[dim]first request after {args.quiet:.0f} s of quiet, without and with re-warm ...[/dim]")
+    quiet = {}
+    for label, rewarm in (("without re-warm", None), ("with re-warm", args.quiet / 3)):
+        config = PoolConfig(pool_size=1, threads_per_worker=2, decode=decode, rewarm_after_idle_s=rewarm)
+        quiet[label] = asyncio.run(_quiet_first(config, clips[0], args.quiet))
+    out["quiet"] = quiet
+    return out
+
+
+def _row(r: dict[str, Any]) -> dict[str, float]:
+    lat = r["latencies_s"]
+    return {"p50": median(lat), "p95": pct(lat, 95), "worker_s": r["worker_seconds"]}
+
+
+def targets(r: dict[str, Any]) -> list[Target]:
+    pools = {k: _row(v) for k, v in r["pools"].items()}
+    fixed_max, adaptive = pools[f"fixed {MAX}"], pools[f"adaptive {MIN}-{MAX}"]
+    return [
+        Target(f"adaptive p95 / fixed-{MAX} p95", adaptive["p95"] / fixed_max["p95"], 1.3, False),
+        Target(f"adaptive worker-seconds / fixed-{MAX}", adaptive["worker_s"] / fixed_max["worker_s"], 0.70, False),
+    ]
+
+
+def report(r: dict[str, Any], out: Console) -> None:
+    st = r["settings"]
+    table = Table(title=f"bursty trace: {st['requests']} requests over {st['trace_s']:.0f} s, single-thread workers")
+    for col in ("pool", "p50 s", "p95 s", "worker-seconds", "scale ups", "scale downs"):
+        table.add_column(col, justify="right" if col != "pool" else "left")
+    for name, v in r["pools"].items():
+        row = _row(v)
+        table.add_row(
+            name,
+            f"{row['p50']:.2f}",
+            f"{row['p95']:.2f}",
+            f"{row['worker_s']:.0f}",
+            str(v["scale_ups"]),
+            str(v["scale_downs"]),
+        )
+    out.print(table)
+    quiet = Table(title=f"first request after {st['quiet_s']:.0f} s of quiet (3 s clip, 2 threads)")
+    for col in ("pool", "before the quiet, median s", "first after, s", "ratio", "background inferences"):
+        quiet.add_column(col, justify="right" if col != "pool" else "left")
+    for name, v in r["quiet"].items():
+        quiet.add_row(
+            name,
+            f"{v['before_s']:.3f}",
+            f"{v['after_quiet_s']:.3f}",
+            f"{v['after_quiet_s'] / v['before_s']:.2f}",
+            str(v["background"]),
+        )
+    out.print(quiet)

@@ -1,0 +1,149 @@
+"""How many workers the pool should have: the sizing policy, as plain logic.
+
+The pool's manager thread asks :meth:`Autoscaler.decide` at each turn of its loop, with a
+:class:`Load` snapshot, and carries out the :class:`Decision` it gets (start workers, or
+retire idle ones). Nothing here touches a process, so every rule can be tested alone.
+
+Rules, between ``min_workers`` and ``max_workers``:
+
+* **Scale up when requests wait**: the oldest queued request has waited
+  ``scale_up_wait_s``, or the queue has held more requests than workers are warming
+  for that long. Workers already warming count: one slow warm-up does not start five.
+* **Predictive warm-up**: arrivals and service time are tracked as exponentially
+  weighted moving averages; the offered load (arrivals per second x seconds per
+  request, Little's law) over ``target_utilization`` is how many workers the load
+  needs. When that rises above the workers there are, more start before a queue forms.
+* **Scale down** a worker idle (no real request) for ``scale_down_idle_s``, one at a
+  time, never below ``min_workers`` nor below what the predicted load needs.
+* **Memory budget**: no worker starts if the workers' resident memory plus one more
+  (the largest seen, or the warm-start record) would pass ``max_total_rss_mb``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .config import PoolConfig
+
+DEFAULT_WORKER_MB = 400.0  # a first guess at a worker's memory, before any has reported
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What the pool looks like now (seconds are ``time.monotonic()``)."""
+
+    now: float
+    workers: int  # alive and not being retired: warm, busy or warming
+    warming: int
+    queued: int
+    oldest_wait_s: float  # how long the oldest queued request has waited (0 if none)
+    idle_since: dict[int, float]  # idle warm worker id -> last real request ended (or warm)
+    rss_mb: tuple[float, ...] = ()  # resident memory of each worker that reported it
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    start: int = 0
+    retire: tuple[int, ...] = ()  # worker ids
+    reason: str = ""
+    refused: str = ""  # a scale-up the memory budget refused
+
+
+@dataclass
+class Ewma:
+    """An exponentially weighted moving average with a half-life in seconds."""
+
+    half_life_s: float
+    value: float = 0.0
+    at: float | None = None
+
+    def decay(self, now: float) -> float:
+        if self.at is None:
+            return self.value
+        return self.value * 0.5 ** ((now - self.at) / self.half_life_s)
+
+
+@dataclass
+class Autoscaler:
+    config: PoolConfig
+    worker_mb_hint: float | None = None  # from the warm-start record
+    warm_up_hint_s: float | None = None  # from the warm-start record
+    _arrivals: Ewma = field(default_factory=lambda: Ewma(3.0))  # requests per second, decayed
+    _service_s: float | None = None
+    _queued_since: float | None = None
+    _last_change: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.max_size > self.config.min_size
+
+    # -- observations ------------------------------------------------------------------
+    def arrived(self, now: float) -> None:
+        """A request arrived: the rate estimate takes a step of 1/half-life's weight."""
+        rate = self._arrivals
+        rate.value = rate.decay(now) + math.log(2) / rate.half_life_s
+        rate.at = now
+
+    def served(self, inference_s: float) -> None:
+        self._service_s = inference_s if self._service_s is None else 0.8 * self._service_s + 0.2 * inference_s
+
+    def arrival_rate(self, now: float) -> float:
+        return self._arrivals.decay(now)
+
+    def needed(self, now: float) -> int:
+        """Workers the predicted load needs (0 with no estimate yet)."""
+        if self._service_s is None:
+            return 0
+        load = self.arrival_rate(now) * self._service_s
+        return math.ceil(load / self.config.target_utilization - 1e-9)
+
+    # -- the decision ------------------------------------------------------------------
+    def decide(self, load: Load) -> Decision:
+        cfg = self.config
+        if not self.enabled:
+            return Decision()
+        now = load.now
+        self._queued_since = (self._queued_since or now) if load.queued else None
+        waited = now - self._queued_since if self._queued_since is not None else 0.0
+        needed = min(cfg.max_size, self.needed(now))
+        room = cfg.max_size - load.workers
+        if room > 0:
+            start, reason = 0, ""
+            if load.queued and (load.oldest_wait_s >= cfg.scale_up_wait_s or waited >= cfg.scale_up_wait_s):
+                start = min(room, max(0, load.queued - load.warming))
+                reason = f"{load.queued} request(s) waiting, the oldest for {load.oldest_wait_s:.1f} s"
+            if needed > load.workers and needed - load.workers > start:
+                start = min(room, needed - load.workers)
+                reason = (
+                    f"predicted load: {self.arrival_rate(now):.2f} req/s x {self._service_s:.2f} s "
+                    f"needs {needed} worker(s)"
+                )
+            if start:
+                allowed = self._memory_allows(load, start)
+                if allowed < start:
+                    refused = f"memory budget of {cfg.max_total_rss_mb:g} MiB allows {allowed} more worker(s)"
+                    if not allowed:
+                        return Decision(refused=refused)
+                    start, reason = allowed, f"{reason}; {refused}"
+                self._last_change = now
+                return Decision(start=start, reason=reason)
+        floor = max(cfg.min_size, needed)
+        idle = sorted(load.idle_since.items(), key=lambda item: item[1])
+        if load.workers > floor and idle and not load.queued:
+            worker_id, since = idle[0]
+            if now - since >= cfg.scale_down_idle_s:
+                self._last_change = now
+                return Decision(retire=(worker_id,), reason=f"idle for {now - since:.0f} s")
+        return Decision()
+
+    def _memory_allows(self, load: Load, wanted: int) -> int:
+        budget = self.config.max_total_rss_mb
+        if budget is None:
+            return wanted
+        per_worker = max(load.rss_mb, default=self.worker_mb_hint or DEFAULT_WORKER_MB)
+        used = sum(load.rss_mb) + per_worker * (load.workers - len(load.rss_mb))
+        return max(0, min(wanted, int((budget - used) // per_worker)))
+
+
+__all__ = ["Autoscaler", "Decision", "Ewma", "Load"]

@@ -1,0 +1,65 @@
+"""Several model configurations at once, each on its own pool, routed by the request's model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import WAIT, encode, fake_config, samples, wait_for
+from whisperpool import TranscriptionEngine
+from whisperpool.errors import ConfigError, UnknownModel
+from whisperpool.server import ServerSettings, build_settings, create_app
+
+
+def test_the_engine_routes_by_model_and_reports_each_pool():
+    models = {"second": fake_config(pool_size=1)}
+
+    async def run():
+        async with TranscriptionEngine(fake_config(pool_size=2), models=models) as engine:
+            assert set(engine.pools) == {"base", "second"}
+            await engine.transcribe(samples(100), model="second")
+            await engine.transcribe(samples(100), model="second")
+            await engine.transcribe(samples(100))
+            with pytest.raises(UnknownModel, match="'third' is not served"):
+                await engine.transcribe(samples(100), model="third")
+            assert wait_for(lambda: engine.status("second").warm_workers == 1)
+            return {name: s for name, s in engine.statuses().items()}
+
+    statuses = asyncio.run(asyncio.wait_for(run(), WAIT))
+    assert statuses["second"].requests_completed == 2 and statuses["second"].total_workers == 1
+    assert statuses["base"].requests_completed == 1 and statuses["base"].total_workers == 2
+
+
+def test_extra_models_parse_from_the_command_line_form():
+    settings = build_settings({"extra_models": ["base-f32=base:float32:1", "tiny=/models/tiny"]})
+    assert settings.models["base-f32"].compute_type == "float32" and settings.models["base-f32"].pool_size == 1
+    assert settings.models["tiny"].model == "/models/tiny" and settings.models["tiny"].compute_type == "int8"
+    for bad in ("noequals", "x=", "x=a:b:c:d", "x=base:int8:two"):
+        with pytest.raises(ConfigError):
+            build_settings({"extra_models": [bad]})
+
+
+def test_the_server_routes_lists_and_measures_each_model(tmp_path):
+    settings = ServerSettings(pool=fake_config(pool_size=1), models={"second": fake_config(pool_size=1)})
+    wav = encode(samples(8000), tmp_path / "a.wav").read_bytes()
+
+    def post(model: str | None):
+        data = {"model": model} if model else {}
+        return client.post("/v1/audio/transcriptions", files={"file": ("a.wav", wav)}, data=data)
+
+    with TestClient(create_app(settings)) as client:
+        assert wait_for(lambda: client.get("/v1/pool").json()["models"]["second"]["warm_workers"] == 1)
+        ids = {m["id"] for m in client.get("/v1/models").json()["data"]}
+        assert ids == {"base", "second", "whisper-1"}
+        assert post("second").status_code == 200
+        assert post("whisper-1").status_code == 200 and post(None).status_code == 200
+        r = post("third")
+        assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+        pool = client.get("/v1/pool").json()
+        metrics = client.get("/metrics").text
+    assert pool["models"]["second"]["requests_completed"] == 1
+    assert pool["models"]["base"]["requests_completed"] == 2 == pool["requests_completed"]
+    assert 'whisperpool_workers{model="second",state="warm"} 1.0' in metrics
+    assert 'whisperpool_workers{model="base",state="warm"} 1.0' in metrics
