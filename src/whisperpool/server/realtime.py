@@ -290,12 +290,14 @@ class RealtimeConnection:
         audio = event.get("audio")
         if not isinstance(audio, str):
             raise ProtocolError("input_audio_buffer.append needs 'audio': base64 pcm16", "invalid_value", "audio")
-        if len(audio) > 4 * MAX_CHUNK_BYTES // 3 + 4:
+        if len(audio) > 4 * (MAX_CHUNK_BYTES // 3 + 1):  # before decoding it
             raise ProtocolError(f"an append may carry at most {MAX_CHUNK_BYTES} bytes of audio", "too_large", "audio")
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             raise ProtocolError("'audio' is not valid base64", "invalid_base64", "audio") from None
+        if len(data) > MAX_CHUNK_BYTES:
+            raise ProtocolError(f"an append may carry at most {MAX_CHUNK_BYTES} bytes of audio", "too_large", "audio")
         if len(data) % 2:
             raise ProtocolError("pcm16 audio has an even number of bytes", "invalid_audio", "audio")
         if not data:

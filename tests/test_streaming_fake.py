@@ -1,0 +1,117 @@
+"""Streaming mechanics on the fake backend: scheduling, coalescing, priority, bad frames."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import WAIT, fake_config, wait_for
+from whisperpool import FakeBehavior, TranscriptionEngine
+from whisperpool.pool import PRIORITY_REALTIME
+from whisperpool.server import ServerSettings, create_app
+from whisperpool.server.realtime import MAX_CHUNK_BYTES
+from whisperpool.streaming import Agreement, TimedWord
+
+RATE = 16_000
+
+
+def words(*texts: str, start: float = 0.0) -> list[TimedWord]:
+    return [TimedWord(start + i, start + i + 0.5, f" {t}") for i, t in enumerate(texts)]
+
+
+def test_local_agreement_commits_what_two_hypotheses_share_and_never_takes_it_back():
+    a = Agreement()
+    assert a.update(words("the", "quick")) == []  # one hypothesis: nothing agreed yet
+    assert [w.key for w in a.update(words("the", "quick", "brown"))] == ["the", "quick"]
+    # The next hypothesis changes its mind about "brown": only agreed words are committed.
+    assert [w.key for w in a.update(words("the", "quick", "brown", "fox", "jumps"))] == ["brown"]
+    # A later hypothesis that reads "brawn" cannot take "brown" back; the new words agree.
+    assert [w.key for w in a.update(words("the", "quick", "brawn", "fox", "jumps", "over"))] == ["fox", "jumps"]
+    assert [w.key for w in a.committed] == ["the", "quick", "brown", "fox", "jumps"]
+    # The final pass covers the buffer from 5 s: it replaces the tentative tail.
+    a.finish(words("over", "the", "dog", start=5.0), buffer_start_s=5.0)
+    assert [w.key for w in a.committed] == ["the", "quick", "brown", "fox", "jumps", "over", "the", "dog"]
+
+
+def test_updates_coalesce_one_in_flight_at_realtime_priority():
+    calls: list[int] = []
+    in_flight = {"now": 0, "max": 0}
+
+    async def run():
+        config = fake_config(pool_size=1, fake=FakeBehavior(inference_delay_s=0.4))
+        async with TranscriptionEngine(config) as engine:
+            submit = engine.pool.submit
+
+            def spy(audio, options=None, *, priority=10, **kw):
+                calls.append(priority)
+                in_flight["now"] += 1
+                in_flight["max"] = max(in_flight["max"], in_flight["now"])
+                fut = submit(audio, options, priority=priority, **kw)
+                fut.add_done_callback(lambda _: in_flight.__setitem__("now", in_flight["now"] - 1))
+                return fut
+
+            engine.pool.submit = spy
+            session = engine.stream(vad=False, update_interval_s=0.1)
+            for _ in range(40):  # 4 s of audio at once: 40 updates asked for
+                session.feed(np.full(RATE // 10, 0.01, np.float32), RATE)
+                await asyncio.sleep(0.01)
+            session.commit()
+            await session.close()
+            return [e async for e in session]
+
+    events = asyncio.run(asyncio.wait_for(run(), WAIT))
+    assert in_flight["max"] == 1
+    assert 2 <= len(calls) <= 5  # coalesced: one running, one waiting with the newest audio, the final
+    assert set(calls) == {PRIORITY_REALTIME}
+    assert type(events[-1]).__name__ == "Final"
+
+
+def test_realtime_bad_frames_oversize_and_abrupt_disconnects_leave_others_working():
+    with TestClient(create_app(ServerSettings(pool=fake_config(pool_size=1)))) as client:
+        assert wait_for(lambda: client.get("/health/ready").status_code == 200)
+        with client.websocket_connect("/v1/realtime?intent=transcription") as ws:
+            assert ws.receive_json()["type"] == "transcription_session.created"
+            big = base64.b64encode(b"\x00" * (MAX_CHUNK_BYTES + 2)).decode()
+            ws.send_text(json.dumps({"type": "input_audio_buffer.append", "audio": big}))
+            assert ws.receive_json()["error"]["code"] == "too_large"
+            ws.send_bytes(b"\x00\x01")
+            assert ws.receive_json()["error"]["code"] == "invalid_event"
+            ws.send_text(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+            assert ws.receive_json()["error"]["param"] == "session.type"
+            chunk = base64.b64encode(np.zeros(2400, "<i2").tobytes()).decode()
+            ws.send_text(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            # gone without a goodbye, mid-stream
+        with client.websocket_connect("/v1/realtime?intent=transcription") as ws:
+            ws.receive_json()
+            ws.send_text(json.dumps({"type": "transcription_session.update", "session": {"turn_detection": None}}))
+            assert ws.receive_json()["type"] == "transcription_session.updated"
+            samples = np.zeros(24_000, "<i2")
+            ws.send_text(
+                json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(samples.tobytes()).decode()})
+            )
+            ws.send_text(json.dumps({"type": "input_audio_buffer.commit"}))
+            assert ws.receive_json()["type"] == "input_audio_buffer.committed"
+            completed = ws.receive_json()
+            while completed["type"] != "conversation.item.input_audio_transcription.completed":
+                completed = ws.receive_json()
+        status = client.get("/v1/pool").json()
+    assert status["warm_workers"] == 1 and status["worker_crashes"] == 0
+
+
+@pytest.mark.parametrize(
+    "query,headers", [("intent=conversation", {}), ("intent=transcription", {"authorization": "Bearer wrong"})]
+)
+def test_realtime_refuses_other_intents_and_wrong_keys(query, headers):
+    from starlette.websockets import WebSocketDisconnect
+
+    settings = ServerSettings(pool=fake_config(pool_size=1), api_key="right")
+    with TestClient(create_app(settings)) as client:
+        with pytest.raises(WebSocketDisconnect) as info:
+            with client.websocket_connect(f"/v1/realtime?{query}", headers=headers) as ws:
+                ws.receive_json()
+    assert info.value.code == 1008
