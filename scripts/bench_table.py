@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from whisperpool.bench import streaming, windows  # noqa: E402
+from whisperpool.bench import adaptive, streaming, windows  # noqa: E402
 from whisperpool.bench.pool import LONG, SHORT, targets  # noqa: E402
 
 
@@ -95,9 +95,7 @@ def windows_md(path: Path) -> str:
             f"| {length} s | {row['clips']} | {row['mean_seconds']:.1f} | {row['full_s']:.3f} | {row['auto_s']:.3f} | "
             f"{row['speedup']:.2f} | {row['wer_full']:.1f} | {row['wer_auto']:.1f} | {row['auto_window']} | {row['fallbacks']} |"
         )
-    first_full = med(r["first_full_s"])
     lines += ["", *_targets(windows.targets(r))]
-    lines += ["", f"First full-window request right after ready (25 s clip), median of 3 fresh pools: {first_full:.2f} s."]
     return "\n".join(lines)
 
 
@@ -127,9 +125,40 @@ def streaming_md(path: Path) -> str:
     return "\n".join(lines)
 
 
+def adaptive_md(path: Path) -> str:
+    r = json.loads(path.read_text())
+    st = r["settings"]
+    a = st["adaptive"]
+    lines = [
+        f"Measured {r['date'][:10]} on a {r['machine']['cores']}-core machine (`{path}`): {st['requests']} requests "
+        f"(3-5 s commands) over {st['trace_s']:.0f} s - quiet (0.2/s), a burst rising to 2/s over 15 s, quiet, a "
+        "burst rising to 3/s over 20 s, quiet - replayed on pools of single-thread workers; the adaptive pool with "
+        f"scale_up_wait_s={a['scale_up_wait_s']}, scale_down_idle_s={a['scale_down_idle_s']}, "
+        f"target_utilization={a['target_utilization']}.",
+        "",
+        "| pool | p50 s | p95 s | worker-seconds | scale ups | scale downs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, v in r["pools"].items():
+        row = adaptive._row(v)
+        lines.append(
+            f"| {name} | {row['p50']:.2f} | {row['p95']:.2f} | {row['worker_s']:.0f} | {v['scale_ups']} | {v['scale_downs']} |"
+        )
+    lines += ["", *_targets(adaptive.targets(r)), ""]
+    lines += [
+        f"| first request after {st['quiet_s']:.0f} s of quiet (3 s clip, 2 threads) | before the quiet, median s "
+        "| first after, s | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, v in r["quiet"].items():
+        ratio = v["after_quiet_s"] / v["before_s"]
+        lines.append(f"| {name} | {v['before_s']:.3f} | {v['after_quiet_s']:.3f} | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
 def write(readme: Path) -> None:
     text = readme.read_text()
-    for name, render in (("windows", windows_md), ("streaming", streaming_md)):
+    for name, render in (("windows", windows_md), ("streaming", streaming_md), ("adaptive", adaptive_md)):
         source = Path(f"benchmarks/results/{name}.json")
         if not source.is_file():
             continue

@@ -176,3 +176,17 @@ def test_warm_start_records_timings_and_sizes_the_next_start(make_pool, tmp_path
     assert summary.failed == 1 and "within 10 s" in next(iter(summary.errors.values()))
     assert time.monotonic() - started < 20
     assert len(json.loads(state.read_text())["configurations"][next(iter(data))]["warm_up_s"]) == 2
+
+
+def test_an_adaptive_pool_at_rest_does_not_spin(make_pool):
+    import resource
+
+    pool = make_pool(adaptive(scale_down_idle_s=0.2, fake=FakeBehavior()))
+    pool.warm_up_all_workers(timeout=WAIT)
+    pool.transcribe(samples(10), timeout=WAIT)
+    time.sleep(0.5)  # past the idle timeout, at min_workers: nothing to do
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(2.0)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 0.3, f"the manager thread used {cpu:.2f} s of CPU in 2 s at rest"

@@ -540,9 +540,13 @@ class ProcessPool:
             if not self._queue:
                 deadlines.extend(due for w in self._workers if w.is_idle() and (due := self._background_due(w)))
             if self._scaler.enabled:
-                cfg = self.config
-                deadlines.extend(j.submitted + cfg.scale_up_wait_s for _, j in self._queue[:1])
-                deadlines.extend(w.last_request_at + cfg.scale_down_idle_s for w in self._workers if w.is_idle())
+                # Only deadlines still ahead: one that passed without a change (at max,
+                # at min) must not make the loop spin.
+                now = time.monotonic()
+                patience = self._scaler.patience()
+                ahead = [j.submitted + patience for _, j in self._queue]
+                ahead += [w.last_request_at + self.config.scale_down_idle_s for w in self._workers if w.is_idle()]
+                deadlines.extend(at for at in ahead if at > now)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -793,6 +797,7 @@ class ProcessPool:
             oldest_wait_s=max((now - j.submitted for j in queued), default=0.0),
             idle_since={w.id: w.last_request_at for w in live if w.is_idle() and w.recycle_reason is None},
             rss_mb=tuple(w.rss_bytes / 2**20 for w in live if w.rss_bytes),
+            warm_up_s=float(np.median(warmed)) if (warmed := [w.warm_up_s for w in live if w.warm_up_s]) else None,
         )
         decision = self._scaler.decide(load)
         if decision.refused and decision.refused != self._last_refusal:
@@ -929,7 +934,10 @@ class ProcessPool:
             _, job = heapq.heappop(self._queue)
             if not job.future.running() and not job.future.set_running_or_notify_cancel():
                 continue  # cancelled while it waited (a retried request is already running)
-            w = min(idle, key=lambda x: x.idle_since)  # the longest idle: spreads the load
+            if self._scaler.enabled:  # the most recently busy: keeps extra workers idle, so they can go
+                w = max(idle, key=lambda x: x.idle_since)
+            else:  # the longest idle: spreads the load
+                w = min(idle, key=lambda x: x.idle_since)
             job.dispatched = time.monotonic()
             job.attempts += 1
             try:

@@ -7,12 +7,16 @@ retire idle ones). Nothing here touches a process, so every rule can be tested a
 Rules, between ``min_workers`` and ``max_workers``:
 
 * **Scale up when requests wait**: the oldest queued request has waited
-  ``scale_up_wait_s``, or the queue has held more requests than workers are warming
-  for that long. Workers already warming count: one slow warm-up does not start five.
-* **Predictive warm-up**: arrivals and service time are tracked as exponentially
-  weighted moving averages; the offered load (arrivals per second x seconds per
-  request, Little's law) over ``target_utilization`` is how many workers the load
-  needs. When that rises above the workers there are, more start before a queue forms.
+  ``scale_up_wait_s`` (and at least two service times: a request behind a busy worker
+  waits up to one anyway), or the queue has held requests that long. Workers already warming count: one slow warm-up does not start five.
+* **Predictive warm-up**: arrivals are tracked by two exponentially weighted rates, a
+  fast and a slow one; on a ramp the fast one lags the true rate less, and their
+  difference gives the ramp's slope (an EWMA lags a linear ramp by slope x its mean
+  age). The rate is projected one warm-up time ahead (the workers' measured warm-up,
+  or the warm-start record), times the service time (a moving average) is the offered
+  load (Little's law); over ``target_utilization`` it is how many workers the load will
+  need when a worker started now is warm. When that is more than there are, more start
+  before a queue forms.
 * **Scale down** a worker idle (no real request) for ``scale_down_idle_s``, one at a
   time, never below ``min_workers`` nor below what the predicted load needs.
 * **Memory budget**: no worker starts if the workers' resident memory plus one more
@@ -27,6 +31,9 @@ from dataclasses import dataclass, field
 from .config import PoolConfig
 
 DEFAULT_WORKER_MB = 400.0  # a first guess at a worker's memory, before any has reported
+DEFAULT_WARM_UP_S = 4.0  # a first guess at a worker's warm-up, before any has warmed
+FAST_HALF_LIFE_S = 2.0
+SLOW_HALF_LIFE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,7 @@ class Load:
     oldest_wait_s: float  # how long the oldest queued request has waited (0 if none)
     idle_since: dict[int, float]  # idle warm worker id -> last real request ended (or warm)
     rss_mb: tuple[float, ...] = ()  # resident memory of each worker that reported it
+    warm_up_s: float | None = None  # how long this pool's workers took to warm up (median)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +77,8 @@ class Autoscaler:
     config: PoolConfig
     worker_mb_hint: float | None = None  # from the warm-start record
     warm_up_hint_s: float | None = None  # from the warm-start record
-    _arrivals: Ewma = field(default_factory=lambda: Ewma(3.0))  # requests per second, decayed
+    _fast: Ewma = field(default_factory=lambda: Ewma(FAST_HALF_LIFE_S))  # requests per second
+    _slow: Ewma = field(default_factory=lambda: Ewma(SLOW_HALF_LIFE_S))
     _service_s: float | None = None
     _queued_since: float | None = None
     _last_change: float = 0.0
@@ -80,22 +89,35 @@ class Autoscaler:
 
     # -- observations ------------------------------------------------------------------
     def arrived(self, now: float) -> None:
-        """A request arrived: the rate estimate takes a step of 1/half-life's weight."""
-        rate = self._arrivals
-        rate.value = rate.decay(now) + math.log(2) / rate.half_life_s
-        rate.at = now
+        """A request arrived: each rate estimate takes a step of ln 2 / its half-life."""
+        for rate in (self._fast, self._slow):
+            rate.value = rate.decay(now) + math.log(2) / rate.half_life_s
+            rate.at = now
 
     def served(self, inference_s: float) -> None:
         self._service_s = inference_s if self._service_s is None else 0.8 * self._service_s + 0.2 * inference_s
 
-    def arrival_rate(self, now: float) -> float:
-        return self._arrivals.decay(now)
+    def patience(self) -> float:
+        """How long a request waits before it counts as a sign of too few workers."""
+        # A request behind a busy worker waits up to one service time anyway.
+        return max(self.config.scale_up_wait_s, 2 * (self._service_s or 0.0))
 
-    def needed(self, now: float) -> int:
-        """Workers the predicted load needs (0 with no estimate yet)."""
+    def arrival_rate(self, now: float) -> float:
+        return self._fast.decay(now)
+
+    def projected_rate(self, now: float, ahead_s: float) -> float:
+        """The arrival rate ``ahead_s`` from now, on the current trend (never below the fast rate)."""
+        fast, slow = self._fast.decay(now), self._slow.decay(now)
+        age_fast, age_slow = FAST_HALF_LIFE_S / math.log(2), SLOW_HALF_LIFE_S / math.log(2)
+        slope = max(0.0, (fast - slow) / (age_slow - age_fast))
+        return fast + slope * (age_fast + ahead_s)
+
+    def needed(self, now: float, warm_up_s: float | None = None) -> int:
+        """Workers the load will need one warm-up from now (0 with no estimate yet)."""
         if self._service_s is None:
             return 0
-        load = self.arrival_rate(now) * self._service_s
+        ahead = warm_up_s or self.warm_up_hint_s or DEFAULT_WARM_UP_S
+        load = self.projected_rate(now, ahead) * self._service_s
         return math.ceil(load / self.config.target_utilization - 1e-9)
 
     # -- the decision ------------------------------------------------------------------
@@ -106,18 +128,19 @@ class Autoscaler:
         now = load.now
         self._queued_since = (self._queued_since or now) if load.queued else None
         waited = now - self._queued_since if self._queued_since is not None else 0.0
-        needed = min(cfg.max_size, self.needed(now))
+        needed = min(cfg.max_size, self.needed(now, load.warm_up_s))
         room = cfg.max_size - load.workers
         if room > 0:
             start, reason = 0, ""
-            if load.queued and (load.oldest_wait_s >= cfg.scale_up_wait_s or waited >= cfg.scale_up_wait_s):
+            patience = self.patience()
+            if load.queued and (load.oldest_wait_s >= patience or waited >= patience):
                 start = min(room, max(0, load.queued - load.warming))
                 reason = f"{load.queued} request(s) waiting, the oldest for {load.oldest_wait_s:.1f} s"
             if needed > load.workers and needed - load.workers > start:
                 start = min(room, needed - load.workers)
                 reason = (
-                    f"predicted load: {self.arrival_rate(now):.2f} req/s x {self._service_s:.2f} s "
-                    f"needs {needed} worker(s)"
+                    f"predicted load: {self.projected_rate(now, load.warm_up_s or DEFAULT_WARM_UP_S):.2f} req/s "
+                    f"x {self._service_s:.2f} s needs {needed} worker(s)"
                 )
             if start:
                 allowed = self._memory_allows(load, start)
