@@ -21,11 +21,13 @@ from .errors import (
     QueueFull,
     RequestTimeout,
     TranscriptionError,
+    UnknownModel,
     WhisperPoolError,
     WorkerCrashed,
 )
 from .pool import PoolStatus, ProcessPool, WarmUpSummary, WorkerStatus
 from .results import Segment, Timings, TranscriptionResult, Word
+from .streaming import StreamingSession
 from .worker import WorkerState
 
 __version__ = "0.1.0"
@@ -46,10 +48,12 @@ __all__ = [
     "QueueFull",
     "RequestTimeout",
     "Segment",
+    "StreamingSession",
     "Timings",
     "TranscriptionEngine",
     "TranscriptionError",
     "TranscriptionResult",
+    "UnknownModel",
     "WarmUpSummary",
     "WhisperPoolError",
     "Word",
