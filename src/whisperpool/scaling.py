@@ -81,7 +81,6 @@ class Autoscaler:
     _slow: Ewma = field(default_factory=lambda: Ewma(SLOW_HALF_LIFE_S))
     _service_s: float | None = None
     _queued_since: float | None = None
-    _last_change: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -149,14 +148,12 @@ class Autoscaler:
                     if not allowed:
                         return Decision(refused=refused)
                     start, reason = allowed, f"{reason}; {refused}"
-                self._last_change = now
                 return Decision(start=start, reason=reason)
         floor = max(cfg.min_size, needed)
         idle = sorted(load.idle_since.items(), key=lambda item: item[1])
         if load.workers > floor and idle and not load.queued:
             worker_id, since = idle[0]
             if now - since >= cfg.scale_down_idle_s:
-                self._last_change = now
                 return Decision(retire=(worker_id,), reason=f"idle for {now - since:.0f} s")
         return Decision()
 

@@ -33,7 +33,7 @@ from .common import CLIPS, Target, header, median, pct
 MIN, MAX = 1, 2  # a 2-core machine: two single-thread workers use it all
 # Latency first: a worker is added when the predicted load would keep the workers more
 # than half busy (at 0.8, queueing alone put p95 near 3x the fixed pool's).
-ADAPTIVE = {"scale_up_wait_s": 0.2, "scale_down_idle_s": 6.0, "target_utilization": 0.5}
+ADAPTIVE = {"scale_up_wait_s": 0.2, "scale_down_idle_s": 4.0, "target_utilization": 0.5}
 SAMPLE_S = 0.1
 # (seconds, requests per second at the start, at the end): quiet, a burst, quiet, a
 # larger burst, quiet. The bursts rise over 15 and 20 s (a worker takes about 4 s to
