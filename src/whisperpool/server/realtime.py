@@ -40,7 +40,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from ..engine import TranscriptionEngine
 from ..errors import ConfigError, WhisperPoolError
-from ..streaming import Final, Partial, SpeechStarted, SpeechStopped, StreamError, StreamingSession
+from ..streaming import Final, Partial, SpeechStarted, SpeechStopped, StreamError, StreamingSession, appended
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -244,9 +244,8 @@ class RealtimeConnection:
 
     async def _delta(self, item_id: str, text: str) -> None:
         """Deltas only ever append: send what ``text`` adds to what was sent."""
-        sent = self.sent.get(item_id, "")
-        if text.startswith(sent) and len(text) > len(sent):
-            delta = text[len(sent) :]
+        delta = appended(self.sent.get(item_id, ""), text)
+        if delta:
             self.sent[item_id] = text
             await self.send(
                 {

@@ -36,7 +36,7 @@ from wyoming.server import AsyncEventHandler, AsyncTcpServer
 from .. import __version__
 from ..engine import TranscriptionEngine
 from ..errors import WhisperPoolError
-from ..streaming import Final, Partial, StreamError, StreamingSession
+from ..streaming import Final, Partial, StreamError, StreamingSession, appended
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,9 @@ class WyomingHandler(AsyncEventHandler):
         async for event in session:
             if isinstance(event, Partial | Final):
                 text = event.stable if isinstance(event, Partial) else event.text
-                if text.startswith(sent) and len(text) > len(sent):
-                    await self.write_event(TranscriptChunk(text=text[len(sent) :]).event())
+                delta = appended(sent, text)
+                if delta:
+                    await self.write_event(TranscriptChunk(text=delta).event())
                     sent = text
                 if isinstance(event, Final):
                     final = event.text

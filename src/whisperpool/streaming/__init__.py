@@ -15,6 +15,7 @@ from .session import (
     StreamEvent,
     StreamingSession,
     TimedWord,
+    appended,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "StreamEvent",
     "StreamingSession",
     "TimedWord",
+    "appended",
 ]

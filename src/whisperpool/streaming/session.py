@@ -107,6 +107,12 @@ def join(words: list[TimedWord]) -> str:
     return "".join(w.text for w in words).strip()
 
 
+def appended(sent: str, text: str) -> str:
+    """What ``text`` adds after ``sent``, for protocols whose deltas only ever append
+    ("" when it adds nothing, or no longer starts with what was sent)."""
+    return text[len(sent) :] if text.startswith(sent) else ""
+
+
 class Agreement:
     """Commits the longest common prefix of the last two hypotheses (LocalAgreement-2)."""
 
@@ -449,4 +455,5 @@ __all__ = [
     "StreamEvent",
     "StreamingSession",
     "TimedWord",
+    "appended",
 ]
