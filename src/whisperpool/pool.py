@@ -538,7 +538,7 @@ class ProcessPool:
             deadlines.append(self._close_deadline)
         if not self._closing:
             if not self._queue:
-                deadlines.extend(due for w in self._workers if w.is_idle() and (due := self._background_due(w)))
+                deadlines.extend(due[0] for w in self._workers if w.is_idle() and (due := self._background_due(w)))
             if self._scaler.enabled:
                 # Only deadlines still ahead: one that passed without a change (at max,
                 # at min) must not make the loop spin.
@@ -837,13 +837,14 @@ class ProcessPool:
         self._emit(ev.POOL_SCALED, ev.PoolScaled("down", before, before - 1, f"worker {w.id} {reason}", (w.id,)))
 
     # -- background inference: re-warm and health check ---------------------------------
-    def _background_due(self, w: Worker) -> float | None:
+    def _background_due(self, w: Worker) -> tuple[float, str] | None:
+        """When ``w`` is next due a background inference, and which kind; None if never."""
         cfg = self.config
         due = []
         if cfg.rewarm_after_idle_s is not None:
-            due.append(max(w.last_request_at, w.last_check_at) + cfg.rewarm_after_idle_s)
+            due.append((max(w.last_request_at, w.last_check_at) + cfg.rewarm_after_idle_s, "re-warm"))
         if cfg.health_check_interval_s is not None:
-            due.append(w.last_check_at + cfg.health_check_interval_s)
+            due.append((w.last_check_at + cfg.health_check_interval_s, "health check"))
         return min(due) if due else None
 
     def _start_background(self, now: float) -> None:
@@ -853,12 +854,8 @@ class ProcessPool:
         cfg = self.config
         for w in self._workers:
             due = self._background_due(w) if w.is_idle() else None
-            if due is None or now < due:
+            if due is None or now < due[0]:
                 continue
-            rewarm = (
-                cfg.rewarm_after_idle_s is not None
-                and now >= max(w.last_request_at, w.last_check_at) + cfg.rewarm_after_idle_s
-            )
             future: Future[TranscriptionResult] = Future()
             future.set_running_or_notify_cancel()
             job = Job(
@@ -869,7 +866,7 @@ class ProcessPool:
                 priority=PRIORITY_DEFAULT,
                 submitted=now,
                 deadline=now + cfg.warmup_timeout_s,
-                background="re-warm" if rewarm else "health check",
+                background=due[1],
             )
             job.dispatched = now
             try:
