@@ -32,6 +32,23 @@ def test_scale_up_once_requests_have_waited_and_not_past_max():
     assert s.decide(load(workers=3 - 1, warming=2, queued=2, oldest=2.0)).start == 0
 
 
+def test_a_queue_the_workers_clear_before_a_new_one_is_warm_starts_none():
+    s = scaler(max_workers=2)
+    for _ in range(5):
+        s.served(0.3)
+    s.arrived(99.0)
+    # Three queued behind one worker of 0.3 s: gone in about 1 s, long before a 4 s warm-up.
+    assert s.backlog_after(load(queued=3), 4.0) < 0
+    assert s.decide(load(queued=3, oldest=1.0)).start == 0
+    # Twenty are not: the new worker will still find requests waiting.
+    assert s.backlog_after(load(queued=20), 4.0) > 0
+    d = s.decide(load(queued=20, oldest=1.0))
+    assert d.start == 1 and "20 request(s) waiting" in d.reason
+    # A shorter measured warm-up makes a smaller backlog worth a worker.
+    assert s.decide(load(queued=12, oldest=1.0)).start == 0
+    assert s.decide(Load(100.0, 1, 0, 12, 1.0, {}, (), warm_up_s=2.0)).start == 1
+
+
 def test_scale_down_after_idle_never_below_min():
     s = scaler(min_workers=2)
     assert s.decide(load(workers=3, idle={7: 95.0})).retire == ()  # idle 5 s of 10
@@ -98,6 +115,9 @@ def test_the_pool_grows_under_a_queue_to_max_and_shrinks_back_to_min(make_pool, 
     assert max(e.workers_after for e in seen) == 3
     status = pool.get_status()
     assert status.scale_ups == 2 and status.max_workers == 3
+    # The first worker warmed both windows; the two started for the load, the short one only.
+    windows = sorted(w.warm_windows for w in status.workers)
+    assert windows == [("short",), ("short",), ("short", "full")], windows
     # Quiet: idle workers are retired one at a time, down to min_workers and no further.
     assert wait_for(lambda: pool.get_status().total_workers == 1, timeout=WAIT)
     time.sleep(2.0)

@@ -40,7 +40,9 @@ Adaptive, also on the manager thread:
   decides at each turn whether to start workers (requests waited, or the predicted load
   needs them; within the memory budget) or retire one idle too long; each decision is
   logged and emitted as ``pool_scaled`` with its reason. A new worker takes requests
-  only once warm, like any other;
+  only once warm, like any other, but warms the short window only (the path most
+  requests take; it is wanted now), and how long that took is the horizon the
+  autoscaler predicts over;
 * an idle worker gets a dummy inference (one second of silence) after
   ``rewarm_after_idle_s`` without a request, and every ``health_check_interval_s``; it
   is never started while a request waits, its time shows per worker in the status, and
@@ -133,6 +135,7 @@ class WorkerStatus:
     check_ms: float | None = None  # the last background inference (re-warm or health check)
     check_age_s: float | None = None
     checks: int = 0
+    warm_windows: tuple[str, ...] = ()  # the encoder windows it has run: ("short", "full") when fully warm
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +226,7 @@ class ProcessPool:
         self._scale_downs = 0
         self._last_refusal = ""
         self._background = 0
+        self._scale_up_s: float | None = None  # the last scale-up's warm-up
         self._short_windows = 0  # requests answered by the short-audio window
         self._window_fallbacks: dict[str, int] = {}  # short windows the guard rejected, by reason
         self._latencies: deque[float] = deque(maxlen=2048)
@@ -265,7 +269,10 @@ class ProcessPool:
         self._emit(ev.INITIALIZED, ev.Initialized(len(self._workers), self.config.model))
         self._thread.start()
 
-    def _new_worker(self, slot: int) -> Worker:
+    def _new_worker(self, slot: int, *, quick: bool = False) -> Worker:
+        """A cold worker for ``slot``. ``quick``: a scale-up, wanted now - under
+        ``window="auto"`` its warm-up runs only the short window, the path most requests
+        take (the full window's first request then costs about 8% more, once)."""
         cfg = self.config
         spec = BackendSpec(
             name=cfg.backend,
@@ -280,7 +287,7 @@ class ProcessPool:
             next(self._ids),
             spec,
             context=self._context,
-            warmup_options=cfg.decode,
+            warmup_options=cfg.decode.replace(window="short") if quick and cfg.decode.window == "auto" else cfg.decode,
             warmup_timeout_s=self._state.warm_up_deadline(self._state_key(), cfg.warmup_timeout_s),
             on_state_change=self._on_state_change,
         )
@@ -463,6 +470,7 @@ class ProcessPool:
                         round(w.check_s * 1000, 1) if w.check_s is not None else None,
                         round(now - w.last_check_at, 1) if w.checks else None,
                         w.checks,
+                        w.warm_windows,
                     )
                     for w in workers
                 ),
@@ -583,7 +591,11 @@ class ProcessPool:
         elif isinstance(msg, p.Ready):
             w.warm_up_s = now - (w.warmup_started or now)
             w.idle_since = w.last_request_at = w.last_check_at = now
-            self._state.record(self._state_key(), w.warm_up_s, msg.rss_bytes / 2**20)
+            w.warm_windows = msg.windows
+            if w.quick_start:  # how long a scale-up takes: the horizon of predictive warm-up
+                self._scale_up_s = w.warm_up_s
+            else:  # the warm-start record is of full warm-ups: it sets their deadline
+                self._state.record(self._state_key(), w.warm_up_s, msg.rss_bytes / 2**20)
             w.rss_bytes = msg.rss_bytes
             w.pong(now, self.config.ping_interval_s)
             w.set_state(WorkerState.WARM)
@@ -625,6 +637,8 @@ class ProcessPool:
                     self._completed += 1
                     self._latencies.append(timings.total_s)
                 self._short_windows += result.window == "short"
+                if result.window not in w.warm_windows:
+                    w.warm_windows += (result.window,)
                 if result.fallback is not None:
                     self._window_fallbacks[result.fallback] = self._window_fallbacks.get(result.fallback, 0) + 1
             else:
@@ -797,7 +811,8 @@ class ProcessPool:
             oldest_wait_s=max((now - j.submitted for j in queued), default=0.0),
             idle_since={w.id: w.last_request_at for w in live if w.is_idle() and w.recycle_reason is None},
             rss_mb=tuple(w.rss_bytes / 2**20 for w in live if w.rss_bytes),
-            warm_up_s=float(np.median(warmed)) if (warmed := [w.warm_up_s for w in live if w.warm_up_s]) else None,
+            warm_up_s=self._scale_up_s
+            or (float(np.median(warmed)) if (warmed := [w.warm_up_s for w in live if w.warm_up_s]) else None),
         )
         decision = self._scaler.decide(load)
         if decision.refused and decision.refused != self._last_refusal:
@@ -814,7 +829,7 @@ class ProcessPool:
         for _ in range(decision.start):
             used = {w.slot for w in self._workers} | set(self._restart_at)
             slot = next(i for i in itertools.count() if i not in used)
-            w = self._new_worker(slot)
+            w = self._new_worker(slot, quick=True)
             self._workers.append(w)
             new.append(w)
         self._scale_ups += len(new)

@@ -47,6 +47,7 @@ class Ready:
     pid: int
     warmup_inference_s: float
     rss_bytes: int = 0
+    windows: tuple[str, ...] = ()  # the encoder windows the warm-up ran
 
 
 @dataclass(frozen=True, slots=True)

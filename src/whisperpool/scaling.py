@@ -8,7 +8,12 @@ Rules, between ``min_workers`` and ``max_workers``:
 
 * **Scale up when requests wait**: the oldest queued request has waited
   ``scale_up_wait_s`` (and at least two service times: a request behind a busy worker
-  waits up to one anyway), or the queue has held requests that long. Workers already warming count: one slow warm-up does not start five.
+  waits up to one anyway), or the queue has held requests that long, and the backlog
+  will outlast a warm-up: on a fluid model (those queued, plus arrivals at the current
+  rate, less what the serving workers finish) requests are still waiting when a worker
+  started now is warm. A cluster of arrivals the workers clear sooner starts nothing: the
+  new worker would come too late to serve it. Workers already warming count: one slow
+  warm-up does not start five.
 * **Predictive warm-up**: arrivals are tracked by two exponentially weighted rates, a
   fast and a slow one; on a ramp the fast one lags the true rate less, and their
   difference gives the ramp's slope (an EWMA lags a linear ramp by slope x its mean
@@ -111,6 +116,13 @@ class Autoscaler:
         slope = max(0.0, (fast - slow) / (age_slow - age_fast))
         return fast + slope * (age_fast + ahead_s)
 
+    def backlog_after(self, load: Load, seconds: float) -> float:
+        """Requests still queued ``seconds`` from now, on a fluid model (inf with no service time yet)."""
+        if not self._service_s:
+            return math.inf
+        serving = load.workers - load.warming
+        return load.queued + (self.arrival_rate(load.now) - serving / self._service_s) * seconds
+
     def needed(self, now: float, warm_up_s: float | None = None) -> int:
         """Workers the load will need one warm-up from now (0 with no estimate yet)."""
         if self._service_s is None:
@@ -127,18 +139,20 @@ class Autoscaler:
         now = load.now
         self._queued_since = (self._queued_since or now) if load.queued else None
         waited = now - self._queued_since if self._queued_since is not None else 0.0
-        needed = min(cfg.max_size, self.needed(now, load.warm_up_s))
+        warm_up_s = load.warm_up_s or self.warm_up_hint_s or DEFAULT_WARM_UP_S
+        needed = min(cfg.max_size, self.needed(now, warm_up_s))
         room = cfg.max_size - load.workers
         if room > 0:
             start, reason = 0, ""
             patience = self.patience()
-            if load.queued and (load.oldest_wait_s >= patience or waited >= patience):
+            waiting = load.queued and (load.oldest_wait_s >= patience or waited >= patience)
+            if waiting and self.backlog_after(load, warm_up_s) > 0:
                 start = min(room, max(0, load.queued - load.warming))
-                reason = f"{load.queued} request(s) waiting, the oldest for {load.oldest_wait_s:.1f} s"
+                reason = f"{load.queued} request(s) waiting, requests queued for {max(load.oldest_wait_s, waited):.1f} s"
             if needed > load.workers and needed - load.workers > start:
                 start = min(room, needed - load.workers)
                 reason = (
-                    f"predicted load: {self.projected_rate(now, load.warm_up_s or DEFAULT_WARM_UP_S):.2f} req/s "
+                    f"predicted load: {self.projected_rate(now, warm_up_s):.2f} req/s "
                     f"x {self._service_s:.2f} s needs {needed} worker(s)"
                 )
             if start:

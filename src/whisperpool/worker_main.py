@@ -71,8 +71,8 @@ def worker_main(
         backend.load()
         conn.send(p.Loaded(os.getpid(), time.perf_counter() - started))
         started = time.perf_counter()
-        backend.warm_up(warmup_options)
-        conn.send(p.Ready(os.getpid(), time.perf_counter() - started, rss_bytes()))
+        windows = backend.warm_up(warmup_options)
+        conn.send(p.Ready(os.getpid(), time.perf_counter() - started, rss_bytes(), windows))
     except BaseException as exc:  # report every kind of failure, then exit with our code
         log.exception("warm-up failed")
         try:

@@ -36,8 +36,11 @@ class Backend(Protocol):
     def load(self) -> None:
         """Load the model (once, at warm-up)."""
 
-    def warm_up(self, options: DecodeOptions) -> None:
-        """Dummy inference on silence along every path requests with ``options`` take."""
+    def warm_up(self, options: DecodeOptions) -> tuple[str, ...]:
+        """Dummy inference on silence along every path requests with ``options`` take.
+
+        Returns the windows it warmed: ``("short", "full")`` for ``window="auto"``.
+        """
 
     def transcribe(
         self, audio: np.ndarray, options: DecodeOptions, on_segment: SegmentCallback | None = None

@@ -48,8 +48,11 @@ class FakeBackend:
             raise RuntimeError(f"fake flaky load failure in worker slot {slot}")
         self.loaded = True
 
-    def warm_up(self, options: DecodeOptions) -> None:
-        self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), options)
+    def warm_up(self, options: DecodeOptions) -> tuple[str, ...]:
+        windows = ("short", "full") if options.window == "auto" else (options.window,)
+        for window in windows:  # one inference delay per window, as the real backend
+            self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), options.replace(window=window))
+        return windows
 
     def transcribe(
         self, audio: np.ndarray, options: DecodeOptions, on_segment: SegmentCallback | None = None
@@ -68,8 +71,9 @@ class FakeBackend:
         segment = Segment(id=1, start=0.0, end=duration, text=text)
         if on_segment is not None:
             on_segment(segment)
-        short = options.window == "auto" and duration <= self.behavior.short_window_max_s
-        fallback = "log_probability" if short and first == self.behavior.fallback_marker else None
+        auto = options.window == "auto" and duration <= self.behavior.short_window_max_s
+        short = auto or options.window == "short"
+        fallback = "log_probability" if auto and first == self.behavior.fallback_marker else None
         return TranscriptionResult(
             text=text,
             segments=(segment,),

@@ -183,10 +183,12 @@ class FasterWhisperBackend:
         except Exception as exc:
             raise ModelError(f"cannot load model {self.spec.model!r}: {exc}") from exc
 
-    def warm_up(self, options: DecodeOptions) -> None:
+    def warm_up(self, options: DecodeOptions) -> tuple[str, ...]:
         """Run each path a request can take once: the short window, then the full one."""
-        for seconds in (1.0, self.short_window_max_s + 1.0) if options.window == "auto" else (1.0,):
-            self.transcribe(np.zeros(int(SAMPLE_RATE * seconds), dtype=np.float32), options)
+        windows = ("short", "full") if options.window == "auto" else (options.window,)
+        for window in windows:
+            self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), options.replace(window=window))
+        return windows
 
     def transcribe(
         self, audio: np.ndarray, options: DecodeOptions, on_segment: SegmentCallback | None = None

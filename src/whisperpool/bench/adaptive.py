@@ -9,7 +9,11 @@ integral of live workers - warming, warm or busy - over the replay, sampled ever
 Target: the adaptive pool's p95 within 1.3x of fixed ``max`` while spending at most 70%
 of its worker-seconds.
 
-Second part: the first request after a long quiet spell, with and without re-warming
+Then the model (:mod:`whisperpool.bench.adaptive_model`): the adaptive settings and an
+oracle that knows the true rate, over 12 traces of the same shape, with the service and
+warm-up times just measured.
+
+Last: the first request after a long quiet spell, with and without re-warming
 (``rewarm_after_idle_s``), on fresh single-worker pools.
 """
 
@@ -28,12 +32,17 @@ from rich.table import Table
 from ..audio import load_audio
 from ..config import DecodeOptions, PoolConfig
 from ..pool import ProcessPool
+from ..scaling import DEFAULT_WARM_UP_S
+from . import adaptive_model
 from .common import CLIPS, Target, header, median, pct
 
 MIN, MAX = 1, 2  # a 2-core machine: two single-thread workers use it all
-# Latency first: a worker is added when the predicted load would keep the workers more
-# than half busy (at 0.8, queueing alone put p95 near 3x the fixed pool's).
-ADAPTIVE = {"scale_up_wait_s": 0.2, "scale_down_idle_s": 4.0, "target_utilization": 0.5}
+# Chosen on the model (adaptive_model) over 12 traces: a second worker when the
+# predicted load would keep one 60% busy, retired after 5 s idle (0.5 / 4 s: the same
+# p95, 1 point more worker-seconds, and flips mid-burst; 0.8: p95 1.34x).
+ADAPTIVE = {"scale_up_wait_s": 0.2, "scale_down_idle_s": 5.0, "target_utilization": 0.6}
+MODEL_TRACES = 12  # seeds of the trace the model replays (the real replay is seed 7)
+ORACLE_THRESHOLDS = (1.0, 1.5, 2.0)  # requests per second
 SAMPLE_S = 0.1
 # (seconds, requests per second at the start, at the end): quiet, a burst, quiet, a
 # larger burst, quiet. The bursts rise over 15 and 20 s (a worker takes about 4 s to
@@ -51,6 +60,16 @@ PHASES = (
     (4, 3.0, 0.2),
     (20, 0.2, 0.2),
 )
+
+
+def rate_at(t: float) -> float:
+    """The trace's true arrival rate (requests per second) at ``t`` seconds."""
+    start = 0.0
+    for seconds, r0, r1 in PHASES:
+        if t < start + seconds:
+            return r0 + (r1 - r0) * (t - start) / seconds
+        start += seconds
+    return PHASES[-1][2]
 
 
 def trace(seed: int = 7) -> list[float]:
@@ -84,8 +103,11 @@ def _replay(config: PoolConfig, arrivals: list[float], clips: list[np.ndarray]) 
         scaled: list[dict[str, Any]] = []
         pool.on(
             "pool_scaled",
-            lambda e: scaled.append({"t": time.monotonic(), "direction": e.direction, "reason": e.reason}),
+            lambda e: scaled.append(
+                {"t": time.monotonic(), "direction": e.direction, "reason": e.reason, "workers": e.worker_ids}
+            ),
         )
+        warm_ups: dict[int, float] = {}  # worker id -> warm-up seconds
         pool.transcribe(clips[0])  # every pool has served once before the clock starts
         started = time.monotonic()
         futures, samples = [], []
@@ -98,6 +120,7 @@ def _replay(config: PoolConfig, arrivals: list[float], clips: list[np.ndarray]) 
                 futures.append((t, pool.submit(clips[len(futures) % len(clips)])))
             s = pool.get_status()
             samples.append(s.total_workers - s.failed_workers)
+            warm_ups.update((w.id, w.warm_up_s) for w in s.workers if w.warm_up_s is not None)
             if not pending and now >= end and all(f.done() for _, f in futures):
                 break
             time.sleep(SAMPLE_S)
@@ -106,7 +129,9 @@ def _replay(config: PoolConfig, arrivals: list[float], clips: list[np.ndarray]) 
         status = pool.get_status()
     for e in scaled:
         e["t"] = round(e["t"] - started, 2)
+    started_up = {i for e in scaled if e["direction"] == "up" for i in e["workers"]}
     return {
+        "scale_up_warm_up_s": [warm_ups[i] for i in sorted(started_up) if i in warm_ups],
         "latencies_s": latencies,
         "queue_wait_s": [r.timings.queue_wait_s for r in results],
         "inference_s": [r.timings.inference_s for r in results],
@@ -156,6 +181,22 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     for name, config in configs.items():
         log.print(f"[dim]{name}: replaying {len(arrivals)} requests over {arrivals[-1]:.0f} s ...[/dim]")
         out["pools"][name] = _replay(config, arrivals, clips)
+    adaptive = out["pools"][f"adaptive {MIN}-{MAX}"]
+    warm_up_s = median(adaptive["scale_up_warm_up_s"] or [DEFAULT_WARM_UP_S])
+    log.print(f"[dim]the model: {MODEL_TRACES} traces, service times as measured, warm-up {warm_up_s:.1f} s ...[/dim]")
+    out["model"] = {
+        "traces": MODEL_TRACES,
+        "warm_up_s": warm_up_s,
+        "pools": adaptive_model.compare(
+            configs[f"fixed {MAX}"],
+            configs[f"adaptive {MIN}-{MAX}"],
+            [trace(seed) for seed in range(MODEL_TRACES)],
+            adaptive["inference_s"],
+            warm_up_s,
+            rate_at,
+            ORACLE_THRESHOLDS,
+        ),
+    }
     log.print(f"[dim]first request after {args.quiet:.0f} s of quiet, without and with re-warm ...[/dim]")
     quiet = {}
     for label, rewarm in (("without re-warm", None), ("with re-warm", args.quiet / 3)):
@@ -195,6 +236,21 @@ def report(r: dict[str, Any], out: Console) -> None:
             str(v["scale_downs"]),
         )
     out.print(table)
+    if "model" in r:  # results from before the model have none
+        m = r["model"]
+        model = Table(
+            title=f"the model: {m['traces']} traces of the same shape, warm-up {m['warm_up_s']:.1f} s, "
+            f"ratios to fixed {MAX}, mean (worst)"
+        )
+        for col in ("pool", "p95 ratio", "worker-seconds ratio"):
+            model.add_column(col, justify="right" if col != "pool" else "left")
+        for name, v in m["pools"].items():
+            model.add_row(
+                name,
+                f"{v['p95_ratio_mean']:.2f} ({v['p95_ratio_max']:.2f})",
+                f"{v['worker_seconds_ratio_mean']:.3f} ({v['worker_seconds_ratio_max']:.3f})",
+            )
+        out.print(model)
     quiet = Table(title=f"first request after {st['quiet_s']:.0f} s of quiet (3 s clip, 2 threads)")
     for col in ("pool", "before the quiet, median s", "first after, s", "ratio", "background inferences"):
         quiet.add_column(col, justify="right" if col != "pool" else "left")
