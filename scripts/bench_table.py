@@ -145,6 +145,19 @@ def adaptive_md(path: Path) -> str:
             f"| {name} | {row['p50']:.2f} | {row['p95']:.2f} | {row['worker_s']:.0f} | {v['scale_ups']} | {v['scale_downs']} |"
         )
     lines += ["", *_targets(adaptive.targets(r)), ""]
+    if "model" in r:
+        m = r["model"]
+        lines += [
+            f"| the model, {m['traces']} traces of this shape, warm-up {m['warm_up_s']:.1f} s: mean (worst) "
+            f"ratio to fixed {adaptive.MAX} | p95 | worker-seconds |",
+            "|---|---:|---:|",
+        ]
+        for name, v in m["pools"].items():
+            lines.append(
+                f"| {name} | {v['p95_ratio_mean']:.2f} ({v['p95_ratio_max']:.2f}) "
+                f"| {v['worker_seconds_ratio_mean']:.3f} ({v['worker_seconds_ratio_max']:.3f}) |"
+            )
+        lines.append("")
     lines += [
         f"| first request after {st['quiet_s']:.0f} s of quiet (3 s clip, 2 threads) | before the quiet, median s "
         "| first after, s | ratio |",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -63,3 +65,66 @@ def test_the_server_routes_lists_and_measures_each_model(tmp_path):
     assert pool["models"]["base"]["requests_completed"] == 2 == pool["requests_completed"]
     assert 'whisperpool_workers{model="second",state="warm"} 1.0' in metrics
     assert 'whisperpool_workers{model="base",state="warm"} 1.0' in metrics
+
+
+@pytest.fixture
+def live_server():
+    """A fake-backend server with two models, in a thread, on a loopback port."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    settings = ServerSettings(pool=fake_config(pool_size=1), models={"second": fake_config(pool_size=1)})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: server.started)
+        assert wait_for(lambda: httpx.get(f"{url}/v1/pool").json()["models"]["second"]["warm_workers"] == 1)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(WAIT)
+
+
+def test_the_cli_routes_files_to_a_server_model(live_server, tmp_path, capsys):
+    from whisperpool.cli import main
+
+    a = encode(samples(8000), tmp_path / "a.wav")
+    b = encode(samples(16000), tmp_path / "b.wav")
+    assert main(["transcribe", "--url", live_server, "--model", "second", "--json", str(a), str(b)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(x["file"], x["text"], x["model"]) for x in lines] == [
+        (str(a), "8000 samples", "second"),
+        (str(b), "16000 samples", "second"),
+    ]
+    assert main(["transcribe", "--url", live_server, str(a)]) == 0  # the server's default model
+    assert "8000 samples" in capsys.readouterr().out
+    pool = httpx.get(f"{live_server}/v1/pool").json()
+    assert pool["models"]["second"]["requests_completed"] == 2 and pool["models"]["base"]["requests_completed"] == 1
+    # A model the server lacks fails that file, with the server's reason; the rest still run.
+    missing = tmp_path / "missing.wav"
+    assert main(["transcribe", "--url", live_server, "--model", "third", str(a)]) == 1
+    assert "model 'third' is not served here" in capsys.readouterr().err
+    assert main(["transcribe", "--url", live_server, "--json", str(missing), str(a)]) == 1
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert first["error"]["type"] == "InvalidAudio" and "missing.wav" in first["error"]["message"]
+    assert second["text"] == "8000 samples"
+
+
+def test_the_cli_says_when_no_server_answers(tmp_path, capsys):
+    import socket
+
+    from whisperpool.cli import main
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    a = encode(samples(8000), tmp_path / "a.wav")
+    assert main(["transcribe", "--url", f"127.0.0.1:{port}", str(a)]) == 3
+    assert f"no answer from the server at http://127.0.0.1:{port}" in capsys.readouterr().err

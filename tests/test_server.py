@@ -173,6 +173,18 @@ def test_translation_endpoint_serves_english_too(client, clip_texts):
     assert r.status_code == 200 and good(r.json()["text"], "fox", clip_texts)
 
 
+def test_the_cli_transcribes_files_on_the_server(server, clip_texts, capsys):
+    from whisperpool.cli import main
+
+    files = [str(clip("fox")), str(clip("groceries"))]
+    assert main(["transcribe", "--url", server.url, "--api-key", KEY, "--model", "whisper-1", "--json", *files]) == 0
+    fox, groceries = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert fox["file"] == files[0] and good(fox["text"], "fox", clip_texts)
+    assert good(groceries["text"], "groceries", clip_texts) and abs(groceries["duration"] - 74352 / 16000) < 0.01
+    assert main(["transcribe", "--url", server.url, files[0]]) == 1  # no key
+    assert "HTTP 401" in capsys.readouterr().err
+
+
 def test_sse_deltas_arrive_before_the_final_event(server, long_clip, openai_client):
     arrivals: list[tuple[float, dict]] = []
     started = time.monotonic()

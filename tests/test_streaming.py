@@ -177,3 +177,18 @@ def test_the_stream_command_prints_events_as_json_lines():
     assert "partial" in types
     assert {"remind", "milk", "bananas"} <= set(normalize(events[-1]["transcript"]))
     assert all(a["t"] <= b["t"] for a, b in zip(events, events[1:], strict=False))
+
+
+def test_the_stream_command_speaks_realtime_to_a_server_model(server):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "whisperpool.cli", "stream", str(clip("groceries")), "--pace", "4", "--json"]
+    cmd += ["--url", server.url, "--api-key", KEY, "--model", "base", "--language", "en"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    updated = next(e for e in events if e["type"] == "session.updated")
+    assert "'model': 'base'" in str(updated["session"])  # the model the server now uses for this session
+    assert events[-1]["type"] == COMPLETED
+    assert {"remind", "milk", "bananas"} <= set(normalize(events[-1]["transcript"]))

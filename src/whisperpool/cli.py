@@ -44,8 +44,9 @@ def _add_pool_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pool")
     g.add_argument(
         "--model",
-        default="base",
-        help="'base' (packaged, offline), a CTranslate2 model folder, or a faster-whisper model name (default: base)",
+        default=None,
+        help="'base' (packaged, offline), a CTranslate2 model folder, or a faster-whisper model name (default: "
+        "base); with --url, one of the server's models (default: its default)",
     )
     g.add_argument(
         "--workers", type=_positive_int, default=2, help="worker processes, each with the model loaded (default: 2)"
@@ -98,9 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="transcribe audio files on a warm pool",
         description="Warm a pool, spread the files over its workers, print each transcript in order. "
         "Any format FFmpeg decodes works (wav, flac, ogg, mp3, m4a, ...). A file that fails is "
-        "reported and the others still run; the exit code is 1 if any failed.",
+        "reported and the others still run; the exit code is 1 if any failed. With --url the files "
+        "go to a running server instead, to the model --model names.",
     )
     t.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    t.add_argument(
+        "--url", default=None, help="a running whisperpool server, e.g. http://127.0.0.1:8000 (default: a local pool)"
+    )
+    t.add_argument("--api-key", default=None, help="with --url: the server's API key")
     t.add_argument("--json", action="store_true", help="print one JSON object per file per line")
     t.add_argument("--status", action="store_true", help="print the pool status after the transcripts")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -161,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--api-key", default=None, help="the server's API key")
     st.add_argument("--pace", type=float, default=1.0, help="times real time (default: 1)")
     st.add_argument("--language", default=None, help="language code (default: detect)")
-    st.add_argument("--model", default="base", help="local pool model (default: base)")
+    st.add_argument(
+        "--model", default=None, help="local pool model (default: base); with --url, one of the server's models"
+    )
     st.add_argument("--workers", type=_positive_int, default=2, help="local pool workers (default: 2)")
     st.add_argument("--threads", type=_positive_int, default=None, help="local pool threads per worker")
     st.add_argument("--json", action="store_true", help="print every event as a JSON line instead")
@@ -256,7 +264,7 @@ def _config_from(args: argparse.Namespace) -> PoolConfig:
     )
     return PoolConfig(
         pool_size=args.workers,
-        model=args.model,
+        model=args.model or "base",
         device=args.device,
         compute_type=args.compute_type,
         threads_per_worker=args.threads,
@@ -302,7 +310,59 @@ def _status_table(status: PoolStatus) -> Table:
     return table
 
 
+def _print_outcome(
+    args: argparse.Namespace, path: str, outcome: dict[str, Any] | WhisperPoolError, where: str, out: Console, err: Console
+) -> None:
+    """One file's transcript (``_result_json``'s shape) or error, as text or a JSON line."""
+    if isinstance(outcome, WhisperPoolError):
+        if args.json:
+            error = {"type": type(outcome).__name__, "message": str(outcome)}
+            print(json.dumps({"file": path, "error": error}, ensure_ascii=False), flush=True)
+        else:
+            err.print(f"[red]error: {outcome}[/red]", highlight=False)
+    elif args.json:
+        print(json.dumps(outcome, ensure_ascii=False), flush=True)
+    else:
+        out.print(f"[bold]{path}[/bold] ({outcome['duration']:.1f} s, {outcome['language']}, {where})", highlight=False)
+        out.print(f"  {outcome['text']}", highlight=False, markup=False)
+
+
+async def _transcribe_remote(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .remote import RemoteEngine
+
+    async with RemoteEngine(args.url, model=args.model, api_key=args.api_key) as remote:
+        limit = asyncio.Semaphore(4)  # files in flight: the server queues the rest anyway
+
+        async def one(path: str) -> dict[str, Any] | WhisperPoolError:
+            async with limit:
+                try:
+                    body = await remote.transcribe(
+                        path,
+                        language=args.language,
+                        task=args.task,
+                        prompt=args.initial_prompt,
+                        word_timestamps=args.word_timestamps,
+                        window=args.window,
+                    )
+                except WhisperPoolError as exc:
+                    return exc
+            keys = ("text", "language", "duration", "segments")
+            return {"file": path, **{k: body.get(k) for k in keys}, "model": args.model}
+
+        tasks = [asyncio.create_task(one(path)) for path in args.files]
+        outcomes = []
+        for path, task in zip(args.files, tasks, strict=True):
+            outcomes.append(await task)
+            _print_outcome(args, path, outcomes[-1], remote.url, out, err)
+    failed = [o for o in outcomes if isinstance(o, WhisperPoolError)]
+    if failed and len(failed) == len(outcomes) and all(isinstance(o, PoolNotReady) for o in failed):
+        return EXIT_START_FAILED  # nothing reached a working server
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
 async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.url:
+        return await _transcribe_remote(args, out, err)
     engine = TranscriptionEngine(_config_from(args))
     progress = Progress(
         TextColumn("{task.description}"),
@@ -341,22 +401,13 @@ async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> i
             tasks = [asyncio.create_task(one(path)) for path in args.files]
             for path, task in zip(args.files, tasks, strict=True):
                 outcome = await task
-                if isinstance(outcome, WhisperPoolError):
-                    failures += 1
-                    if args.json:
-                        error = {"type": type(outcome).__name__, "message": str(outcome)}
-                        print(json.dumps({"file": path, "error": error}, ensure_ascii=False), flush=True)
-                    else:
-                        err.print(f"[red]error: {outcome}[/red]", highlight=False)
-                elif args.json:
-                    print(json.dumps(_result_json(path, outcome), ensure_ascii=False), flush=True)
+                failures += isinstance(outcome, WhisperPoolError)
+                if isinstance(outcome, TranscriptionResult):
+                    where = f"worker {outcome.worker_id}, {outcome.timings.total_s:.2f} s"
+                    outcome = _result_json(path, outcome)
                 else:
-                    out.print(
-                        f"[bold]{path}[/bold] ({outcome.duration:.1f} s, {outcome.language}, "
-                        f"worker {outcome.worker_id}, {outcome.timings.total_s:.2f} s)",
-                        highlight=False,
-                    )
-                    out.print(f"  {outcome.text}", highlight=False, markup=False)
+                    where = ""
+                _print_outcome(args, path, outcome, where, out, err)
             status = engine.status()
         finally:
             await engine.close()
@@ -425,11 +476,13 @@ async def _stream(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     if args.url or args.realtime:
         url = args.url or "ws://127.0.0.1:8000"
-        await show(play_realtime(url, audio, pace=args.pace, language=args.language, api_key=args.api_key))
+        await show(
+            play_realtime(url, audio, pace=args.pace, language=args.language, model=args.model, api_key=args.api_key)
+        )
         return EXIT_OK
     config = PoolConfig(
         pool_size=args.workers,
-        model=args.model,
+        model=args.model or "base",
         threads_per_worker=args.threads,
         decode=DecodeOptions(language=args.language),
     )
@@ -470,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out, err = Console(soft_wrap=True), Console(stderr=True)
+    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     try:
         if args.command == "transcribe":
             return asyncio.run(_transcribe(args, out, err))

@@ -104,11 +104,14 @@ async def play_realtime(
     pace: float = 1.0,
     rate: int = 24_000,
     language: str | None = None,
+    model: str | None = None,
     vad: bool = True,
     api_key: str | None = None,
     timeout_s: float = 60.0,
 ) -> AsyncIterator[tuple[float, dict[str, Any]]]:
     """Play 16 kHz ``audio`` to ``url``'s ``/v1/realtime`` as pcm16 at ``rate``; yield server events.
+
+    ``model`` names one of the server's models (None: its default, as ``whisper-1``).
 
     Ends when every committed utterance is completed after the last sample was sent
     (or ``timeout_s`` after it).
@@ -130,7 +133,7 @@ async def play_realtime(
             "audio": {
                 "input": {
                     "format": {"type": "audio/pcm", "rate": rate},
-                    "transcription": {"model": "whisper-1", **({"language": language} if language else {})},
+                    "transcription": {"model": model or "whisper-1", **({"language": language} if language else {})},
                     "turn_detection": {"type": "server_vad"} if vad else None,
                 }
             },
