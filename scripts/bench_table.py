@@ -131,8 +131,9 @@ def adaptive_md(path: Path) -> str:
     a = st["adaptive"]
     lines = [
         f"Measured {r['date'][:10]} on a {r['machine']['cores']}-core machine (`{path}`): {st['requests']} requests "
-        f"(3-5 s commands) over {st['trace_s']:.0f} s - quiet (0.2/s), a burst rising to 2/s over 15 s, quiet, a "
-        "burst rising to 3/s over 20 s, quiet - replayed on pools of single-thread workers; the adaptive pool with "
+        f"(3-5 s commands) in {st.get('traces', 1)} trace(s) of about {st['trace_s']:.0f} s - quiet (0.2/s), a burst "
+        "rising to 2/s over 15 s, quiet, a burst rising to 3/s over 20 s, quiet - each replayed on pools of "
+        "single-thread workers, latencies pooled and worker-seconds summed; the adaptive pool with "
         f"scale_up_wait_s={a['scale_up_wait_s']}, scale_down_idle_s={a['scale_down_idle_s']}, "
         f"target_utilization={a['target_utilization']}.",
         "",

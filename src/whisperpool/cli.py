@@ -311,7 +311,12 @@ def _status_table(status: PoolStatus) -> Table:
 
 
 def _print_outcome(
-    args: argparse.Namespace, path: str, outcome: dict[str, Any] | WhisperPoolError, where: str, out: Console, err: Console
+    args: argparse.Namespace,
+    path: str,
+    outcome: dict[str, Any] | WhisperPoolError,
+    where: str,
+    out: Console,
+    err: Console,
 ) -> None:
     """One file's transcript (``_result_json``'s shape) or error, as text or a JSON line."""
     if isinstance(outcome, WhisperPoolError):

@@ -72,7 +72,9 @@ class RemoteEngine:
         except OSError as exc:
             raise InvalidAudio(f"cannot read {path}: {exc.strerror or exc}") from None
         except httpx.TransportError as exc:  # refused, reset, timed out: no answer at all
-            raise PoolNotReady(f"{path}: no answer from the server at {self.url}: {exc or type(exc).__name__}") from None
+            raise PoolNotReady(
+                f"{path}: no answer from the server at {self.url}: {exc or type(exc).__name__}"
+            ) from None
         if response.is_success:
             return response.json()
         raise self._error(response, path)

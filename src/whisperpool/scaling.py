@@ -148,7 +148,9 @@ class Autoscaler:
             waiting = load.queued and (load.oldest_wait_s >= patience or waited >= patience)
             if waiting and self.backlog_after(load, warm_up_s) > 0:
                 start = min(room, max(0, load.queued - load.warming))
-                reason = f"{load.queued} request(s) waiting, requests queued for {max(load.oldest_wait_s, waited):.1f} s"
+                reason = (
+                    f"{load.queued} request(s) waiting, requests queued for {max(load.oldest_wait_s, waited):.1f} s"
+                )
             if needed > load.workers and needed - load.workers > start:
                 start = min(room, needed - load.workers)
                 reason = (
