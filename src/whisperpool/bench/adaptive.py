@@ -28,14 +28,13 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from ..audio import load_audio
 from ..config import DecodeOptions, PoolConfig
 from ..pool import ProcessPool
 from ..scaling import DEFAULT_WARM_UP_S
 from . import adaptive_model
-from .common import CLIPS, Target, header, median, pct
+from .common import CLIPS, Target, header, median, pct, table
 
 MIN, MAX = 1, 2  # a 2-core machine: two single-thread workers use it all
 # Chosen on the model (adaptive_model) over 24 traces, with 1.7 s scale-up warm-ups: a
@@ -241,15 +240,14 @@ def targets(r: dict[str, Any]) -> list[Target]:
 
 def report(r: dict[str, Any], out: Console) -> None:
     st = r["settings"]
-    table = Table(
-        title=f"bursty traces: {st.get('traces', 1)} x about {st['trace_s']:.0f} s, {st['requests']} requests, "
-        "single-thread workers"
+    pools = table(
+        f"bursty traces: {st.get('traces', 1)} x about {st['trace_s']:.0f} s, {st['requests']} requests, "
+        "single-thread workers",
+        ("pool", "p50 s", "p95 s", "worker-seconds", "scale ups", "scale downs"),
     )
-    for col in ("pool", "p50 s", "p95 s", "worker-seconds", "scale ups", "scale downs"):
-        table.add_column(col, justify="right" if col != "pool" else "left")
     for name, v in r["pools"].items():
         row = _row(v)
-        table.add_row(
+        pools.add_row(
             name,
             f"{row['p50']:.2f}",
             f"{row['p95']:.2f}",
@@ -257,15 +255,14 @@ def report(r: dict[str, Any], out: Console) -> None:
             str(v["scale_ups"]),
             str(v["scale_downs"]),
         )
-    out.print(table)
+    out.print(pools)
     if "model" in r:  # results from before the model have none
         m = r["model"]
-        model = Table(
-            title=f"the model: {m['traces']} traces of the same shape, warm-up {m['warm_up_s']:.1f} s, "
-            f"ratios to fixed {MAX}, mean (worst)"
+        model = table(
+            f"the model: {m['traces']} traces of the same shape, warm-up {m['warm_up_s']:.1f} s, "
+            f"ratios to fixed {MAX}, mean (worst)",
+            ("pool", "p95 ratio", "worker-seconds ratio"),
         )
-        for col in ("pool", "p95 ratio", "worker-seconds ratio"):
-            model.add_column(col, justify="right" if col != "pool" else "left")
         for name, v in m["pools"].items():
             model.add_row(
                 name,
@@ -273,9 +270,10 @@ def report(r: dict[str, Any], out: Console) -> None:
                 f"{v['worker_seconds_ratio_mean']:.3f} ({v['worker_seconds_ratio_max']:.3f})",
             )
         out.print(model)
-    quiet = Table(title=f"first request after {st['quiet_s']:.0f} s of quiet (3 s clip, 2 threads)")
-    for col in ("pool", "before the quiet, median s", "first after, s", "ratio", "background inferences"):
-        quiet.add_column(col, justify="right" if col != "pool" else "left")
+    quiet = table(
+        f"first request after {st['quiet_s']:.0f} s of quiet (3 s clip, 2 threads)",
+        ("pool", "before the quiet, median s", "first after, s", "ratio", "background inferences"),
+    )
     for name, v in r["quiet"].items():
         quiet.add_row(
             name,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from ..config import available_cores
 
@@ -58,3 +59,11 @@ def header() -> dict[str, Any]:
             "python": platform.python_version(),
         },
     }
+
+
+def table(title: str, columns: tuple[str, ...]) -> Table:
+    """A results table: the first column (what was measured) left, the figures right."""
+    t = Table(title=title)
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    return t
