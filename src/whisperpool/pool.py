@@ -291,6 +291,7 @@ class ProcessPool:
             warmup_timeout_s=self._state.warm_up_deadline(self._state_key(), cfg.warmup_timeout_s),
             on_state_change=self._on_state_change,
         )
+        worker.quick_start = quick
         if cfg.max_requests_per_worker is not None:
             worker.max_requests = cfg.max_requests_per_worker + self._rng.randint(0, cfg.max_requests_jitter)
         return worker
@@ -452,7 +453,7 @@ class ProcessPool:
                 max_workers=self.config.max_size,
                 scale_ups=self._scale_ups,
                 scale_downs=self._scale_downs,
-                arrival_rate=round(self._scaler.arrival_rate(time.monotonic()), 3),
+                arrival_rate=round(self._scaler.arrival_rate(now), 3),
                 background_inferences=self._background,
                 workers=tuple(
                     WorkerStatus(

@@ -95,7 +95,7 @@ class Worker:
         self.load_s: float | None = None
         self.warm_up_s: float | None = None
         self.warm_windows: tuple[str, ...] = ()  # encoder windows it has run (warm-up or request)
-        self.quick_start = warmup_options.window == "short"  # a scale-up: warms the short window only
+        self.quick_start = False  # a scale-up (set by the pool): warms the short window only
         self.idle_since = 0.0
         self.stopping = False
         self.kill_at: float | None = None
