@@ -80,8 +80,9 @@ def _add_pool_options(p: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--window",
         choices=["auto", "full"],
-        default="auto",
-        help="encoder window: 'auto' sizes it to audio up to 24 s (several times faster), 'full' is always 30 s",
+        default=None,
+        help="encoder window: 'auto' sizes it to audio up to 24 s (several times faster), 'full' is always 30 s "
+        "(default: auto; with --url, the server's)",
     )
 
 
@@ -260,7 +261,7 @@ def _config_from(args: argparse.Namespace) -> PoolConfig:
         initial_prompt=args.initial_prompt,
         word_timestamps=args.word_timestamps,
         vad_filter=args.vad_filter,
-        window=args.window,
+        window=args.window or "auto",
     )
     return PoolConfig(
         pool_size=args.workers,
