@@ -123,12 +123,15 @@ class Autoscaler:
         serving = load.workers - load.warming
         return load.queued + (self.arrival_rate(load.now) - serving / self._service_s) * seconds
 
+    def horizon(self, warm_up_s: float | None = None) -> float:
+        """How long a worker started now takes to be warm: measured, recorded, or a guess."""
+        return warm_up_s or self.warm_up_hint_s or DEFAULT_WARM_UP_S
+
     def needed(self, now: float, warm_up_s: float | None = None) -> int:
         """Workers the load will need one warm-up from now (0 with no estimate yet)."""
         if self._service_s is None:
             return 0
-        ahead = warm_up_s or self.warm_up_hint_s or DEFAULT_WARM_UP_S
-        load = self.projected_rate(now, ahead) * self._service_s
+        load = self.projected_rate(now, self.horizon(warm_up_s)) * self._service_s
         return math.ceil(load / self.config.target_utilization - 1e-9)
 
     # -- the decision ------------------------------------------------------------------
@@ -139,7 +142,7 @@ class Autoscaler:
         now = load.now
         self._queued_since = (self._queued_since or now) if load.queued else None
         waited = now - self._queued_since if self._queued_since is not None else 0.0
-        warm_up_s = load.warm_up_s or self.warm_up_hint_s or DEFAULT_WARM_UP_S
+        warm_up_s = self.horizon(load.warm_up_s)
         needed = min(cfg.max_size, self.needed(now, warm_up_s))
         room = cfg.max_size - load.workers
         if room > 0:
