@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whisperpool import FakeBehavior, PoolConfig, ProcessPool
+from whisperpool import PoolConfig, ProcessPool
+from whisperpool.testing import FakeBehavior
 
 CLIPS = Path(__file__).resolve().parent.parent / "examples" / "clips"
 WAIT = 30.0  # the longest any single step of a fake-backend test may take

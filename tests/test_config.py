@@ -21,7 +21,6 @@ from whisperpool import ConfigError, DecodeOptions, PoolConfig
         ({"warmup_timeout_s": 0}, "PoolConfig.warmup_timeout_s"),
         ({"request_timeout_s": -1}, "PoolConfig.request_timeout_s"),
         ({"max_queue": -1}, "PoolConfig.max_queue"),
-        ({"start_method": "fork"}, "PoolConfig.start_method"),
     ],
 )
 def test_pool_config_names_the_bad_field(changes, field):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import WAIT, clip, fake_config, pid_alive
-from whisperpool import FakeBehavior, InvalidAudio, PoolFailed, TranscriptionEngine, WorkerState
+from whisperpool import InvalidAudio, PoolFailed, TranscriptionEngine, WorkerState
+from whisperpool.testing import FakeBehavior
 
 
 def run(coro):

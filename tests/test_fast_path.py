@@ -15,8 +15,8 @@ from whisperpool import DecodeOptions, PoolConfig, TranscriptionEngine
 from whisperpool.audio import load_audio
 from whisperpool.backends import BackendSpec
 from whisperpool.backends import faster_whisper as fw
-from whisperpool.config import FakeBehavior
 from whisperpool.models import resolve_model
+from whisperpool.testing import FakeBehavior
 from whisperpool.wer import normalize, word_error_rate
 
 pytestmark = pytest.mark.real_model

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import clip, fake_config, wait_for
-from whisperpool import FakeBehavior, InvalidAudio
+from whisperpool import InvalidAudio
 from whisperpool.audio import load_audio
 from whisperpool.server import ServerSettings, create_app
+from whisperpool.testing import FakeBehavior
 
 WAV = clip("fox").read_bytes()[:8000]  # a real header and half a second of speech
 

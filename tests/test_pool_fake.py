@@ -11,7 +11,6 @@ import pytest
 from conftest import WAIT, pid_alive, samples, wait_for
 from whisperpool import (
     DecodeOptions,
-    FakeBehavior,
     PoolClosed,
     PoolFailed,
     QueueFull,
@@ -20,6 +19,7 @@ from whisperpool import (
     WorkerCrashed,
     WorkerState,
 )
+from whisperpool.testing import FakeBehavior
 
 
 def wait_running(*futures) -> None:

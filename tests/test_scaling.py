@@ -8,8 +8,9 @@ import time
 import pytest
 
 from conftest import WAIT, fake_config, samples, wait_for
-from whisperpool import FakeBehavior, PoolConfig
-from whisperpool.scaling import Autoscaler, Load
+from whisperpool import PoolConfig
+from whisperpool.pool.autoscaler import Autoscaler, Load
+from whisperpool.testing import FakeBehavior
 
 
 def scaler(**changes) -> Autoscaler:

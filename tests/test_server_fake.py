@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import WAIT, encode, fake_config, wait_for
-from whisperpool import FakeBehavior
 from whisperpool.server import ServerSettings, create_app
+from whisperpool.testing import FakeBehavior
 
 MARKERS = FakeBehavior()
 

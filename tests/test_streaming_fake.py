@@ -11,11 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import WAIT, fake_config, wait_for
-from whisperpool import FakeBehavior, TranscriptionEngine
+from whisperpool import TranscriptionEngine
 from whisperpool.pool import PRIORITY_REALTIME
 from whisperpool.server import ServerSettings, create_app
 from whisperpool.server.realtime import MAX_CHUNK_BYTES
 from whisperpool.streaming import Agreement, TimedWord
+from whisperpool.testing import FakeBehavior
 
 RATE = 16_000
 

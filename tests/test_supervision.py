@@ -14,7 +14,8 @@ import pytest
 
 from conftest import WAIT, pid_alive, samples, wait_for
 from test_pool_fake import Recorder, wait_running
-from whisperpool import FakeBehavior, WorkerState
+from whisperpool import WorkerState
+from whisperpool.testing import FakeBehavior
 
 EVENTS = ["worker_failed", "worker_restarted", "worker_recycled", "worker_state_changed", "warm_up_failed"]
 
@@ -164,7 +165,8 @@ PARENT = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from whisperpool import FakeBehavior, PoolConfig, ProcessPool
+    from whisperpool import PoolConfig, ProcessPool
+    from whisperpool.testing import FakeBehavior
 
     if __name__ == "__main__":
         pool = ProcessPool(PoolConfig(pool_size=2, backend="fake"))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 
 import pytest
 
-from whisperpool import DecodeOptions, FakeBehavior, InvalidStateTransition, WorkerState
-from whisperpool.backends import BackendSpec
+from whisperpool import DecodeOptions, InvalidStateTransition, WorkerState
+from whisperpool.testing import FakeBehavior
 from whisperpool.worker import TRANSITIONS, Worker
+from whisperpool.worker.protocol import BackendSpec
 
 S = WorkerState
 
@@ -19,7 +19,6 @@ def make_worker(changes: list) -> Worker:
     return Worker(
         7,
         spec,
-        context=multiprocessing.get_context("spawn"),
         warmup_options=DecodeOptions(),
         warmup_timeout_s=5.0,
         on_state_change=lambda w, old, new: changes.append((w.id, old, new)),
@@ -42,7 +41,18 @@ def path_to(target: WorkerState) -> list[WorkerState]:
 def test_the_happy_cycle_is_legal_and_emits_each_change():
     changes: list = []
     w = make_worker(changes)
-    cycle = [S.WARMING, S.WARM, S.PROCESSING, S.COMPLETED, S.WARM, S.PROCESSING, S.COMPLETED, S.WARM, S.TERMINATED]
+    cycle = [
+        S.WARMING,
+        S.WARM,
+        S.PROCESSING,
+        S.COMPLETED,
+        S.WARM,
+        S.PROCESSING,
+        S.COMPLETED,
+        S.WARM,
+        S.STOPPING,
+        S.TERMINATED,
+    ]
     for state in cycle:
         w.set_state(state)
     assert w.state is S.TERMINATED
@@ -75,7 +85,14 @@ def test_final_states_have_no_way_out_and_every_state_is_reachable():
 def test_is_warm_covers_the_hot_states_only():
     w = make_worker([])
     seen = {}
-    for state in [S.WARMING, S.WARM, S.PROCESSING, S.COMPLETED, S.FAILED]:
+    for state in [S.WARMING, S.WARM, S.PROCESSING, S.DRAINING, S.STOPPING, S.FAILED]:
         w.set_state(state)
-        seen[state] = w.is_warm()
-    assert seen == {S.WARMING: False, S.WARM: True, S.PROCESSING: True, S.COMPLETED: True, S.FAILED: False}
+        seen[state] = (w.is_warm(), w.is_idle(), w.is_leaving())
+    assert seen == {
+        S.WARMING: (False, False, False),
+        S.WARM: (True, True, False),
+        S.PROCESSING: (True, False, False),
+        S.DRAINING: (True, False, True),  # still serving its last request, takes no new one
+        S.STOPPING: (False, False, True),
+        S.FAILED: (False, False, False),
+    }

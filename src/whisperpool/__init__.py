@@ -8,7 +8,7 @@ The package root re-exports the public API::
         print(engine.transcribe_sync("speech.wav", language="en").text)
 """
 
-from .config import DecodeOptions, FakeBehavior, PoolConfig
+from .config import DecodeOptions, PoolConfig
 from .engine import TranscriptionEngine
 from .errors import (
     ConfigError,
@@ -35,7 +35,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "DecodeOptions",
-    "FakeBehavior",
     "InvalidAudio",
     "InvalidStateTransition",
     "ModelError",

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from .errors import ConfigError
+from .testing import FakeBehavior
 
 Task = Literal["transcribe", "translate"]
 Device = Literal["cpu", "cuda", "auto"]
 BackendName = Literal["faster-whisper", "fake"]
-StartMethod = Literal["spawn", "forkserver"]
 Window = Literal["auto", "full", "short"]
 
 
@@ -106,38 +106,6 @@ class DecodeOptions:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class FakeBehavior:
-    """What the fake backend does: for tests of the pool's mechanics and its failures.
-
-    ``*_workers`` fields name worker slots (0-based) that misbehave; an empty set means
-    none. Audio whose first sample equals ``crash_marker`` (or ``hang_marker``,
-    ``error_marker``) makes the worker crash (hang, raise) on that request. Like the real
-    backend, audio up to ``short_window_max_s`` is answered by a "short" window under
-    ``window="auto"``; one that starts with ``fallback_marker`` is reported as a fallback.
-    """
-
-    load_delay_s: float = 0.0
-    inference_delay_s: float = 0.0
-    fail_warmup_workers: frozenset[int] = frozenset()
-    crash_warmup_workers: frozenset[int] = frozenset()
-    hang_warmup_workers: frozenset[int] = frozenset()
-    crash_marker: float = 0.75
-    hang_marker: float = 0.5
-    error_marker: float = 0.25
-    fallback_marker: float = 0.125
-    short_window_max_s: float = 24.0
-    flaky_warmup_workers: frozenset[int] = frozenset()  # these fail warm-up until ``flaky_until``
-    flaky_until: float = 0.0  # a wall-clock time, as time.time() gives
-
-    def __post_init__(self) -> None:
-        for name in ("load_delay_s", "inference_delay_s"):
-            if getattr(self, name) < 0:
-                _fail("FakeBehavior", name, "must be >= 0", getattr(self, name))
-        for name in ("fail_warmup_workers", "crash_warmup_workers", "hang_warmup_workers", "flaky_warmup_workers"):
-            object.__setattr__(self, name, frozenset(getattr(self, name)))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class PoolConfig:
     """Settings of a :class:`~whisperpool.pool.ProcessPool`.
 
@@ -176,7 +144,6 @@ class PoolConfig:
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     backend: BackendName = "faster-whisper"
     fake: FakeBehavior = field(default_factory=FakeBehavior)
-    start_method: StartMethod = "spawn"
     model_cache_dir: str | None = None
     max_restarts: int = 5
     restart_backoff_s: float = 0.5
@@ -205,7 +172,6 @@ class PoolConfig:
             _fail(owner, "model", "must be a model name or a folder path", self.model)
         _check_literal(owner, "device", self.device, Device)
         _check_literal(owner, "backend", self.backend, BackendName)
-        _check_literal(owner, "start_method", self.start_method, StartMethod)
         if self.threads_per_worker is not None and (
             not isinstance(self.threads_per_worker, int) or self.threads_per_worker < 1
         ):
@@ -276,4 +242,4 @@ class PoolConfig:
         return dataclasses.replace(self, **changes)
 
 
-__all__ = ["DecodeOptions", "FakeBehavior", "PoolConfig", "available_cores"]
+__all__ = ["DecodeOptions", "PoolConfig", "available_cores"]

@@ -8,28 +8,15 @@ process and is never shared between threads.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from ..config import BackendName, DecodeOptions, FakeBehavior
+from ..config import DecodeOptions
 from ..results import Segment, TranscriptionResult
+from ..worker.protocol import BackendSpec
 
 SegmentCallback = Callable[[Segment], None]
-
-
-@dataclass(frozen=True, slots=True)
-class BackendSpec:
-    """Everything a worker needs to build its backend: plain data, picklable."""
-
-    name: BackendName
-    model: str
-    device: str
-    compute_type: str
-    cpu_threads: int
-    slot: int
-    fake: FakeBehavior
 
 
 class Backend(Protocol):

@@ -32,7 +32,7 @@ from rich.console import Console
 from ..audio import load_audio
 from ..config import DecodeOptions, PoolConfig
 from ..pool import ProcessPool
-from ..scaling import DEFAULT_WARM_UP_S
+from ..pool.autoscaler import DEFAULT_WARM_UP_S
 from . import adaptive_model
 from .common import CLIPS, Target, header, median, pct, table
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..config import PoolConfig
-from ..scaling import Autoscaler, Decision, Load
+from ..pool.autoscaler import Autoscaler, Decision, Load
 
 TICK_S = 0.02  # the model's clock step: the manager thread decides about this often under load
 

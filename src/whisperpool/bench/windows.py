@@ -25,9 +25,10 @@ from rich.table import Table
 from ..audio import load_audio
 from ..backends import BackendSpec
 from ..backends import faster_whisper as fw
-from ..config import DecodeOptions, FakeBehavior, PoolConfig, available_cores
+from ..config import DecodeOptions, PoolConfig, available_cores
 from ..models import resolve_model
 from ..pool import ProcessPool
+from ..testing import FakeBehavior
 from ..wer import normalize, word_error_rate
 from .common import CLIPS, Target, header, median
 

@@ -1,10 +1,12 @@
 """The worker process: load the model, prove it warm, then serve requests until told to stop.
 
-Runs in a child started with the ``spawn`` (or ``forkserver``) method. It speaks only
-over its own pipe (see :mod:`whisperpool.protocol`). It never decides anything about the
-pool: a failure is reported and the parent decides. When the parent dies, the pipe
-reaches EOF and the worker exits; on Linux the kernel also kills it (``PR_SET_PDEATHSIG``)
-even in the middle of a request.
+Run as ``python -m whisperpool.worker.main FD`` by :mod:`.process`: a fresh interpreter
+that imports nothing of the parent's ``__main__``. It speaks only over the connection
+on descriptor ``FD`` (see :mod:`.protocol`); the first message, :class:`~.protocol.Boot`,
+says what to load. It never decides anything about the pool: a failure is reported and
+the parent decides. When the parent dies, the connection reaches EOF and the worker
+exits; on Linux the kernel also kills it (``PR_SET_PDEATHSIG``) even in the middle of a
+request.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ import sys
 import time
 from multiprocessing.connection import Connection
 
+from ..backends import create_backend
+from ..errors import ErrorInfo
 from . import protocol as p
-from .backends import BackendSpec, create_backend
-from .config import DecodeOptions
-from .errors import ErrorInfo
 
 EXIT_OK = 0
 EXIT_ORPHANED = 2
@@ -30,16 +31,14 @@ PR_SET_PDEATHSIG = 1
 log = logging.getLogger(__name__)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to kill us if the parent dies (Linux), and check it has not already."""
+def _die_with_parent() -> None:
+    """Ask the kernel to kill us if the parent dies (Linux)."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):  # pragma: no cover - no prctl: the pipe EOF still works
             pass
-    if os.getppid() != parent_pid:
-        os._exit(EXIT_ORPHANED)
 
 
 def rss_bytes() -> int:
@@ -53,18 +52,22 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def worker_main(
-    conn: Connection,
-    worker_id: int,
-    spec: BackendSpec,
-    warmup_options: DecodeOptions,
-    log_level: int,
-    parent_pid: int,
-) -> None:
-    _die_with_parent(parent_pid)
+def worker_main(conn: Connection) -> None:
+    _die_with_parent()
     # Ctrl-C reaches the whole process group; the parent owns shutdown and tells us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format=f"%(asctime)s worker-{worker_id} %(levelname)s %(name)s: %(message)s")
+    try:
+        boot = conn.recv()
+    except (EOFError, OSError):
+        sys.exit(EXIT_ORPHANED)
+    if not isinstance(boot, p.Boot):
+        sys.exit(f"whisperpool worker: expected a Boot message first, got {type(boot).__name__}")
+    if os.getppid() != boot.parent_pid:
+        os._exit(EXIT_ORPHANED)
+    worker_id, spec, warmup_options = boot.worker_id, boot.spec, boot.warmup_options
+    logging.basicConfig(
+        level=boot.log_level, format=f"%(asctime)s worker-{worker_id} %(levelname)s %(name)s: %(message)s"
+    )
     try:
         started = time.perf_counter()
         backend = create_backend(spec)
@@ -109,3 +112,14 @@ def _serve(conn: Connection, backend, msg: p.Transcribe) -> None:
         conn.send(p.Failed(msg.request_id, ErrorInfo.from_exception(exc)))
         return
     conn.send(p.Done(msg.request_id, result, time.perf_counter() - started, rss_bytes()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].isdigit():
+        sys.exit("usage: python -m whisperpool.worker.main FD  (started by the pool, not by hand)")
+    worker_main(Connection(int(args[0])))
+
+
+if __name__ == "__main__":
+    main()

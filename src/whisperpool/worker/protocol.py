@@ -1,6 +1,7 @@
 """Messages on a worker's pipe. Plain frozen dataclasses; nothing else crosses.
 
-Parent -> worker: :class:`Transcribe`, :class:`Ping`, :class:`Stop`.
+Parent -> worker: first :class:`Boot` (what to load), then :class:`Transcribe`,
+:class:`Ping`, :class:`Stop`.
 Worker -> parent: :class:`Loaded` and then :class:`Ready` (the warm-up handshake) or
 :class:`WarmUpFailed`; per request, any number of :class:`SegmentDecoded` (when the
 request asked to stream) and then exactly one :class:`Done` or :class:`Failed`;
@@ -13,9 +14,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import DecodeOptions
-from .errors import ErrorInfo
-from .results import Segment, TranscriptionResult
+from ..config import BackendName, DecodeOptions
+from ..errors import ErrorInfo
+from ..results import Segment, TranscriptionResult
+from ..testing import FakeBehavior
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Everything a worker needs to build its backend: plain data."""
+
+    name: BackendName
+    model: str
+    device: str
+    compute_type: str
+    cpu_threads: int
+    slot: int
+    fake: FakeBehavior
+
+
+@dataclass(frozen=True, slots=True)
+class Boot:
+    """The first message: who the worker is, what to load, how to warm up."""
+
+    worker_id: int
+    spec: BackendSpec
+    warmup_options: DecodeOptions
+    log_level: int
+    parent_pid: int
 
 
 @dataclass(frozen=True, slots=True)

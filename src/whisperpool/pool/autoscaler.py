@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .config import PoolConfig
+from ..config import PoolConfig
 
 DEFAULT_WORKER_MB = 400.0  # a first guess at a worker's memory, before any has reported
 DEFAULT_WARM_UP_S = 4.0  # a first guess at a worker's warm-up, before any has warmed

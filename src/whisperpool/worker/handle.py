@@ -1,91 +1,68 @@
-"""The parent's handle on one worker process, and the worker lifecycle.
+"""The parent's handle on one worker: its process, its connection, its state, its request.
 
-::
-
-    cold -> warming -> warm -> processing -> completed -> warm ...
-               |         |         |             |
-               +---------+---------+-------------+--> failed | terminated
-
-A worker's state is one :class:`WorkerState` field, changed only in
-:meth:`Worker.set_state`, which checks the move against :data:`TRANSITIONS` and reports
-it. ``failed`` and ``terminated`` are final: a replacement is a new worker.
-
-Only the pool's manager thread calls the methods that change a worker.
+A worker's lifecycle is one :class:`~.states.WorkerState` field, changed only in
+:meth:`Worker.set_state`, which checks the move against :data:`~.states.TRANSITIONS`
+and reports it. Only the pool's manager thread calls the methods that change a worker.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..config import DecodeOptions
+from ..errors import InvalidStateTransition
 from . import protocol as p
-from .backends import BackendSpec
-from .config import DecodeOptions
-from .errors import InvalidStateTransition
-from .worker_main import worker_main
+from .process import WorkerProcess
+from .states import (
+    BUSY_STATES,
+    FINAL_STATES,
+    HOT_STATES,
+    LEAVING_STATES,
+    STARTING_STATES,
+    TRANSITIONS,
+    WorkerState,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
-    from multiprocessing.process import BaseProcess
 
-    from .pool import Job
+    from ..pool.jobs import Job
 
 log = logging.getLogger(__name__)
-
-
-class WorkerState(str, enum.Enum):
-    COLD = "cold"
-    WARMING = "warming"
-    WARM = "warm"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TERMINATED = "terminated"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-S = WorkerState
-_ENDS = {S.FAILED, S.TERMINATED}
-TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
-    S.COLD: frozenset({S.WARMING} | _ENDS),
-    S.WARMING: frozenset({S.WARM} | _ENDS),
-    S.WARM: frozenset({S.PROCESSING} | _ENDS),
-    S.PROCESSING: frozenset({S.COMPLETED} | _ENDS),
-    S.COMPLETED: frozenset({S.WARM} | _ENDS),
-    S.FAILED: frozenset(),
-    S.TERMINATED: frozenset(),
-}
-HOT_STATES = frozenset({S.WARM, S.PROCESSING, S.COMPLETED})
 
 StateCallback = Callable[["Worker", WorkerState, WorkerState], None]
 
 
 class Worker:
-    """One worker process, its pipe, its state and the request it is serving."""
+    """One worker process, its connection, its state and the request it is serving.
+
+    ``quick``: a scale-up, wanted now, that warms the short window only. ``replaces``:
+    the worker this one warms up to relieve (a planned recycle); ``recycle_reason``:
+    why this worker is being recycled. Neither is a state: the state says what the
+    worker does, these say whom it relieves and why.
+    """
 
     def __init__(
         self,
         worker_id: int,
-        spec: BackendSpec,
+        spec: p.BackendSpec,
         *,
-        context: multiprocessing.context.BaseContext,
         warmup_options: DecodeOptions,
         warmup_timeout_s: float,
         on_state_change: StateCallback,
+        quick: bool = False,
     ) -> None:
         self.id = worker_id
         self.slot = spec.slot
         self.spec = spec
+        self.quick = quick
         self.state = WorkerState.COLD
         self.error: str | None = None
-        self.process: BaseProcess | None = None
+        self.process: WorkerProcess | None = None
         self.conn: Connection | None = None
         self.pid: int | None = None
         self.job: Job | None = None
@@ -95,15 +72,12 @@ class Worker:
         self.load_s: float | None = None
         self.warm_up_s: float | None = None
         self.warm_windows: tuple[str, ...] = ()  # encoder windows it has run (warm-up or request)
-        self.quick_start = False  # a scale-up (set by the pool): warms the short window only
         self.idle_since = 0.0
-        self.stopping = False
         self.kill_at: float | None = None
-        self.reaped = False
+        self.exit_code: int | None = None
         # supervision
         self.max_requests: int | None = None  # recycle after this many (jitter included)
-        self.replaces: Worker | None = None  # the worker this one is warming up to relieve
-        self.retire_when_idle = False  # relieved: stop as soon as it holds no request
+        self.replaces: Worker | None = None
         self.recycle_reason: str | None = None
         self.rss_bytes = 0
         self.next_ping_at: float | None = None
@@ -115,7 +89,7 @@ class Worker:
         self.check_s: float | None = None  # how long the last one took
         self.checks = 0
         self._ping_seq = 0
-        self._context = context
+        self._reaped = False
         self._warmup_options = warmup_options
         self._warmup_timeout_s = warmup_timeout_s
         self._on_state_change = on_state_change
@@ -134,34 +108,46 @@ class Worker:
 
     # -- queries -------------------------------------------------------------------------
     def is_warm(self) -> bool:
-        """True while the model is loaded and warmed (idle, busy or just finished)."""
+        """True while the model is loaded and warmed (idle, busy, just finished or draining)."""
         return self.state in HOT_STATES
 
     def is_idle(self) -> bool:
-        """Warm, free, and not on its way out: may take the next request."""
-        return self.state is WorkerState.WARM and self.job is None and not self.stopping and not self.retire_when_idle
+        """Warm and free: may take the next request."""
+        return self.state is WorkerState.WARM
+
+    def is_busy(self) -> bool:
+        return self.state in BUSY_STATES
+
+    def is_starting(self) -> bool:
+        return self.state in STARTING_STATES
+
+    def is_leaving(self) -> bool:
+        """Draining its last request or asked to exit: takes no new request."""
+        return self.state in LEAVING_STATES
+
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
 
     @property
     def alive(self) -> bool:
         """The process was started and has not been reaped yet."""
-        return self.process is not None and not self.reaped
+        return self.process is not None and not self._reaped
+
+    def output_tail(self) -> tuple[str, ...]:
+        """The last lines the worker process printed."""
+        return self.process.output_tail() if self.process is not None else ()
 
     # -- actions -------------------------------------------------------------------------
     def warm_up(self) -> None:
         """Start the process; it loads the model, runs one dummy inference, says READY."""
-        parent_end, child_end = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=worker_main,
-            args=(child_end, self.id, self.spec, self._warmup_options, logging.getLogger().level, os.getpid()),
-            name=f"whisperpool-worker-{self.id}",
-            daemon=True,
-        )
+        process = WorkerProcess(f"whisperpool-worker-{self.id}")
         self.warmup_started = time.monotonic()
         self.warmup_deadline = self.warmup_started + self._warmup_timeout_s
         self.set_state(WorkerState.WARMING)
-        process.start()
-        child_end.close()
-        self.process, self.conn, self.pid = process, parent_end, process.pid
+        conn = process.start()
+        self.process, self.conn, self.pid = process, conn, process.pid
+        boot = p.Boot(self.id, self.spec, self._warmup_options, logging.getLogger().level, os.getpid())
+        conn.send(boot)  # a fresh socket buffer takes it whole: no wait on a child that is not reading yet
 
     def assign(self, job: Job) -> None:
         """Send ``job`` to this idle worker (raises ``OSError`` if the pipe is broken)."""
@@ -184,16 +170,19 @@ class Worker:
         self.next_ping_at = now + interval_s if interval_s else None
 
     def finish_job(self) -> Job:
+        """The request it held is answered. A draining worker stays draining: the pool
+        stops it next; any other goes to ``completed``."""
         job, self.job = self.job, None
         assert job is not None
         if not job.background:
             self.requests_served += 1
-        self.set_state(WorkerState.COMPLETED)
+        if self.state is not WorkerState.DRAINING:
+            self.set_state(WorkerState.COMPLETED)
         return job
 
     def ask_to_stop(self, now: float, grace_s: float) -> None:
-        """Ask the process to exit; it is killed if still there after ``grace_s``."""
-        self.stopping = True
+        """Ask the process to exit (state ``stopping``); it is killed if still there after ``grace_s``."""
+        self.set_state(WorkerState.STOPPING)
         self.kill_at = now + grace_s
         try:
             assert self.conn is not None
@@ -201,14 +190,21 @@ class Worker:
         except (OSError, AssertionError):
             self.terminate(now, grace_s)
 
+    def stop_now(self, now: float, grace_s: float) -> None:
+        """SIGTERM without asking (state ``stopping``): it is warming, or its request is abandoned."""
+        self.set_state(WorkerState.STOPPING)
+        self.terminate(now, grace_s)
+
     def terminate(self, now: float, grace_s: float) -> None:
         """SIGTERM now, SIGKILL at ``now + grace_s`` if it is still there."""
-        if self.process is not None and not self.reaped:
+        if self.alive:
+            assert self.process is not None
             self.process.terminate()
             self.kill_at = now + grace_s
 
     def kill(self) -> None:
-        if self.process is not None and not self.reaped:
+        if self.alive:
+            assert self.process is not None
             log.warning("worker %d (pid %s) did not exit in time; killing it", self.id, self.pid)
             self.process.kill()
             self.kill_at = None
@@ -216,9 +212,12 @@ class Worker:
     def reap(self) -> int | None:
         """Collect the exited process; returns its exit code."""
         assert self.process is not None
-        self.process.join(timeout=5)
-        self.reaped = True
+        self.exit_code = self.process.reap()
+        self._reaped = True
         self.kill_at = None
         if self.conn is not None:
             self.conn.close()
-        return self.process.exitcode
+        return self.exit_code
+
+
+__all__ = ["StateCallback", "Worker"]
