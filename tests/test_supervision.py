@@ -14,7 +14,7 @@ import pytest
 
 from conftest import WAIT, pid_alive, samples, wait_for
 from test_pool_fake import Recorder, wait_running
-from whisperpool import WorkerState
+from whisperpool import DecodeOptions, WorkerState
 from whisperpool.testing import FakeBehavior
 
 EVENTS = ["worker_failed", "worker_restarted", "worker_recycled", "worker_state_changed", "warm_up_failed"]
@@ -235,3 +235,25 @@ def test_a_worker_that_dies_while_being_recycled_leaves_one_worker_in_its_slot(m
     status = pool.get_status()
     assert status.total_workers == 1 and rec.of("worker_restarted") == []
     assert pool.transcribe(samples(4), timeout=WAIT).text == "4 samples"
+
+
+def test_a_busy_worker_relieved_by_its_warm_successor_drains_its_request_then_leaves(make_pool):
+    behavior = FakeBehavior(inference_delay_s=0.4)
+    pool = make_pool(pool_size=1, max_requests_per_worker=1, fake=behavior, decode=DecodeOptions(window="full"))
+    rec = Recorder(pool, EVENTS)
+    pool.warm_up_all_workers(timeout=WAIT)
+    old = pool.get_status().workers[0].id
+    futures = [pool.submit(samples(700 + i)) for i in range(8)]  # keeps the old worker busy
+    assert [f.result(timeout=WAIT).text for f in futures] == [f"{700 + i} samples" for i in range(8)]
+
+    def changes():
+        return [(e.worker_id, e.old, e.new) for e in rec.of("worker_state_changed")]
+
+    assert wait_for(lambda: (old, WorkerState.STOPPING, WorkerState.TERMINATED) in changes())
+    seen = changes()
+    successor = rec.of("worker_recycled")[0].successor
+    warm = seen.index((successor, WorkerState.WARMING, WorkerState.WARM))
+    draining = seen.index((old, WorkerState.PROCESSING, WorkerState.DRAINING))
+    assert warm < draining < seen.index((old, WorkerState.DRAINING, WorkerState.STOPPING))
+    status = pool.get_status()
+    assert status.requests_failed == 0 and status.worker_crashes == 0 and status.workers_recycled >= 1
