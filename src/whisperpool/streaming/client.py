@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..audio import SAMPLE_RATE, resample
+from ..errors import MissingDependency
 from ..urls import ws_url
 from .realtime import COMPLETED, FAILED, RealtimeEvents
 from .session import StreamingSession
@@ -90,7 +91,12 @@ async def play_realtime(
     Ends when every committed utterance is completed after the last sample was sent
     (or ``timeout_s`` after it).
     """
-    import websockets
+    try:
+        import websockets
+    except ImportError:
+        raise MissingDependency(
+            "speaking the Realtime protocol needs the 'server' extra: pip install 'whisperpool[server]'"
+        ) from None
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     pcm = np.clip(resample(_with_tail(audio), SAMPLE_RATE, target=rate), -1, 1)
