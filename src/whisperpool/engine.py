@@ -8,9 +8,9 @@
     with TranscriptionEngine() as engine:          # the synchronous facade
         print(engine.transcribe_sync("note.wav").text)
 
-    session = engine.stream(language="en")        # live audio, in the event loop
+    session = engine.stream(language="en")         # live audio, in the event loop
     session.feed(chunk, 16_000)
-        async for event in session: ...
+    async for event in session: ...
 
 It decodes any input to 16 kHz mono float32 (off the event loop), submits it to its
 :class:`~whisperpool.pool.ProcessPool`, and awaits the result. It emits ``ready`` once
@@ -18,11 +18,14 @@ warm-up has ended with at least one warm worker, and re-emits every pool event.
 
 The engine is the only door for the faces (HTTP, Realtime, Wyoming, the CLI)::
 
-    faces --> TranscriptionEngine --> StreamingSession --> ProcessPool --> workers
-                 resolve_model()          stream()           submit()
-                 options()                                   get_status()
-                 submit() / transcribe()
-                 readiness() / statuses()
+    HTTP, Realtime, Wyoming, CLI
+        |
+        v
+    TranscriptionEngine    resolve_model(), options(), status(), statuses(), readiness()
+        |  submit(), transcribe() ------------------------------+
+        |  stream() --> StreamingSession (realtime priority) ---+
+        v                                                       v
+    one ProcessPool per model configuration --> worker processes
 
 Model routing has one behaviour everywhere: ``None``, every configured name, the
 default model's served ``name`` and OpenAI's alias ``whisper-1`` are served; any other
