@@ -1,7 +1,8 @@
 # Two commands set everything up on a fresh machine:
 #   make run   - install into .venv and serve the OpenAI-compatible API on 127.0.0.1:8000
 #                with the packaged model (Ctrl-C stops it)
-#   make test  - install into .venv and run the whole test suite
+#   make test  - install into .venv and run the whole test suite (the layering contract too)
+# Both install the server extra: `pip install whisperpool` alone is the library and the CLI.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[server,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -35,3 +35,120 @@ def test_bad_settings_are_exit_code_2():
     proc = run("serve", "--port", "70000")
     assert proc.returncode == 2 and "port" in proc.stderr
     assert run().returncode == 2
+
+
+# -- how flags and WHISPERPOOL_* variables end in the settings -------------------------------
+
+
+def parse(*argv: str):
+    from whisperpool.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def test_transcribe_flags_map_to_the_pool_config():
+    from whisperpool.cli import transcribe_config
+
+    args = parse(
+        "transcribe", "a.wav", "--model", "/models/tiny", "--workers", "3", "--threads", "2", "--compute-type",
+        "float32", "--timeout", "12.5", "--language", "de", "--beam-size", "5", "--task", "translate",
+        "--initial-prompt", "Hallo", "--word-timestamps", "--vad-filter", "--window", "full",
+    )  # fmt: skip
+    config = transcribe_config(args)
+    assert (config.model, config.pool_size, config.threads_per_worker) == ("/models/tiny", 3, 2)
+    assert (config.compute_type, config.device, config.request_timeout_s) == ("float32", "cpu", 12.5)
+    d = config.decode
+    assert (d.language, d.beam_size, d.task, d.initial_prompt) == ("de", 5, "translate", "Hallo")
+    assert (d.word_timestamps, d.vad_filter, d.window) == (True, True, "full")
+    plain = transcribe_config(parse("transcribe", "a.wav")).decode
+    assert (plain.language, plain.window, plain.word_timestamps) == (None, "auto", False)
+
+
+def test_serve_flags_win_over_environment_variables_and_both_reach_the_settings():
+    from whisperpool.cli import serve_settings
+
+    environ = {
+        "WHISPERPOOL_PORT": "9000",
+        "WHISPERPOOL_WORKERS": "4",
+        "WHISPERPOOL_LANGUAGE": "de",
+        "WHISPERPOOL_API_KEY": "from-env",
+        "WHISPERPOOL_EXTRA_MODELS": "f32=base:float32:1",
+        "WHISPERPOOL_MAX_QUEUE": "7",
+    }
+    args = parse(
+        "serve", "--port", "8123", "--host", "0.0.0.0", "--max-upload-mb", "5", "--grace", "3", "--model", "/m",
+        "--threads", "2", "--compute-type", "float32", "--timeout", "9", "--window", "full", "--wyoming-port",
+        "10301", "--min-workers", "1", "--max-workers", "3", "--state-file", "/tmp/s.json",
+    )  # fmt: skip
+    settings = serve_settings(args, environ)
+    assert (settings.port, settings.host, settings.api_key) == (8123, "0.0.0.0", "from-env")
+    assert (settings.max_upload_mb, settings.grace_s, settings.wyoming_port, settings.http) == (5, 3, 10301, True)
+    pool = settings.pool
+    assert (pool.model, pool.pool_size, pool.threads_per_worker, pool.compute_type) == ("/m", 4, 2, "float32")
+    assert (pool.request_timeout_s, pool.max_queue, pool.min_workers, pool.max_workers) == (9, 7, 1, 3)
+    assert pool.state_file == "/tmp/s.json"
+    assert (pool.decode.language, pool.decode.window) == ("de", "full")
+    assert settings.models["f32"].compute_type == "float32" and settings.models["f32"].pool_size == 1
+    assert settings.served_model == "/m"
+
+
+def test_serve_without_flags_or_variables_gets_the_one_table_of_defaults():
+    from whisperpool.cli import serve_settings
+    from whisperpool.server.settings import DEFAULTS
+
+    settings = serve_settings(parse("serve"), {})
+    assert settings == DEFAULTS
+    assert (settings.host, settings.port, settings.pool.max_queue, settings.wyoming_port) == (
+        "127.0.0.1",
+        8000,
+        64,
+        None,
+    )
+
+
+def test_wyoming_flags_map_to_a_wyoming_only_server():
+    from whisperpool.cli import serve_settings
+
+    args = parse("wyoming", "--port", "10301", "--model", "/m", "--workers", "1", "--language", "en", "--host", "::1")
+    settings = serve_settings(args, {"WHISPERPOOL_WORKERS": "3", "WHISPERPOOL_COMPUTE_TYPE": "float32"})
+    assert (settings.http, settings.wyoming_port, settings.host) == (False, 10301, "::1")
+    assert (settings.pool.model, settings.pool.pool_size, settings.pool.compute_type) == ("/m", 1, "float32")
+    assert settings.pool.decode.language == "en"
+    assert serve_settings(parse("wyoming"), {}).wyoming_port == 10300
+
+
+def test_stream_and_load_flags():
+    from whisperpool.cli import stream_config
+    from whisperpool.server.settings import DEFAULTS
+
+    config = stream_config(parse("stream", "a.wav", "--workers", "1", "--threads", "2", "--language", "en"))
+    assert (config.pool_size, config.threads_per_worker, config.model, config.decode.language) == (1, 2, "base", "en")
+    load = parse("load", "--requests", "10", "--concurrency", "2", "--workers", "1")
+    assert (load.requests, load.concurrency, load.workers, load.max_queue) == (10, 2, 1, DEFAULTS.pool.max_queue)
+
+
+# -- the server extra ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["wyoming", "--port", "0"], ["load", "--requests", "1"]])
+def test_server_commands_without_the_server_extra_name_it_and_exit_2(command, monkeypatch, capsys):
+    from whisperpool.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "wyoming", None)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'whisperpool[server]'" in err and "fastapi" in err and "wyoming" in err
+
+
+def test_the_library_and_cli_import_without_the_server_extra():
+    code = (
+        "import sys\n"
+        "for m in ('fastapi', 'uvicorn', 'starlette', 'prometheus_client', 'wyoming', 'websockets', 'python_multipart'):\n"
+        "    sys.modules[m] = None\n"
+        "import whisperpool, whisperpool.cli, whisperpool.server, whisperpool.remote\n"
+        "whisperpool.cli.build_parser().parse_args(['serve', '--help'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--port" in proc.stdout

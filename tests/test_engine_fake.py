@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import WAIT, clip, fake_config, pid_alive
+from conftest import WAIT, clip, fake_config, pid_alive, samples, wait_for
 from whisperpool import InvalidAudio, PoolFailed, TranscriptionEngine, WorkerState
 from whisperpool.testing import FakeBehavior
 
@@ -105,3 +105,44 @@ def test_background_start_serves_requests_that_arrive_while_warming():
         return result
 
     assert run(main()).text == "123 samples"
+
+
+def test_submit_refuses_at_once_delivers_segments_in_the_loop_and_cancels_a_queued_request():
+    from whisperpool import QueueFull
+
+    async def run():
+        config = fake_config(pool_size=1, max_queue=1, fake=FakeBehavior(inference_delay_s=0.5))
+        async with TranscriptionEngine(config) as engine:
+            assert engine.readiness().state == "ready" and engine.readiness().to_dict()["warm_workers"] == 1
+            loop_thread = threading.get_ident()
+            seen: list[tuple[str, bool]] = []
+            running = engine.submit(
+                samples(800), on_segment=lambda s: seen.append((s.text, threading.get_ident() == loop_thread))
+            )
+            assert wait_for(lambda: engine.status().busy_workers == 1)
+            queued = engine.submit(samples(1600))
+            with pytest.raises(QueueFull):
+                engine.submit(samples(3200))  # raised now, not when awaited
+            queued.cancel()  # as the server does when its client disconnects
+            result = await running
+            await engine.submit(samples(400))  # would wait behind the cancelled one if it were queued
+            return result, seen, engine.status()
+
+    result, seen, status = asyncio.run(asyncio.wait_for(run(), WAIT))
+    assert result.text == "800 samples" and seen == [("800 samples", True)]
+    assert status.requests_completed == 2  # the cancelled request never ran
+
+
+def test_readiness_says_failed_when_every_worker_failed():
+    from whisperpool.engine import Readiness
+
+    engine = TranscriptionEngine(fake_config(pool_size=1, fake=FakeBehavior(fail_warmup_workers=frozenset(range(8)))))
+    with pytest.raises(PoolFailed):
+        engine.start_sync()
+    try:
+        readiness = engine.readiness()
+        assert readiness.state == "failed" and not readiness.ready
+        assert readiness.to_dict()["failed_workers"] == 1
+        assert Readiness.of(engine.status()).state == "failed"
+    finally:
+        engine.close_sync()

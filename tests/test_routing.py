@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -128,3 +129,87 @@ def test_the_cli_says_when_no_server_answers(tmp_path, capsys):
     a = encode(samples(8000), tmp_path / "a.wav")
     assert main(["transcribe", "--url", f"127.0.0.1:{port}", str(a)]) == 3
     assert f"no answer from the server at http://127.0.0.1:{port}" in capsys.readouterr().err
+
+
+# -- one routing behaviour on every face -----------------------------------------------------
+
+
+def test_the_engine_resolves_every_served_name_and_alias_and_nothing_else():
+    engine = TranscriptionEngine(fake_config(pool_size=1), models={"second": fake_config(pool_size=1)}, name="mine")
+    assert engine.served_models == ("mine", "second")
+    assert engine.model_names == ("base", "mine", "second", "whisper-1")
+    for name, served in [
+        (None, "mine"),
+        ("mine", "mine"),
+        ("base", "mine"),
+        ("whisper-1", "mine"),
+        ("second", "second"),
+    ]:
+        assert engine.resolve_model(name) == served
+    with pytest.raises(UnknownModel) as info:
+        engine.resolve_model("third")
+    assert info.value.code == "model_not_found"
+    assert str(info.value) == "model 'third' is not served here; available: base, mine, second, whisper-1"
+    assert engine.options("second", language="en").language == "en"
+    with pytest.raises(ConfigError, match="language"):
+        engine.options(language="e n")
+
+
+def test_the_http_face_answers_an_unknown_model_with_openais_404(tmp_path):
+    settings = ServerSettings(pool=fake_config(pool_size=1), model_name="mine")
+    wav = encode(samples(8000), tmp_path / "a.wav").read_bytes()
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/audio/transcriptions", files={"file": ("a.wav", wav)}, data={"model": "third"})
+        ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert r.status_code == 404
+    assert r.json()["error"] == {
+        "message": "model 'third' is not served here; available: base, mine, whisper-1",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+    assert ids == ["base", "mine", "whisper-1"]
+
+
+def _receive_until(ws, kind: str) -> list[dict]:
+    """Events up to and including the first of type ``kind`` (bounded)."""
+    events = []
+    for _ in range(200):
+        events.append(ws.receive_json())
+        if events[-1]["type"] == kind:
+            return events
+    raise AssertionError(f"no {kind} in {[e['type'] for e in events]}")
+
+
+def test_the_realtime_face_refuses_an_unknown_model_and_serves_an_extra_one():
+    import base64
+
+    settings = ServerSettings(pool=fake_config(pool_size=1), models={"second": fake_config(pool_size=1)})
+    pcm = base64.b64encode(np.zeros(24_000, "<i2").tobytes()).decode()
+
+    def update(model: str) -> str:
+        session = {"input_audio_transcription": {"model": model}, "turn_detection": None}
+        return json.dumps({"type": "transcription_session.update", "session": session})
+
+    with TestClient(create_app(settings)) as client:
+        assert wait_for(lambda: client.get("/v1/pool").json()["models"]["second"]["warm_workers"] == 1)
+        with client.websocket_connect("/v1/realtime?intent=transcription") as ws:
+            assert ws.receive_json()["type"] == "transcription_session.created"
+            ws.send_text(update("third"))
+            error = ws.receive_json()
+            # No silent fallback: an error, and the session goes on with its settings.
+            assert error["type"] == "error" and error["error"]["code"] == "model_not_found"
+            assert error["error"]["param"] == "session.input_audio_transcription.model"
+            assert "'third' is not served here" in error["error"]["message"]
+            ws.send_text(update("second"))
+            updated = ws.receive_json()
+            assert updated["type"] == "transcription_session.updated"
+            assert updated["session"]["input_audio_transcription"]["model"] == "second"
+            ws.send_text(json.dumps({"type": "input_audio_buffer.append", "audio": pcm}))
+            ws.send_text(json.dumps({"type": "input_audio_buffer.commit"}))
+            events = _receive_until(ws, "conversation.item.input_audio_transcription.completed")
+        assert events[0]["type"] == "input_audio_buffer.committed" and events[0]["previous_item_id"] is None
+        assert events[-1]["item_id"] == events[0]["item_id"]  # the fake backend gives no words: text is ""
+        pool = client.get("/v1/pool").json()
+    assert pool["models"]["second"]["requests_completed"] >= 1
+    assert pool["models"]["base"]["requests_completed"] == 0

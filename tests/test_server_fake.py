@@ -166,3 +166,24 @@ def test_window_fallbacks_reach_the_metrics_and_a_bad_window_is_400(tmp_path):
     assert 'whisperpool_window_fallbacks_total{model="base",reason="log_probability"} 1.0' in metrics
     assert 'whisperpool_window_fallbacks_total{model="base",reason="repetition"} 0.0' in metrics
     assert 'whisperpool_short_window_requests_total{model="base"} 1.0' in metrics
+
+
+def test_sse_streams_segments_through_the_engine_and_an_unknown_model_is_404_before_the_stream(tmp_path):
+    import json
+
+    with TestClient(app_for(pool_size=1)) as client:
+        assert wait_for(lambda: client.get("/health/ready").status_code == 200)
+        r = upload(client, wav(tmp_path), stream="true", model="whisper-1")
+        missing = upload(client, wav(tmp_path), stream="true", model="third")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line.removeprefix("data: ")) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events] == ["transcript.text.delta", "transcript.text.done"]
+    assert events[0]["delta"] == "8000 samples" and events[1]["text"] == "8000 samples"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+def test_readiness_comes_from_the_engine():
+    with TestClient(app_for(pool_size=1, fake=FakeBehavior(fail_warmup_workers=frozenset({0, 1, 2})))) as client:
+        assert wait_for(lambda: client.get("/health/ready").json()["status"] == "failed")
+        r = client.get("/health/ready")
+    assert r.status_code == 503 and r.json()["failed_workers"] == 1 and r.json()["warm_workers"] == 0

@@ -116,3 +116,38 @@ def test_realtime_refuses_other_intents_and_wrong_keys(query, headers):
             with client.websocket_connect(f"/v1/realtime?{query}", headers=headers) as ws:
                 ws.receive_json()
     assert info.value.code == 1008
+
+
+def test_one_realtime_mapping_deltas_only_append_and_items_commit_in_order():
+    from whisperpool.errors import ErrorInfo, QueueFull
+    from whisperpool.streaming import Final, Partial, SpeechStarted, SpeechStopped, StreamError
+    from whisperpool.streaming.realtime import RealtimeEvents
+
+    events = RealtimeEvents(tentative=True)
+    out = []
+    for event in (
+        SpeechStarted("item_1", 0.25),
+        Partial("item_1", " the quick brawn", " the quick"),
+        Partial("item_1", " the quick brown fox", " the quick"),  # nothing new committed: no delta
+        SpeechStopped("item_1", 1.5),
+        Final("item_1", " the quick brown fox", 0.25, 1.5),
+        StreamError("item_2", ErrorInfo.from_exception(QueueFull("full"))),
+    ):
+        out += events.translate(event)
+    assert [e["type"] for e in out] == [
+        "input_audio_buffer.speech_started",
+        "partial",
+        "conversation.item.input_audio_transcription.delta",
+        "partial",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.failed",
+    ]
+    assert out[0]["audio_start_ms"] == 250 and out[4]["audio_end_ms"] == 1500
+    assert [e["delta"] for e in out if e["type"].endswith(".delta")] == [" the quick", " brown fox"]
+    assert out[7]["transcript"] == " the quick brown fox" and (out[7]["start_s"], out[7]["end_s"]) == (0.25, 1.5)
+    assert out[5]["previous_item_id"] is None and events.committed("item_2")["previous_item_id"] == "item_1"
+    assert out[8]["error"]["code"] == "queue_full"
+    assert "partial" not in [e["type"] for e in RealtimeEvents().translate(Partial("i", " a b", " a"))]

@@ -8,6 +8,7 @@ The package root re-exports the public API::
         print(engine.transcribe_sync("speech.wav", language="en").text)
 """
 
+from ._version import __version__
 from .config import DecodeOptions, PoolConfig
 from .engine import TranscriptionEngine
 from .errors import (
@@ -29,8 +30,6 @@ from .pool import PoolStatus, ProcessPool, WarmUpSummary, WorkerStatus
 from .results import Segment, Timings, TranscriptionResult, Word
 from .streaming import StreamingSession
 from .worker import WorkerState
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",

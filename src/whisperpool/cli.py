@@ -1,7 +1,9 @@
 """The ``whisperpool`` command. The only place that turns errors into exit codes.
 
 Exit codes: 0 success; 1 some inputs failed (the others were still transcribed);
-2 bad command line; 3 the engine could not start (model missing, every worker failed).
+2 bad command line, or a command whose extra is not installed (``serve``, ``wyoming`` and
+``load`` need ``whisperpool[server]``); 3 the engine could not start (model missing,
+every worker failed).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__
+from ._version import __version__
 from .audio import load_audio
 from .config import DecodeOptions, PoolConfig
-from .engine import TranscriptionEngine
-from .errors import ConfigError, ModelError, PoolNotReady, WhisperPoolError
-from .pool import PoolStatus
+from .engine import PoolStatus, TranscriptionEngine
+from .errors import ConfigError, MissingDependency, ModelError, PoolNotReady, WhisperPoolError
 from .results import TranscriptionResult
+from .server.settings import DEFAULT_WYOMING_PORT, DEFAULTS, ServerSettings, build_settings, env_overrides
+from .streaming.realtime import COMPLETED, DELTA, FAILED, PARTIAL
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -113,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_pool_options(t)
 
+    pool = DEFAULTS.pool  # the server's defaults, from the one table
     s = sub.add_parser(
         "serve",
         help="run the OpenAI-compatible HTTP server on a warm pool",
@@ -120,19 +124,34 @@ def build_parser() -> argparse.ArgumentParser:
         "a WHISPERPOOL_* environment variable (WHISPERPOOL_PORT, WHISPERPOOL_WORKERS, WHISPERPOOL_API_KEY, ...); "
         "a flag wins over the variable. SIGTERM or SIGINT lets in-flight requests finish within --grace seconds.",
     )
-    s.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1, loopback only)")
-    s.add_argument("--port", type=int, default=None, help="port (default: 8000)")
+    s.add_argument("--host", default=None, help=f"address to bind (default: {DEFAULTS.host}, loopback only)")
+    s.add_argument("--port", type=int, default=None, help=f"port (default: {DEFAULTS.port})")
     s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (default: none)")
-    s.add_argument("--max-upload-mb", type=float, default=None, help="largest upload accepted (default: 25)")
-    s.add_argument("--max-queue", type=int, default=None, help="requests that may wait; more get 503 (default: 64)")
-    s.add_argument("--grace", type=float, default=None, help="seconds in-flight requests get at shutdown (default: 30)")
-    s.add_argument("--model", default=None, help="'base' (packaged), a CTranslate2 folder, or a faster-whisper name")
-    s.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: 2)")
-    s.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
-    s.add_argument("--compute-type", default=None, help="CTranslate2 compute type (default: int8)")
-    s.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="(default: cpu)")
     s.add_argument(
-        "--timeout", type=float, default=None, help="seconds a request may take, queue included (default: 300)"
+        "--max-upload-mb",
+        type=float,
+        default=None,
+        help=f"largest upload accepted (default: {DEFAULTS.max_upload_mb:g})",
+    )
+    s.add_argument(
+        "--max-queue", type=int, default=None, help=f"requests that may wait; more get 503 (default: {pool.max_queue})"
+    )
+    s.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help=f"seconds in-flight requests get at shutdown (default: {DEFAULTS.grace_s:g})",
+    )
+    s.add_argument("--model", default=None, help="'base' (packaged), a CTranslate2 folder, or a faster-whisper name")
+    s.add_argument("--workers", type=_positive_int, default=None, help=f"worker processes (default: {pool.pool_size})")
+    s.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
+    s.add_argument("--compute-type", default=None, help=f"CTranslate2 compute type (default: {pool.compute_type})")
+    s.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help=f"(default: {pool.device})")
+    s.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"seconds a request may take, queue included (default: {pool.request_timeout_s:g})",
     )
     s.add_argument("--language", default=None, help="default language of requests (default: detect)")
     s.add_argument(
@@ -178,14 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     wy = sub.add_parser(
         "wyoming",
         help="serve only the Wyoming protocol (Home Assistant) on a warm pool",
-        description="Serves Wyoming speech-to-text on TCP (default 127.0.0.1:10300) with transcript streaming. "
+        description=f"Serves Wyoming speech-to-text on TCP (default {DEFAULTS.host}:{DEFAULT_WYOMING_PORT}) "
+        "with transcript streaming. "
         "Takes the serve command's pool options and WHISPERPOOL_* variables.",
     )
-    wy.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1, loopback only)")
-    wy.add_argument("--port", dest="wyoming_port", type=int, default=10300, help="TCP port (default: 10300)")
+    wy.add_argument("--host", default=None, help=f"address to bind (default: {DEFAULTS.host}, loopback only)")
+    wy.add_argument(
+        "--port",
+        dest="wyoming_port",
+        type=int,
+        default=DEFAULT_WYOMING_PORT,
+        help=f"TCP port (default: {DEFAULT_WYOMING_PORT})",
+    )
     for flag in ("model", "compute_type", "device", "language"):
         wy.add_argument(f"--{flag.replace('_', '-')}", default=None)
-    wy.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: 2)")
+    wy.add_argument("--workers", type=_positive_int, default=None, help=f"worker processes (default: {pool.pool_size})")
     wy.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
 
     ld = sub.add_parser(
@@ -201,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--chaos-every", type=float, default=None, help="SIGKILL a random worker every S seconds")
     ld.add_argument("--workers", type=_positive_int, default=2, help="workers of the started server (default: 2)")
     ld.add_argument("--threads", type=_positive_int, default=None, help="threads per worker of the started server")
-    ld.add_argument("--max-queue", type=int, default=64, help="queue limit of the started server (default: 64)")
+    ld.add_argument(
+        "--max-queue",
+        type=int,
+        default=pool.max_queue,
+        help=f"queue limit of the started server (default: {pool.max_queue})",
+    )
     ld.add_argument("--language", default="en", help="language of the started server (default: en)")
     ld.add_argument("--limit", type=float, default=1800.0, help="stop after this many seconds (default: 1800)")
     ld.add_argument("--output", default=None, help="write the result as JSON here")
@@ -253,7 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_from(args: argparse.Namespace) -> PoolConfig:
+def stream_config(args: argparse.Namespace) -> PoolConfig:
+    """The local pool of ``stream`` (without ``--url``)."""
+    return PoolConfig(
+        pool_size=args.workers,
+        model=args.model or "base",
+        threads_per_worker=args.threads,
+        decode=DecodeOptions(language=args.language),
+    )
+
+
+def transcribe_config(args: argparse.Namespace) -> PoolConfig:
+    """The local pool of ``transcribe`` (without ``--url``)."""
     decode = DecodeOptions(
         language=args.language,
         task=args.task,
@@ -369,7 +411,7 @@ async def _transcribe_remote(args: argparse.Namespace, out: Console, err: Consol
 async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.url:
         return await _transcribe_remote(args, out, err)
-    engine = TranscriptionEngine(_config_from(args))
+    engine = TranscriptionEngine(transcribe_config(args))
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -460,24 +502,28 @@ async def _stream(args: argparse.Namespace, out: Console, err: Console) -> int:
     live = out.is_terminal and not args.json
 
     async def show(events) -> None:
-        partial = ""
+        """Realtime server events, from a server or the local player (see whisperpool.streaming.realtime)."""
+        committed = ""  # the current item's deltas
         async for t, event in events:
             kind = event["type"]
             if args.json:
                 out.print(json.dumps({"t": round(t, 3), **event}), highlight=False, markup=False, soft_wrap=True)
                 continue
-            if kind in ("partial", "conversation.item.input_audio_transcription.delta"):
-                partial = event["text"] if kind == "partial" else partial + event["delta"]
+            if kind in (DELTA, PARTIAL):
+                if kind == DELTA:
+                    committed += event["delta"]
+                # whisperpool's local "partial" adds the words not yet committed
+                shown = event["text"] if kind == PARTIAL else committed
                 if live:
-                    out.file.write("\r\x1b[2K" + partial[-(out.width - 1) :])
+                    out.file.write("\r\x1b[2K" + shown[-(out.width - 1) :])
                     out.file.flush()
-            elif kind == "conversation.item.input_audio_transcription.completed":
+            elif kind == COMPLETED:
                 if live:
                     out.file.write("\r\x1b[2K")
                 times = f"[{event['start_s']:6.2f} -> {event['end_s']:6.2f}] " if "start_s" in event else ""
                 out.print(f"{times}{event['transcript']}  [dim](final at {t:.2f} s)[/dim]", highlight=False)
-                partial = ""
-            elif kind in ("error", "conversation.item.input_audio_transcription.failed"):
+                committed = ""
+            elif kind in ("error", FAILED):
                 err.print(f"error: {event['error'].get('message')}", highlight=False, markup=False)
 
     if args.url or args.realtime:
@@ -486,27 +532,27 @@ async def _stream(args: argparse.Namespace, out: Console, err: Console) -> int:
             play_realtime(url, audio, pace=args.pace, language=args.language, model=args.model, api_key=args.api_key)
         )
         return EXIT_OK
-    config = PoolConfig(
-        pool_size=args.workers,
-        model=args.model or "base",
-        threads_per_worker=args.threads,
-        decode=DecodeOptions(language=args.language),
-    )
-    async with TranscriptionEngine(config) as engine:
+    async with TranscriptionEngine(stream_config(args)) as engine:
         await show(play_local(engine.stream(), audio, pace=args.pace))
     return EXIT_OK
 
 
-def _serve(args: argparse.Namespace, err: Console) -> int:
-    from .server import build_settings, env_overrides, serve, serve_wyoming
-
-    values = env_overrides()
+def serve_settings(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ServerSettings:
+    """``serve``/``wyoming`` settings: ``WHISPERPOOL_*`` variables, then the flags given (a flag wins)."""
+    values = env_overrides(environ)
     values.update(
         {target: getattr(args, flag) for flag, target in _SERVE_FLAGS.items() if getattr(args, flag, None) is not None}
     )
     if args.command == "wyoming":
         values["http"] = False
-    settings = build_settings(values)
+    return build_settings(values)
+
+
+def _serve(args: argparse.Namespace, err: Console) -> int:
+    from .server import require_extra, serve, serve_wyoming
+
+    require_extra()
+    settings = serve_settings(args)
     try:
         started = serve(settings, console=err) if settings.http else serve_wyoming(settings, console=err)
         if not started:
@@ -539,12 +585,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_stream(args, out, err))
         if args.command == "load":
             from .loadtest import run
+            from .server import require_extra
+
+            require_extra()  # it starts a server, and speaks to it over HTTP
 
             return run(args, out)
         from .bench import run_bench
 
         return run_bench(args, out)
-    except ConfigError as exc:
+    except (ConfigError, MissingDependency) as exc:
         err.print(f"whisperpool: {exc}", highlight=False, markup=False)
         return EXIT_USAGE
     except KeyboardInterrupt:

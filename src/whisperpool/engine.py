@@ -8,13 +8,29 @@
     with TranscriptionEngine() as engine:          # the synchronous facade
         print(engine.transcribe_sync("note.wav").text)
 
-    async with engine.stream(language="en") as session:   # live audio
-        session.feed(chunk, 16_000)
-        async for event in session: ...
+    session = engine.stream(language="en")         # live audio, in the event loop
+    session.feed(chunk, 16_000)
+    async for event in session: ...
 
 It decodes any input to 16 kHz mono float32 (off the event loop), submits it to its
 :class:`~whisperpool.pool.ProcessPool`, and awaits the result. It emits ``ready`` once
 warm-up has ended with at least one warm worker, and re-emits every pool event.
+
+The engine is the only door for the faces (HTTP, Realtime, Wyoming, the CLI)::
+
+    HTTP, Realtime, Wyoming, CLI
+        |
+        v
+    TranscriptionEngine    resolve_model(), options(), status(), statuses(), readiness()
+        |  submit(), transcribe() ------------------------------+
+        |  stream() --> StreamingSession (realtime priority) ---+
+        v                                                       v
+    one ProcessPool per model configuration --> worker processes
+
+Model routing has one behaviour everywhere: ``None``, every configured name, the
+default model's served ``name`` and OpenAI's alias ``whisper-1`` are served; any other
+name raises :class:`~whisperpool.errors.UnknownModel` (code ``model_not_found``),
+whose message lists the names that are.
 """
 
 from __future__ import annotations
@@ -22,60 +38,143 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import numpy as np
 from pyee.asyncio import AsyncIOEventEmitter
 
 from . import events as ev
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .config import DecodeOptions, PoolConfig
 from .errors import ConfigError, UnknownModel
-from .pool import PRIORITY_DEFAULT, PoolStatus, ProcessPool, WarmUpSummary
+from .pool import PRIORITY_DEFAULT, PoolStatus, ProcessPool, WarmUpSummary, WorkerStatus
 from .results import Segment, TranscriptionResult
 from .streaming import StreamingSession
+from .worker import WorkerState
 
 log = logging.getLogger(__name__)
 
 ENGINE_EVENTS = ev.POOL_EVENTS
+OPENAI_ALIAS = "whisper-1"  # what OpenAI clients send by default; served by the default model
+
+ReadyState = Literal["ready", "warming", "failed", "unavailable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether a model's pool can serve now, and why not: what ``/health/ready`` reports.
+
+    ``state`` is ``ready`` (a worker is warm), ``warming`` (workers are still loading),
+    ``failed`` (every worker failed to warm up) or ``unavailable`` (none is left).
+    """
+
+    state: ReadyState
+    status: PoolStatus
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @classmethod
+    def of(cls, status: PoolStatus) -> Readiness:
+        if status.ready:
+            state: ReadyState = "ready"
+        elif status.warming_workers or status.cold_workers:
+            state = "warming"
+        elif status.total_workers and status.failed_workers == status.total_workers:
+            state = "failed"
+        else:
+            state = "unavailable"
+        return cls(state, status)
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.status
+        return {
+            "status": self.state,
+            "warm_up_progress": s.warm_up_progress,
+            "total_workers": s.total_workers,
+            "warm_workers": s.warm_workers,
+            "busy_workers": s.busy_workers,
+            "failed_workers": s.failed_workers,
+            "queue_depth": s.queue_depth,
+        }
 
 
 class TranscriptionEngine:
     """Owns a :class:`ProcessPool` per model configuration; transcribes paths, bytes,
-    file objects and arrays.
+    file objects and arrays, and opens live streaming sessions.
 
-    ``config`` is the default model's pool, named by its ``model`` setting; ``models``
-    adds more, each a pool of its own with its own sizes (``{"base-f32":
-    PoolConfig(model="base", compute_type="float32", pool_size=1)}``), chosen per request
-    with ``model=``. Readiness and the ``ready`` event follow the default pool.
+    ``config`` is the default model's pool, served as ``name`` (default: its ``model``
+    setting); ``models`` adds more, each a pool of its own with its own sizes
+    (``{"base-f32": PoolConfig(model="base", compute_type="float32", pool_size=1)}``),
+    chosen per request with ``model=`` (see :meth:`resolve_model`). Readiness and the
+    ``ready`` event follow the default pool.
+
+    ``pool`` and ``pools`` (by served name) are there for tests and tools that measure
+    the pool itself; the faces go through the methods below.
     """
 
     def __init__(
-        self, config: PoolConfig | None = None, *, models: Mapping[str, PoolConfig] | None = None, **overrides: Any
+        self,
+        config: PoolConfig | None = None,
+        *,
+        models: Mapping[str, PoolConfig] | None = None,
+        name: str | None = None,
+        **overrides: Any,
     ) -> None:
         self.pool = ProcessPool(config, **overrides)
         self.config = self.pool.config
-        self.default_model = self.config.model
-        self.pools: dict[str, ProcessPool] = {self.default_model: self.pool}
-        for name, model_config in (models or {}).items():
-            if name in self.pools:
-                raise ConfigError(f"model name {name!r} is given twice")
-            self.pools[name] = ProcessPool(model_config)
+        self.name = name or self.config.model
+        self.pools: dict[str, ProcessPool] = {self.name: self.pool}
+        for model_name, model_config in (models or {}).items():
+            if model_name in self.pools:
+                raise ConfigError(f"model name {model_name!r} is given twice")
+            self.pools[model_name] = ProcessPool(model_config)
+        # Other names of the default model: its model setting and OpenAI's alias. A
+        # configuration named like one of them is served under that name instead.
+        self._aliases = {alias: self.name for alias in (self.config.model, OPENAI_ALIAS) if alias not in self.pools}
         self.emitter = AsyncIOEventEmitter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warm_up: WarmUpSummary | None = None
         for pool in self.pools.values():
-            for name in ev.POOL_EVENTS:
-                if name != ev.READY:  # the engine's own "ready" means: warm-up has ended
-                    pool.on(name, self._forwarder(name))
+            for event in ev.POOL_EVENTS:
+                if event != ev.READY:  # the engine's own "ready" means: warm-up has ended
+                    pool.on(event, self._forwarder(event))
 
-    def pool_for(self, model: str | None) -> ProcessPool:
-        """The pool serving ``model`` (None: the default); ``UnknownModel`` if none does."""
+    # -- routing -------------------------------------------------------------------------
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        """The model configurations' names, the default first (one per pool)."""
+        return tuple(self.pools)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """Every name a request may use: the served names and the default's aliases, sorted."""
+        return tuple(sorted({*self.pools, *self._aliases}))
+
+    def resolve_model(self, model: str | None) -> str:
+        """The served name of the configuration ``model`` names (None: the default).
+
+        Raises :class:`~whisperpool.errors.UnknownModel` for a name that is not served;
+        its message lists the names that are.
+        """
         if model is None:
-            return self.pool
-        try:
-            return self.pools[model]
-        except KeyError:
-            raise UnknownModel(f"model {model!r} is not served here; available: {', '.join(self.pools)}") from None
+            return self.name
+        if model in self.pools:
+            return model
+        if model in self._aliases:
+            return self._aliases[model]
+        raise UnknownModel(f"model {model!r} is not served here; available: {', '.join(self.model_names)}")
+
+    def _pool(self, model: str | None) -> ProcessPool:
+        return self.pools[self.resolve_model(model)]
+
+    def options(self, model: str | None = None, base: DecodeOptions | None = None, **changes: Any) -> DecodeOptions:
+        """Decoding options for ``model``: ``base`` (default: the model's own defaults) with
+        ``changes`` applied. Raises :class:`~whisperpool.errors.ConfigError` naming a bad field."""
+        options = base or self._pool(model).config.decode
+        return options.replace(**changes) if changes else options
 
     # -- events ------------------------------------------------------------------------
     def on(self, event: str, callback: Callable[..., Any] | None = None) -> Any:
@@ -142,20 +241,58 @@ class TranscriptionEngine:
 
         Decoding options come from ``options`` (default: the model's pool's), with any
         keyword in ``decode`` (``language="en"``, ``word_timestamps=True``, ...) changed.
-        ``sample_rate`` applies to arrays only; ``model`` picks a model configuration.
+        ``sample_rate`` applies to arrays only; ``model`` picks a model configuration
+        (see :meth:`resolve_model`); ``on_segment`` is called in the event loop with each
+        segment as it decodes. Cancelling the call drops a queued request from the queue
+        (a running one finishes on its worker).
         """
-        pool = self.pool_for(model)
-        opts = self._options(options, decode, pool)
+        opts = self.options(model, options, **decode)
         samples = await asyncio.to_thread(load_audio, audio, sample_rate=sample_rate, name=name)
-        future = pool.submit(samples, opts, priority=priority, timeout=timeout, on_segment=on_segment)
-        return await asyncio.wrap_future(future)
+        return await self.submit(
+            samples, model=model, options=opts, priority=priority, timeout=timeout, on_segment=on_segment
+        )
+
+    def submit(
+        self,
+        samples: np.ndarray,
+        *,
+        model: str | None = None,
+        options: DecodeOptions | None = None,
+        priority: int = PRIORITY_DEFAULT,
+        timeout: float | None = None,
+        on_segment: Callable[[Segment], None] | None = None,
+    ) -> asyncio.Future[TranscriptionResult]:
+        """Queue 16 kHz mono float32 ``samples`` now; call in the event loop.
+
+        Raises at once what the queue refuses (:class:`~whisperpool.errors.QueueFull`,
+        :class:`~whisperpool.errors.UnknownModel`, ...), so a server can answer before it
+        starts a response. ``on_segment`` is called in the loop, every segment before the
+        result. Cancelling the returned future drops a queued request from the queue.
+        """
+        pool = self._pool(model)
+        callback = None
+        if on_segment is not None:
+            loop = asyncio.get_running_loop()
+
+            def callback(segment: Segment) -> None:
+                loop.call_soon_threadsafe(on_segment, segment)
+
+        future = pool.submit(
+            samples, options or pool.config.decode, priority=priority, timeout=timeout, on_segment=callback
+        )
+        return asyncio.wrap_future(future)  # cancelling it cancels the pool's future
 
     def status(self, model: str | None = None) -> PoolStatus:
-        return self.pool_for(model).get_status()
+        """The pool status of ``model`` (None: the default)."""
+        return self._pool(model).get_status()
 
     def statuses(self) -> dict[str, PoolStatus]:
-        """Every model configuration's pool status, by name."""
+        """Every model configuration's pool status, by served name, the default first."""
         return {name: pool.get_status() for name, pool in self.pools.items()}
+
+    def readiness(self, model: str | None = None) -> Readiness:
+        """Whether ``model`` (None: the default) can serve now: ready, warming, failed or unavailable."""
+        return Readiness.of(self.status(model))
 
     async def close(self, *, drain: bool = False, timeout: float | None = None) -> None:
         """Stop every worker of every pool (see :meth:`ProcessPool.close`)."""
@@ -167,26 +304,28 @@ class TranscriptionEngine:
         self,
         language: str | None = None,
         *,
+        model: str | None = None,
         vad: bool = True,
+        vad_threshold: float = 0.5,
         update_interval_s: float = 0.5,
         max_buffer_s: float = 15.0,
         min_silence_s: float = 0.4,
         options: DecodeOptions | None = None,
-        model: str | None = None,
         **decode: Any,
     ) -> StreamingSession:
         """A live transcription session (see :mod:`whisperpool.streaming`); call in the loop.
 
-        ``vad=False`` leaves the turns to the caller: :meth:`StreamingSession.commit` ends
-        each utterance. Updates use the short-audio window and realtime priority.
+        ``model`` picks a model configuration (see :meth:`resolve_model`). ``vad=False``
+        leaves the turns to the caller: :meth:`StreamingSession.commit` ends each
+        utterance. Updates use the short-audio window and realtime priority.
         """
         if language is not None:
             decode["language"] = language
-        pool = self.pool_for(model)
         return StreamingSession(
-            pool,
-            self._options(options, decode, pool),
+            self._pool(model),
+            self.options(model, options, **decode),
             vad=vad,
+            vad_threshold=vad_threshold,
             update_interval_s=update_interval_s,
             max_buffer_s=max_buffer_s,
             min_silence_s=min_silence_s,
@@ -227,8 +366,8 @@ class TranscriptionEngine:
         **decode: Any,
     ) -> TranscriptionResult:
         """Blocking :meth:`transcribe`, for scripts and threads."""
-        pool = self.pool_for(model)
-        opts = self._options(options, decode, pool)
+        pool = self._pool(model)
+        opts = self.options(model, options, **decode)
         samples = load_audio(audio, sample_rate=sample_rate, name=name)
         return pool.submit(samples, opts, timeout=timeout).result()
 
@@ -247,11 +386,14 @@ class TranscriptionEngine:
     def __exit__(self, *exc_info: object) -> None:
         self.close_sync()
 
-    def _options(
-        self, options: DecodeOptions | None, changes: dict[str, Any], pool: ProcessPool | None = None
-    ) -> DecodeOptions:
-        base = options or (pool or self.pool).config.decode
-        return base.replace(**changes) if changes else base
 
-
-__all__ = ["ENGINE_EVENTS", "TranscriptionEngine"]
+__all__ = [
+    "ENGINE_EVENTS",
+    "OPENAI_ALIAS",
+    "PoolStatus",
+    "Readiness",
+    "TranscriptionEngine",
+    "WarmUpSummary",
+    "WorkerState",
+    "WorkerStatus",
+]

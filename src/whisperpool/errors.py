@@ -94,6 +94,40 @@ class TranscriptionError(WhisperPoolError):
     code = "transcription_error"
 
 
+class InvalidParameter(WhisperPoolError, ValueError):
+    """A request parameter is missing or wrong; ``param`` names it."""
+
+    code = "invalid_parameter"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class Unauthorized(WhisperPoolError):
+    """The request carries no API key, or the wrong one."""
+
+    code = "invalid_api_key"
+
+
+class UploadTooLarge(WhisperPoolError):
+    """An upload is over the server's size limit."""
+
+    code = "upload_too_large"
+
+
+class ClientDisconnected(WhisperPoolError):
+    """The client went away before its answer was ready; nobody reads this response."""
+
+    code = "client_disconnected"
+
+
+class MissingDependency(WhisperPoolError, ImportError):
+    """An optional part needs packages that are not installed; the message names the extra."""
+
+    code = "missing_dependency"
+
+
 class RemoteTraceback(Exception):
     """Carries a worker's formatted traceback as the ``__cause__`` of a rebuilt error."""
 
@@ -105,17 +139,47 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb}"""'
 
 
-_BY_NAME: dict[str, type[WhisperPoolError]] = {
-    cls.__name__: cls
-    for cls in (
-        ConfigError,
-        ModelError,
-        InvalidAudio,
-        TranscriptionError,
-        RequestTimeout,
-        WorkerCrashed,
-    )
-}
+# The one error registry: every whisperpool error, by class name (errors that cross the
+# worker pipe) and by code (errors that cross HTTP). Codes are unique.
+ERRORS: tuple[type[WhisperPoolError], ...] = (
+    WhisperPoolError,
+    ConfigError,
+    ModelError,
+    InvalidAudio,
+    InvalidStateTransition,
+    PoolNotReady,
+    PoolFailed,
+    UnknownModel,
+    PoolClosed,
+    QueueFull,
+    RequestTimeout,
+    WorkerCrashed,
+    TranscriptionError,
+    InvalidParameter,
+    Unauthorized,
+    UploadTooLarge,
+    ClientDisconnected,
+    MissingDependency,
+)
+_BY_NAME: dict[str, type[WhisperPoolError]] = {cls.__name__: cls for cls in ERRORS}
+_BY_CODE: dict[str, type[WhisperPoolError]] = {cls.code: cls for cls in ERRORS}
+
+
+def error_class(*, name: str | None = None, code: str | None = None) -> type[WhisperPoolError] | None:
+    """The whisperpool error class with this class ``name`` or this ``code``; None if none has it."""
+    if name is not None:
+        return _BY_NAME.get(name)
+    if code is not None:
+        return _BY_CODE.get(code)
+    return None
+
+
+def rebuild(cls: type[WhisperPoolError], message: str) -> WhisperPoolError:
+    """An instance of ``cls`` carrying ``message`` (the base class if ``cls`` takes other arguments)."""
+    try:
+        return cls(message)
+    except TypeError:
+        return WhisperPoolError(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,23 +195,33 @@ class ErrorInfo:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return cls(type=type(exc).__name__, message=str(exc) or type(exc).__name__, traceback=tb)
 
+    @property
+    def code(self) -> str:
+        """The error's stable code (a foreign exception is a ``transcription_error``)."""
+        cls = error_class(name=self.type)
+        return cls.code if cls is not None else TranscriptionError.code
+
     def to_exception(self, default: type[WhisperPoolError] = TranscriptionError) -> WhisperPoolError:
         """Rebuild the error: whisperpool types keep their class, others become ``default``."""
-        cls = _BY_NAME.get(self.type)
+        cls = error_class(name=self.type)
         if cls is None:
             exc: WhisperPoolError = default(f"{self.type}: {self.message}")
         else:
-            exc = cls(self.message)
+            exc = rebuild(cls, self.message)
         if self.traceback:
             exc.__cause__ = RemoteTraceback(self.traceback)
         return exc
 
 
 __all__ = [
+    "ERRORS",
+    "ClientDisconnected",
     "ConfigError",
     "ErrorInfo",
     "InvalidAudio",
+    "InvalidParameter",
     "InvalidStateTransition",
+    "MissingDependency",
     "ModelError",
     "PoolClosed",
     "PoolFailed",
@@ -156,7 +230,11 @@ __all__ = [
     "RemoteTraceback",
     "RequestTimeout",
     "TranscriptionError",
+    "Unauthorized",
     "UnknownModel",
+    "UploadTooLarge",
     "WhisperPoolError",
     "WorkerCrashed",
+    "error_class",
+    "rebuild",
 ]

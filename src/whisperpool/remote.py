@@ -14,14 +14,8 @@ from typing import Any
 
 import httpx
 
-from .errors import InvalidAudio, PoolNotReady, WhisperPoolError
-
-
-def _error_classes(base: type[WhisperPoolError] = WhisperPoolError) -> dict[str, type[WhisperPoolError]]:
-    classes = {base.code: base}
-    for sub in base.__subclasses__():
-        classes.update(_error_classes(sub))
-    return classes
+from .errors import InvalidAudio, PoolNotReady, WhisperPoolError, error_class, rebuild
+from .urls import http_url
 
 
 class RemoteEngine:
@@ -34,8 +28,7 @@ class RemoteEngine:
     def __init__(
         self, url: str, *, model: str | None = None, api_key: str | None = None, timeout_s: float = 600.0
     ) -> None:
-        url = url.rstrip("/")
-        self.url = url if url.startswith(("http://", "https://")) else f"http://{url}"
+        self.url = http_url(url)
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout_s)
@@ -86,12 +79,8 @@ class RemoteEngine:
             message, code = error["message"], error.get("code")
         except (ValueError, KeyError, TypeError):
             message, code = response.text[:200] or response.reason_phrase, None
-        cls = _error_classes().get(code or "", WhisperPoolError)
-        text = f"{path}: the server answered HTTP {response.status_code}: {message}"
-        try:
-            return cls(text)
-        except TypeError:  # an error class with other constructor arguments
-            return WhisperPoolError(text)
+        cls = error_class(code=code or "") or WhisperPoolError
+        return rebuild(cls, f"{path}: the server answered HTTP {response.status_code}: {message}")
 
 
 __all__ = ["RemoteEngine"]

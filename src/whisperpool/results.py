@@ -10,6 +10,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+# Why the short-window guard sent a decoding to the full window (``TranscriptionResult.fallback``).
+FALLBACK_REASONS = (
+    "compression_ratio",
+    "repetition",
+    "log_probability",
+    "token_cap",
+    "no_end_timestamp",
+    "stopped_early",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Word:
@@ -51,7 +61,7 @@ class TranscriptionResult:
 
     ``window`` says which encoder window answered: ``"short"`` (sized to the audio) or
     ``"full"`` (30 s); ``fallback`` names why a short window was rejected (one of
-    ``whisperpool.backends.faster_whisper.FALLBACK_REASONS``), or is None.
+    ``FALLBACK_REASONS``), or is None.
     """
 
     text: str
@@ -68,4 +78,4 @@ class TranscriptionResult:
         return dataclasses.asdict(self)
 
 
-__all__ = ["Segment", "Timings", "TranscriptionResult", "Word"]
+__all__ = ["FALLBACK_REASONS", "Segment", "Timings", "TranscriptionResult", "Word"]

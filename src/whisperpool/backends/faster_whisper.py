@@ -23,15 +23,15 @@ import math
 
 import numpy as np
 
+from ..audio import SAMPLE_RATE
 from ..config import DecodeOptions
 from ..errors import ModelError
-from ..results import Segment, TranscriptionResult, Word
+from ..results import FALLBACK_REASONS, Segment, TranscriptionResult, Word  # noqa: F401 (re-exported)
 from ..wer import normalize
 from . import BackendSpec, SegmentCallback
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 FRAMES_PER_SECOND = 100  # log-mel frames: one per 10 ms hop
 
 SHORT_WINDOW_MAX_S = 24.0  # longer audio takes the full window: at 21 s the short one was still 1.3x faster
@@ -45,16 +45,6 @@ NO_SPEECH_LIMIT = 0.6
 TOKENS_BASE = 24  # the token cap: this many, plus TOKENS_PER_S for each second of audio
 TOKENS_PER_S = 10
 TOKENS_MAX = 200  # leaves room for a prompt in Whisper's 448-token context
-
-
-FALLBACK_REASONS = (
-    "compression_ratio",
-    "repetition",
-    "log_probability",
-    "token_cap",
-    "no_end_timestamp",
-    "stopped_early",
-)
 
 
 class NeedsFullWindow(Exception):

@@ -3,22 +3,57 @@
 ``whisperpool serve`` runs :func:`serve`; ``create_app`` builds the ASGI app for any
 ASGI server. See :mod:`whisperpool.server.app` for the endpoints,
 :mod:`.realtime` for the Realtime WebSocket and :mod:`.wyoming` for Wyoming.
+
+The server is an extra (``pip install 'whisperpool[server]'``): this package and its
+:mod:`.settings` import without it, and :func:`require_extra` (called by :func:`serve`,
+:func:`serve_wyoming` and ``create_app``) raises
+:class:`~whisperpool.errors.MissingDependency` naming the extra when a package is missing.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from ..engine import TranscriptionEngine
+from ..engine import WorkerState
+from ..errors import MissingDependency
 from ..events import WarmUpFailedEvent, WorkerStateChanged
 from ..models import resolve_model
-from ..worker import WorkerState
-from .app import create_app
 from .settings import ServerSettings, build_settings, env_overrides
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 log = logging.getLogger(__name__)
+
+EXTRA = "server"
+# the modules the server extra installs (pyproject.toml's [server] extra), by import name
+EXTRA_MODULES = ("fastapi", "uvicorn", "python_multipart", "prometheus_client", "websockets", "wyoming")
+
+
+def require_extra() -> None:
+    """Raise :class:`MissingDependency` naming the extra if a package of the server is missing."""
+    missing = []
+    for module in EXTRA_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise MissingDependency(
+            f"the server needs the '{EXTRA}' extra: pip install 'whisperpool[{EXTRA}]' (missing: {', '.join(missing)})"
+        )
+
+
+def create_app(settings: ServerSettings, **kwargs: Any) -> FastAPI:
+    """The ASGI app (see :func:`whisperpool.server.app.create_app`)."""
+    require_extra()
+    from .app import create_app as create
+
+    return create(settings, **kwargs)
 
 
 def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
@@ -27,13 +62,14 @@ def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
     Raises :class:`~whisperpool.errors.ModelError` before binding if the model cannot be
     found; returns False if the server could not start (the port is taken, say).
     """
+    require_extra()
     import uvicorn
 
     for config in (settings.pool, *settings.models.values()):
         if config.backend != "fake":  # fail before binding, with the model's own message
             resolve_model(config.model, config.model_cache_dir)
     console = console or Console(stderr=True)
-    engine = TranscriptionEngine(settings.pool, models=settings.models)
+    engine = settings.engine()
 
     def on_change(event: WorkerStateChanged) -> None:
         if event.new is WorkerState.WARM and event.old is WorkerState.WARMING:
@@ -48,7 +84,7 @@ def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
     engine.on("ready", lambda e: console.print(f"ready: {e.warm_workers} warm worker(s) in {e.elapsed_s:.1f} s"))
     app = create_app(settings, engine=engine)
     key = "on" if settings.api_key else "off (set --api-key or WHISPERPOOL_API_KEY)"
-    served = ", ".join(repr(name) for name in (settings.served_model, *settings.models))
+    served = ", ".join(repr(name) for name in engine.served_models)
     console.print(
         f"whisperpool serving {served} on http://{settings.host}:{settings.port}/v1 "
         f"with {settings.pool.pool_size} worker(s); API key {key}; warming up ...",
@@ -72,21 +108,23 @@ def serve_wyoming(settings: ServerSettings, *, console: Console | None = None) -
     import asyncio
     import signal
 
+    require_extra()
     from .wyoming import start_wyoming
 
-    if settings.pool.backend != "fake":
-        resolve_model(settings.pool.model, settings.pool.model_cache_dir)
+    for config in (settings.pool, *settings.models.values()):
+        if config.backend != "fake":
+            resolve_model(config.model, config.model_cache_dir)
     console = console or Console(stderr=True)
     assert settings.wyoming_port is not None
 
     async def main() -> bool:
-        engine = TranscriptionEngine(settings.pool)
+        engine = settings.engine()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            server = await start_wyoming(engine, settings.host, settings.wyoming_port, settings.served_model)
+            server = await start_wyoming(engine, settings.host, settings.wyoming_port)
         except OSError as exc:
             console.print(f"cannot listen on {settings.host}:{settings.wyoming_port}: {exc}", highlight=False)
             return False
@@ -108,4 +146,13 @@ def serve_wyoming(settings: ServerSettings, *, console: Console | None = None) -
     return asyncio.run(main())
 
 
-__all__ = ["ServerSettings", "build_settings", "create_app", "env_overrides", "serve", "serve_wyoming"]
+__all__ = [
+    "EXTRA",
+    "ServerSettings",
+    "build_settings",
+    "create_app",
+    "env_overrides",
+    "require_extra",
+    "serve",
+    "serve_wyoming",
+]

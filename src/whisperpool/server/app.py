@@ -13,20 +13,21 @@
     WS   /v1/realtime               OpenAI's Realtime transcription protocol (see realtime.py)
 
 The port is bound at once; the pool warms in the background, and a request that arrives
-meanwhile waits for the first warm worker within its timeout.
+meanwhile waits for the first warm worker within its timeout. Every endpoint goes through
+the :class:`~whisperpool.engine.TranscriptionEngine`: the ``model`` field is routed by
+:meth:`~whisperpool.engine.TranscriptionEngine.resolve_model` (an unknown name is a 404
+``model_not_found`` in OpenAI's error shape).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +37,14 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__
+from .._version import __version__
 from ..audio import load_audio
 from ..config import DecodeOptions
-from ..engine import TranscriptionEngine
-from ..errors import ConfigError, UnknownModel, WhisperPoolError
-from ..pool import ProcessPool
+from ..engine import OPENAI_ALIAS, TranscriptionEngine
+from ..errors import ClientDisconnected, ConfigError, InvalidParameter, Unauthorized, WhisperPoolError
 from ..results import Segment, TranscriptionResult
 from . import errors, formats
-from .errors import ClientDisconnected, InvalidParameter, Unauthorized
+from .auth import authorized
 from .metrics import Metrics, MetricsMiddleware
 from .realtime import realtime_endpoint
 from .settings import ServerSettings
@@ -52,7 +52,6 @@ from .uploads import Upload, receive_upload
 
 log = logging.getLogger(__name__)
 
-OPENAI_ALIAS = "whisper-1"  # what OpenAI clients send by default; served by the default model
 TRANSCRIBE_PATH = "/v1/audio/transcriptions"
 TRANSLATE_PATH = "/v1/audio/translations"
 ENDPOINTS = {
@@ -67,12 +66,8 @@ ENDPOINTS = {
 
 
 def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None = None) -> FastAPI:
-    engine = engine or TranscriptionEngine(settings.pool, models=settings.models)
-    # model name -> its pool: every configuration by name; the default also as its
-    # served name and as OpenAI's alias
-    routes: dict[str, ProcessPool] = {settings.served_model: engine.pool, OPENAI_ALIAS: engine.pool, **engine.pools}
-    metrics = Metrics(lambda: {name: pool.get_status() for name, pool in _named_pools(settings, engine).items()})
-    served = set(routes)
+    engine = engine or settings.engine()
+    metrics = Metrics(engine.statuses)
     created = int(time.time())
 
     @asynccontextmanager
@@ -85,7 +80,7 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
             if settings.wyoming_port is not None:
                 from .wyoming import start_wyoming
 
-                wyoming = await start_wyoming(engine, settings.host, settings.wyoming_port, settings.served_model)
+                wyoming = await start_wyoming(engine, settings.host, settings.wyoming_port)
             yield
         finally:
             if wyoming is not None:
@@ -100,10 +95,7 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: ENDPOINTS)
 
     def check_key(request: Request) -> None:
-        if settings.api_key is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+        if not authorized(request, settings.api_key):
             raise Unauthorized("missing or wrong API key: send the header 'Authorization: Bearer <key>'")
 
     @app.get("/health/live")
@@ -112,41 +104,24 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
 
     @app.get("/health/ready")
     async def ready() -> JSONResponse:
-        status = engine.status()
-        if status.ready:
-            state = "ready"
-        elif status.warming_workers or status.cold_workers:
-            state = "warming"
-        elif status.total_workers and status.failed_workers == status.total_workers:
-            state = "failed"
-        else:
-            state = "unavailable"
-        body = {
-            "status": state,
-            "warm_up_progress": status.warm_up_progress,
-            "total_workers": status.total_workers,
-            "warm_workers": status.warm_workers,
-            "busy_workers": status.busy_workers,
-            "failed_workers": status.failed_workers,
-            "queue_depth": status.queue_depth,
-        }
-        return JSONResponse(body, status_code=200 if status.ready else 503)
+        readiness = engine.readiness()
+        return JSONResponse(readiness.to_dict(), status_code=200 if readiness.ready else 503)
 
     @app.get("/v1/pool")
     async def pool_status(request: Request) -> dict[str, Any]:
         check_key(request)
+        statuses = engine.statuses()
         data = engine.status().to_dict()
-        if len(engine.pools) > 1:
-            data["models"] = {
-                name: pool.get_status().to_dict() for name, pool in _named_pools(settings, engine).items()
-            }
+        if len(statuses) > 1:
+            data["models"] = {name: status.to_dict() for name, status in statuses.items()}
         return data
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         check_key(request)
         data = [
-            {"id": name, "object": "model", "created": created, "owned_by": "whisperpool"} for name in sorted(served)
+            {"id": name, "object": "model", "created": created, "owned_by": "whisperpool"}
+            for name in engine.model_names
         ]
         return {"object": "list", "data": data}
 
@@ -157,13 +132,12 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
     async def transcribe_upload(request: Request, task: str) -> Response:
         check_key(request)
         async with receive_upload(request, app.state.upload_dir, max_bytes=settings.max_upload_bytes) as upload:
-            params = _Params.parse(upload, routes, settings.served_model, task)
+            params = _Params.parse(upload, engine, task)
             # Decode while the file exists; from here on only samples are kept.
             samples = await asyncio.to_thread(load_audio, upload.path, name=upload.filename)
-        pool = routes[params.model]
         if params.stream:
-            return _sse(pool, samples, params, metrics)
-        future = pool.submit(samples, params.options)
+            return _sse(engine, samples, params, metrics)
+        future = engine.submit(samples, model=params.model, options=params.options)
         result = await _result_unless_disconnected(request, future)
         _observe(metrics, result)
         response = params.render(result)
@@ -197,13 +171,10 @@ class _Params:
     task: str
 
     @classmethod
-    def parse(cls, upload: Upload, routes: dict[str, ProcessPool], default: str, task: str) -> _Params:
+    def parse(cls, upload: Upload, engine: TranscriptionEngine, task: str) -> _Params:
         if upload.path is None:
             raise InvalidParameter("the request has no 'file' part with a file name", "file")
-        model = upload.get("model") or default
-        if model not in routes:
-            raise UnknownModel(f"model {model!r} is not served here; available: {', '.join(sorted(routes))}")
-        defaults = routes[model].config.decode
+        model = engine.resolve_model(upload.get("model") or None)  # UnknownModel: 404
         response_format = upload.get("response_format") or "json"
         if response_format not in formats.FORMATS:
             raise InvalidParameter(
@@ -237,7 +208,7 @@ class _Params:
             elif value < 0:
                 raise InvalidParameter("temperature must be between 0 and 1", "temperature")
         try:
-            options = defaults.replace(**changes)
+            options = engine.options(model, **changes)
         except ConfigError as exc:
             field = next(
                 (name for name in ("language", "temperature", "window") if f"DecodeOptions.{name}" in str(exc)), None
@@ -257,9 +228,10 @@ class _Params:
         return PlainTextResponse(result.text)
 
 
-async def _result_unless_disconnected(request: Request, future: Future[TranscriptionResult]) -> TranscriptionResult:
+async def _result_unless_disconnected(
+    request: Request, result: asyncio.Future[TranscriptionResult]
+) -> TranscriptionResult:
     """Await the result, but drop the request from the queue if the client goes away."""
-    result = asyncio.wrap_future(future)
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
@@ -272,8 +244,7 @@ async def _result_unless_disconnected(request: Request, future: Future[Transcrip
         watcher.cancel()
     if result.done():
         return result.result()
-    future.cancel()  # a queued request leaves the queue; a running one finishes on its worker
-    result.cancel()
+    result.cancel()  # a queued request leaves the queue; a running one finishes on its worker
     raise ClientDisconnected("the client disconnected before its transcription was ready")
 
 
@@ -304,19 +275,10 @@ def _event(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _named_pools(settings: ServerSettings, engine: TranscriptionEngine) -> dict[str, ProcessPool]:
-    """Each pool once, by the name /v1/models shows for it."""
-    return {settings.served_model if pool is engine.pool else name: pool for name, pool in engine.pools.items()}
-
-
-def _sse(pool: ProcessPool, samples, params: _Params, metrics: Metrics) -> StreamingResponse:
+def _sse(engine: TranscriptionEngine, samples, params: _Params, metrics: Metrics) -> StreamingResponse:
     """Submit now (so a full queue is still a 503), then stream each segment as it decodes."""
-    loop = asyncio.get_running_loop()
     segments: asyncio.Queue[Segment] = asyncio.Queue()
-    future = pool.submit(
-        samples, params.options, on_segment=lambda seg: loop.call_soon_threadsafe(segments.put_nowait, seg)
-    )
-    result_future = asyncio.wrap_future(future)
+    result_future = engine.submit(samples, model=params.model, options=params.options, on_segment=segments.put_nowait)
 
     async def events() -> AsyncIterator[str]:
         try:

@@ -1,6 +1,7 @@
 """HTTP errors in OpenAI's shape, mapped from whisperpool's exceptions in this one place.
 
-Every error response is ``{"error": {"message", "type", "param", "code"}}``.
+Every error response is ``{"error": {"message", "type", "param", "code"}}``. The classes
+live in :mod:`whisperpool.errors` (the one registry); they are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..errors import (
+    ClientDisconnected,
     ConfigError,
     InvalidAudio,
+    InvalidParameter,
     ModelError,
     PoolClosed,
     PoolNotReady,
     QueueFull,
     RequestTimeout,
     TranscriptionError,
+    Unauthorized,
     UnknownModel,
+    UploadTooLarge,
     WhisperPoolError,
     WorkerCrashed,
 )
@@ -29,30 +34,6 @@ from ..errors import (
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 2
-
-
-class InvalidParameter(WhisperPoolError, ValueError):
-    """A request parameter is missing or wrong; ``param`` names it."""
-
-    code = "invalid_parameter"
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-class Unauthorized(WhisperPoolError):
-    code = "invalid_api_key"
-
-
-class UploadTooLarge(WhisperPoolError):
-    code = "upload_too_large"
-
-
-class ClientDisconnected(WhisperPoolError):
-    """The client went away before its answer was ready; nobody reads this response."""
-
-    code = "client_disconnected"
 
 
 @dataclass(frozen=True)
@@ -118,3 +99,15 @@ def install(app) -> None:
     app.add_exception_handler(WhisperPoolError, _on_whisperpool_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)
+
+
+__all__ = [
+    "HTTP_ERRORS",
+    "ClientDisconnected",
+    "InvalidParameter",
+    "Unauthorized",
+    "UploadTooLarge",
+    "error_body",
+    "install",
+    "to_response",
+]

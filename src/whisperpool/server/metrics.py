@@ -14,9 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..backends.faster_whisper import FALLBACK_REASONS
-from ..pool import PoolStatus
-from ..worker import WorkerState
+from ..engine import PoolStatus, WorkerState
+from ..results import FALLBACK_REASONS
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0, 120.0)
 

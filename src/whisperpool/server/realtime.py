@@ -19,6 +19,11 @@ Audio is pcm16 little-endian mono at 24 kHz unless the session declares another 
 (``audio.input.format.rate``, or ``input_audio_format: "pcm16_16000"``-style beta
 names); it is resampled to 16 kHz. A bad event gets an ``error`` event naming it and the
 session goes on; only a client that will not speak the protocol at all is disconnected.
+
+The transcription ``model`` is routed by the engine (:meth:`TranscriptionEngine.resolve_model`):
+a served name, ``whisper-1`` or none picks a model; any other name gets an ``error`` event
+with code ``model_not_found`` and the session keeps its settings. Session events become
+server events in :mod:`whisperpool.streaming.realtime`, the one mapping.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hmac
 import itertools
 import json
 import logging
@@ -38,9 +42,11 @@ from typing import Any
 import numpy as np
 from fastapi import WebSocket, WebSocketDisconnect
 
-from ..engine import TranscriptionEngine
-from ..errors import ConfigError, WhisperPoolError
-from ..streaming import Final, Partial, SpeechStarted, SpeechStopped, StreamError, StreamingSession, appended
+from ..engine import OPENAI_ALIAS, TranscriptionEngine
+from ..errors import ConfigError, UnknownModel, WhisperPoolError
+from ..streaming import StreamingSession
+from ..streaming.realtime import RealtimeEvents
+from .auth import authorized
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -64,7 +70,7 @@ class _Config:
     rate: int = DEFAULT_RATE
     language: str | None = None
     prompt: str | None = None
-    model: str = "whisper-1"
+    model: str = OPENAI_ALIAS
     vad: bool = True
     threshold: float = 0.5
     prefix_padding_ms: int = 300
@@ -115,18 +121,6 @@ class ProtocolError(Exception):
         self.code, self.param = code, param
 
 
-def _check_key(websocket: WebSocket, settings: ServerSettings) -> bool:
-    if settings.api_key is None:
-        return True
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    offered = token.strip() if scheme.lower() == "bearer" else ""
-    # Browsers cannot set headers on a WebSocket; OpenAI's clients send the key as a subprotocol.
-    for proto in websocket.scope.get("subprotocols", []):
-        if proto.startswith("openai-insecure-api-key."):
-            offered = proto.removeprefix("openai-insecure-api-key.")
-    return hmac.compare_digest(offered.encode(), settings.api_key.encode())
-
-
 class RealtimeConnection:
     """One client: reads its events, drives its session, writes the session's events."""
 
@@ -134,12 +128,11 @@ class RealtimeConnection:
         self.ws = websocket
         self.engine = engine
         self.settings = settings
-        self.config = _Config(language=settings.pool.decode.language)
+        self.config = _Config(language=engine.options().language)
         self.id = f"sess_{int(time.time() * 1000):x}{next(_ids)}"
         self.session: StreamingSession | None = None
         self.pumps: list[asyncio.Task[None]] = []
-        self.sent: dict[str, str] = {}  # item id -> text sent as deltas
-        self.previous_item: str | None = None
+        self.events = RealtimeEvents()
         self.send_lock = asyncio.Lock()
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -164,23 +157,22 @@ class RealtimeConnection:
     # -- the session ---------------------------------------------------------------------
     def _ensure_session(self) -> StreamingSession:
         if self.session is None:
-            options = self.engine.config.decode
             changes: dict[str, Any] = {"language": self.config.language}
             if self.config.prompt:
                 changes["initial_prompt"] = self.config.prompt
             try:
-                options = options.replace(**changes)
+                options = self.engine.options(self.config.model, **changes)
+                self.session = self.engine.stream(
+                    model=self.config.model,
+                    options=options,
+                    vad=self.config.vad,
+                    vad_threshold=self.config.threshold,
+                    min_silence_s=self.config.silence_duration_ms / 1000,
+                )
             except ConfigError as exc:
                 raise ProtocolError(str(exc), "invalid_value", "session.input_audio_transcription.language") from None
-            # A served model name picks its pool; OpenAI's names go to the default one.
-            pool = self.engine.pools.get(self.config.model, self.engine.pool)
-            self.session = StreamingSession(
-                pool,
-                options,
-                vad=self.config.vad,
-                vad_threshold=self.config.threshold,
-                min_silence_s=self.config.silence_duration_ms / 1000,
-            )
+            except UnknownModel as exc:  # checked at session.update already; kept for safety
+                raise ProtocolError(str(exc), exc.code, "session.input_audio_transcription.model") from None
             self.pumps.append(asyncio.create_task(self._pump(self.session)))
         return self.session
 
@@ -192,69 +184,8 @@ class RealtimeConnection:
 
     async def _pump(self, session: StreamingSession) -> None:
         async for event in session:
-            if isinstance(event, SpeechStarted):
-                await self.send(
-                    {
-                        "type": "input_audio_buffer.speech_started",
-                        "audio_start_ms": round(event.start_s * 1000),
-                        "item_id": event.item_id,
-                    }
-                )
-            elif isinstance(event, SpeechStopped):
-                await self.send(
-                    {
-                        "type": "input_audio_buffer.speech_stopped",
-                        "audio_end_ms": round(event.end_s * 1000),
-                        "item_id": event.item_id,
-                    }
-                )
-                await self._committed(event.item_id)
-            elif isinstance(event, Partial):
-                await self._delta(event.item_id, event.stable)
-            elif isinstance(event, Final):
-                await self._delta(event.item_id, event.text)
-                await self.send(
-                    {
-                        "type": "conversation.item.input_audio_transcription.completed",
-                        "item_id": event.item_id,
-                        "content_index": 0,
-                        "transcript": event.text,
-                    }
-                )
-                self.sent.pop(event.item_id, None)
-            elif isinstance(event, StreamError):
-                await self.send(
-                    {
-                        "type": "conversation.item.input_audio_transcription.failed",
-                        "item_id": event.item_id,
-                        "content_index": 0,
-                        "error": {
-                            "type": "transcription_error",
-                            "code": event.error.code,
-                            "message": event.error.message,
-                        },
-                    }
-                )
-
-    async def _committed(self, item_id: str) -> None:
-        await self.send(
-            {"type": "input_audio_buffer.committed", "previous_item_id": self.previous_item, "item_id": item_id}
-        )
-        self.previous_item = item_id
-
-    async def _delta(self, item_id: str, text: str) -> None:
-        """Deltas only ever append: send what ``text`` adds to what was sent."""
-        delta = appended(self.sent.get(item_id, ""), text)
-        if delta:
-            self.sent[item_id] = text
-            await self.send(
-                {
-                    "type": "conversation.item.input_audio_transcription.delta",
-                    "item_id": item_id,
-                    "content_index": 0,
-                    "delta": delta,
-                }
-            )
+            for message in self.events.translate(event):
+                await self.send(message)
 
     # -- client events -------------------------------------------------------------------
     async def handle(self, raw: str) -> None:
@@ -277,7 +208,7 @@ class RealtimeConnection:
                 raise ProtocolError(
                     "buffer too small: no audio was appended since the last commit", "input_audio_buffer_commit_empty"
                 )
-            await self._committed(item)
+            await self.send(self.events.committed(item))
         elif kind == "input_audio_buffer.clear":
             if self.session is not None:
                 self.session.clear()
@@ -328,6 +259,7 @@ class RealtimeConnection:
                     )
                 new.rate = _rate(fmt.get("rate", new.rate), "session.audio.input.format.rate")
             transcription = audio_in.get("transcription") or {}
+            model_param = "session.audio.input.transcription.model"
             has_turns = "turn_detection" in audio_in
             turns = audio_in.get("turn_detection")
         else:
@@ -335,6 +267,7 @@ class RealtimeConnection:
             if fmt_name is not None:
                 new.rate = _beta_rate(fmt_name)
             transcription = session.get("input_audio_transcription") or {}
+            model_param = "session.input_audio_transcription.model"
             has_turns = "turn_detection" in session
             turns = session.get("turn_detection")
         if "language" in transcription:
@@ -348,6 +281,10 @@ class RealtimeConnection:
             new.prompt = transcription["prompt"] or None
         if transcription.get("model"):
             new.model = str(transcription["model"])
+            try:
+                self.engine.resolve_model(new.model)
+            except UnknownModel as exc:
+                raise ProtocolError(str(exc), exc.code, model_param) from None
         if has_turns:
             if turns is None:
                 new.vad = False
@@ -427,7 +364,7 @@ def _beta_rate(name: Any) -> int:
 async def realtime_endpoint(websocket: WebSocket, engine: TranscriptionEngine, settings: ServerSettings) -> None:
     intent = websocket.query_params.get("intent", "transcription")
     subprotocol = "realtime" if "realtime" in websocket.scope.get("subprotocols", []) else None
-    if not _check_key(websocket, settings):
+    if not authorized(websocket, settings.api_key):
         await websocket.close(code=POLICY_VIOLATION, reason="missing or wrong API key")
         return
     if intent != "transcription":

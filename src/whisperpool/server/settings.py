@@ -1,4 +1,9 @@
-"""Server settings: a frozen dataclass, filled from ``WHISPERPOOL_*`` variables and flags."""
+"""Server settings: a frozen dataclass, filled from ``WHISPERPOOL_*`` variables and flags.
+
+The dataclass's field defaults are the one table of the server's defaults; the command
+line's help texts read them from :data:`DEFAULTS`. This module imports nothing of the
+server extra, so the CLI can show them without it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,22 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import DecodeOptions, PoolConfig
 from ..errors import ConfigError
 
+if TYPE_CHECKING:
+    from ..engine import TranscriptionEngine
+
 ENV_PREFIX = "WHISPERPOOL_"
+DEFAULT_MAX_QUEUE = 64  # a server queues less than a library pool: a client can retry on 503
+DEFAULT_WYOMING_PORT = 10300  # Home Assistant's convention for Wyoming speech-to-text
+
+
+def default_pool(**changes: Any) -> PoolConfig:
+    """The server's pool settings: the library's, with the server's queue limit."""
+    return PoolConfig(**{"max_queue": DEFAULT_MAX_QUEUE, **changes})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,7 +50,7 @@ class ServerSettings:
     wyoming_port: int | None = None
     http: bool = True
     models: dict[str, PoolConfig] = field(default_factory=dict)  # more model configurations, by name
-    pool: PoolConfig = field(default_factory=lambda: PoolConfig(max_queue=64))
+    pool: PoolConfig = field(default_factory=default_pool)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -58,6 +73,15 @@ class ServerSettings:
     @property
     def served_model(self) -> str:
         return self.model_name or self.pool.model
+
+    def engine(self) -> TranscriptionEngine:
+        """The engine these settings describe: ``pool`` served as :attr:`served_model`, and ``models``."""
+        from ..engine import TranscriptionEngine
+
+        return TranscriptionEngine(self.pool, models=self.models, name=self.served_model)
+
+
+DEFAULTS = ServerSettings()
 
 
 # name of the environment variable (after the prefix) -> (where it goes, how to parse it)
@@ -131,12 +155,20 @@ def build_settings(values: Mapping[str, Any]) -> ServerSettings:
     top = {k: v for k, v in values.items() if "." not in k}
     pool = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pool.")}
     decode = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("decode.")}
-    base_pool = PoolConfig(max_queue=64)
-    pool_config = dataclasses.replace(base_pool, decode=DecodeOptions(**decode), **pool)
+    pool_config = default_pool(decode=DecodeOptions(**decode), **pool)
     models = dict(parse_model_spec(spec, pool_config) for spec in extra)
     if len(models) < len(extra):
         raise ConfigError("two extra model configurations have the same name")
     return ServerSettings(pool=pool_config, models=models, **top)
 
 
-__all__ = ["ENV_PREFIX", "ServerSettings", "build_settings", "env_overrides", "parse_model_spec"]
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_MAX_QUEUE",
+    "DEFAULT_WYOMING_PORT",
+    "ENV_PREFIX",
+    "ServerSettings",
+    "build_settings",
+    "env_overrides",
+    "parse_model_spec",
+]

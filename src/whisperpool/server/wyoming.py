@@ -16,6 +16,12 @@ Each audio-start .. audio-stop is one utterance (Home Assistant runs its own VAD
 arrives, committed words go out as transcript chunks, and audio-stop commits the rest.
 A bad event (audio before audio-start, a sample width other than 16-bit, an oversized
 chunk, an unknown type) gets an ``error`` event and the connection goes on.
+
+``describe`` lists every model the engine serves; ``transcribe``'s ``name`` picks one for
+the utterances that follow, routed by the engine as on every face: a name it does not
+serve gets an ``error`` event with code ``model_not_found`` and changes nothing. This
+module is the one place that turns session events into Wyoming events
+(:class:`WyomingEvents`).
 """
 
 from __future__ import annotations
@@ -33,42 +39,63 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
 from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler, AsyncTcpServer
 
-from .. import __version__
+from .._version import __version__
 from ..engine import TranscriptionEngine
 from ..errors import WhisperPoolError
-from ..streaming import Final, Partial, StreamError, StreamingSession, appended
+from ..languages import WHISPER_LANGUAGES
+from ..streaming import Final, Partial, StreamError, StreamEvent, StreamingSession, appended
 
 log = logging.getLogger(__name__)
 
 MAX_CHUNK_BYTES = 1 << 20  # 1 MiB: about 30 s of 16 kHz 16-bit mono
 
 
-def _languages() -> list[str]:
-    from faster_whisper.tokenizer import _LANGUAGE_CODES
-
-    return sorted(_LANGUAGE_CODES)
-
-
-def describe(model_name: str) -> Info:
+def describe(engine: TranscriptionEngine) -> Info:
+    """What this server offers: one ASR program with every served model, the default first."""
     attribution = Attribution(name="whisperpool", url="https://github.com/SYSTRAN/faster-whisper")
-    model = AsrModel(
-        name=model_name,
-        description=f"Whisper {model_name} (faster-whisper) on a warm worker pool",
-        attribution=Attribution(name="OpenAI", url="https://github.com/openai/whisper"),
-        installed=True,
-        languages=_languages(),
-        version=None,
-    )
+    models = [
+        AsrModel(
+            name=name,
+            description=f"Whisper {name} (faster-whisper) on a warm worker pool",
+            attribution=Attribution(name="OpenAI", url="https://github.com/openai/whisper"),
+            installed=True,
+            languages=sorted(WHISPER_LANGUAGES),
+            version=None,
+        )
+        for name in engine.served_models
+    ]
     program = AsrProgram(
         name="whisperpool",
         description="Low-latency local speech-to-text on warm Whisper workers",
         attribution=attribution,
         installed=True,
         version=__version__,
-        models=[model],
+        models=models,
         supports_transcript_streaming=True,
     )
     return Info(asr=[program])
+
+
+class WyomingEvents:
+    """One utterance's session events as Wyoming events: committed words as transcript chunks."""
+
+    def __init__(self) -> None:
+        self.sent = ""
+        self.final = ""
+
+    def translate(self, event: StreamEvent) -> list[Event]:
+        if isinstance(event, StreamError):
+            return [Error(text=event.error.message, code=event.error.code).event()]
+        if not isinstance(event, Partial | Final):
+            return []  # speech started / stopped: Home Assistant runs its own VAD
+        text = event.stable if isinstance(event, Partial) else event.text
+        if isinstance(event, Final):
+            self.final = event.text
+        delta = appended(self.sent, text)
+        if not delta:
+            return []
+        self.sent = text
+        return [TranscriptChunk(text=delta).event()]
 
 
 class WyomingHandler(AsyncEventHandler):
@@ -76,7 +103,8 @@ class WyomingHandler(AsyncEventHandler):
         super().__init__(reader, writer)
         self.engine = engine
         self.info = info
-        self.language = engine.config.decode.language
+        self.model = engine.resolve_model(None)
+        self.language = engine.options(self.model).language
         self.session: StreamingSession | None = None
         self.pump: asyncio.Task[str] | None = None
 
@@ -97,11 +125,11 @@ class WyomingHandler(AsyncEventHandler):
             await self.write_event(Pong(text=Ping.from_event(event).text).event())
         elif Transcribe.is_type(event.type):
             request = Transcribe.from_event(event)
-            self.language = request.language or self.engine.config.decode.language
+            model = self.engine.resolve_model(request.name)  # UnknownModel: an error event, nothing changes
+            self.model, self.language = model, request.language or self.engine.options(model).language
         elif AudioStart.is_type(event.type):
             await self._drop_session()
-            options = self.engine.config.decode.replace(language=self.language)
-            self.session = StreamingSession(self.engine.pool, options, vad=False)
+            self.session = self.engine.stream(self.language, model=self.model, vad=False)
             await self.write_event(TranscriptStart(language=self.language).event())
             self.pump = asyncio.create_task(self._pump(self.session))
         elif AudioChunk.is_type(event.type):
@@ -135,19 +163,11 @@ class WyomingHandler(AsyncEventHandler):
 
     async def _pump(self, session: StreamingSession) -> str:
         """Send committed words as transcript chunks; return the final text."""
-        sent, final = "", ""
+        events = WyomingEvents()
         async for event in session:
-            if isinstance(event, Partial | Final):
-                text = event.stable if isinstance(event, Partial) else event.text
-                delta = appended(sent, text)
-                if delta:
-                    await self.write_event(TranscriptChunk(text=delta).event())
-                    sent = text
-                if isinstance(event, Final):
-                    final = event.text
-            elif isinstance(event, StreamError):
-                await self.error(event.error.message, event.error.code)
-        return final
+            for message in events.translate(event):
+                await self.write_event(message)
+        return events.final
 
     async def _drop_session(self) -> None:
         session, pump = self.session, self.pump
@@ -163,11 +183,11 @@ class WyomingHandler(AsyncEventHandler):
         await self._drop_session()
 
 
-async def start_wyoming(engine: TranscriptionEngine, host: str, port: int, model_name: str) -> AsyncTcpServer:
+async def start_wyoming(engine: TranscriptionEngine, host: str, port: int) -> AsyncTcpServer:
     """Start serving Wyoming on ``host:port``; stop it with ``await server.stop()``."""
     server = AsyncTcpServer(host, port)
-    await server.start(partial(WyomingHandler, engine=engine, info=describe(model_name)))
+    await server.start(partial(WyomingHandler, engine=engine, info=describe(engine)))
     return server
 
 
-__all__ = ["WyomingHandler", "describe", "start_wyoming"]
+__all__ = ["WyomingEvents", "WyomingHandler", "describe", "start_wyoming"]

@@ -2,8 +2,9 @@
 
 Used by ``whisperpool stream``, ``whisperpool bench --streaming`` and the tests. Both
 players yield the same kind of record: ``(seconds since the first sample was sent, event)``
-where ``event`` is the Realtime protocol's server event as a dict (the local player
-builds the same dicts from :class:`~whisperpool.streaming.StreamingSession` events).
+where ``event`` is the Realtime protocol's server event as a dict: the local player
+builds them from :class:`~whisperpool.streaming.StreamingSession` events with the
+server's own mapping (:mod:`whisperpool.streaming.realtime`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..audio import SAMPLE_RATE, resample
-from .session import Final, Partial, SpeechStarted, SpeechStopped, StreamError, StreamingSession
+from ..errors import MissingDependency
+from ..urls import ws_url
+from .realtime import COMPLETED, FAILED, RealtimeEvents
+from .session import StreamingSession
 
 CHUNK_S = 0.1  # audio per message, as a microphone would send it
 TAIL_SILENCE_S = 1.0  # after the file, so the VAD hears the last utterance end
@@ -43,44 +47,13 @@ def _with_tail(audio: np.ndarray) -> np.ndarray:
     return np.concatenate([audio, np.zeros(int(TAIL_SILENCE_S * SAMPLE_RATE), np.float32)])
 
 
-def session_event(event: Any) -> dict[str, Any]:
-    """A session event as the Realtime protocol's server event (the local player's view)."""
-    if isinstance(event, SpeechStarted):
-        return {
-            "type": "input_audio_buffer.speech_started",
-            "item_id": event.item_id,
-            "audio_start_ms": round(event.start_s * 1000),
-        }
-    if isinstance(event, SpeechStopped):
-        return {
-            "type": "input_audio_buffer.speech_stopped",
-            "item_id": event.item_id,
-            "audio_end_ms": round(event.end_s * 1000),
-        }
-    if isinstance(event, Partial):
-        return {"type": "partial", "item_id": event.item_id, "text": event.text, "stable": event.stable}
-    if isinstance(event, Final):
-        return {
-            "type": "conversation.item.input_audio_transcription.completed",
-            "item_id": event.item_id,
-            "transcript": event.text,
-            "start_s": event.start_s,
-            "end_s": event.end_s,
-        }
-    if isinstance(event, StreamError):
-        return {
-            "type": "error",
-            "item_id": event.item_id,
-            "error": {"code": event.error.code, "message": event.error.message},
-        }
-    raise TypeError(event)
-
-
 async def play_local(
-    session: StreamingSession, audio: np.ndarray, *, pace: float = 1.0
+    session: StreamingSession, audio: np.ndarray, *, pace: float = 1.0, tentative: bool = True
 ) -> AsyncIterator[tuple[float, dict[str, Any]]]:
-    """Feed 16 kHz ``audio`` into ``session`` at ``pace`` x real time; yield its events."""
+    """Feed 16 kHz ``audio`` into ``session`` at ``pace`` x real time; yield its events as
+    Realtime server events (``tentative``: with whisperpool's ``partial`` events too)."""
     audio = _with_tail(audio)
+    events = RealtimeEvents(tentative=tentative)
     started = time.perf_counter()
 
     async def feed() -> None:
@@ -91,7 +64,9 @@ async def play_local(
     feeder = asyncio.create_task(feed())
     try:
         async for event in session:
-            yield time.perf_counter() - started, session_event(event)
+            t = time.perf_counter() - started
+            for message in events.translate(event):
+                yield t, message
         await feeder
     finally:
         feeder.cancel()
@@ -116,13 +91,13 @@ async def play_realtime(
     Ends when every committed utterance is completed after the last sample was sent
     (or ``timeout_s`` after it).
     """
-    import websockets
+    try:
+        import websockets
+    except ImportError:
+        raise MissingDependency(
+            "speaking the Realtime protocol needs the 'server' extra: pip install 'whisperpool[server]'"
+        ) from None
 
-    ws_url = url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
-    if not ws_url.startswith(("ws://", "wss://")):
-        ws_url = "ws://" + ws_url
-    if "/v1/realtime" not in ws_url:
-        ws_url += "/v1/realtime?intent=transcription"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     pcm = np.clip(resample(_with_tail(audio), SAMPLE_RATE, target=rate), -1, 1)
     pcm16 = (pcm * 32767).astype("<i2")
@@ -139,7 +114,7 @@ async def play_realtime(
             },
         },
     }
-    async with websockets.connect(ws_url, additional_headers=headers, max_size=2**24) as ws:
+    async with websockets.connect(ws_url(url), additional_headers=headers, max_size=2**24) as ws:
         await ws.send(json.dumps(update))
         started = time.perf_counter()
         done_sending = asyncio.Event()
@@ -173,10 +148,7 @@ async def play_realtime(
                 kind = event.get("type")
                 if kind in ("input_audio_buffer.committed", "input_audio_buffer.speech_started"):
                     open_items.add(event["item_id"])
-                elif kind in (
-                    "conversation.item.input_audio_transcription.completed",
-                    "conversation.item.input_audio_transcription.failed",
-                ):
+                elif kind in (COMPLETED, FAILED):
                     open_items.discard(event["item_id"])
                 yield time.perf_counter() - started, event
                 if done_sending.is_set() and not open_items and kind.endswith((".completed", ".failed")):
@@ -186,4 +158,4 @@ async def play_realtime(
             await asyncio.gather(sender, return_exceptions=True)
 
 
-__all__ = ["play_local", "play_realtime", "session_event"]
+__all__ = ["play_local", "play_realtime"]

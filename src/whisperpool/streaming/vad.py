@@ -6,25 +6,52 @@ run on each 32 ms frame as it arrives, carrying the model's recurrent state and 
 turns the speech probabilities into start and stop decisions with hysteresis: speech
 starts after ``min_speech_s`` above ``threshold``, and stops after ``min_silence_s``
 below ``threshold - 0.15``.
+
+The model file ships inside faster-whisper's package; it is found without importing
+faster-whisper (which would load CTranslate2 into the parent process) and run with
+``onnxruntime`` exactly as ``faster_whisper.vad.SileroVADModel`` runs it.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from ..audio import SAMPLE_RATE
+from ..errors import ModelError
+
 FRAME = 512  # samples the model takes at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous frame prepended to each one
+MODEL_FILE = "silero_vad_v6.onnx"  # faster_whisper/assets/, as faster_whisper.vad.get_vad_model() names it
+
+
+def model_path() -> Path:
+    """Where faster-whisper's package keeps the Silero model, found without importing it."""
+    spec = importlib.util.find_spec("faster_whisper")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the streaming VAD needs faster-whisper's Silero model: pip install faster-whisper")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "assets" / MODEL_FILE
+        if path.is_file():
+            return path
+    raise ModelError(f"faster-whisper's Silero VAD model {MODEL_FILE} is not in its package's assets folder")
 
 
 @functools.lru_cache(maxsize=1)
-def _model():
-    from faster_whisper.vad import get_vad_model
+def _session():
+    """One ONNX session per process (its run() is thread-safe), set up as faster-whisper's."""
+    import onnxruntime
 
-    return get_vad_model()  # one ONNX session per process; its run() is thread-safe
+    opts = onnxruntime.SessionOptions()
+    opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = 1
+    opts.enable_cpu_mem_arena = False
+    opts.log_severity_level = 4
+    return onnxruntime.InferenceSession(str(model_path()), providers=["CPUExecutionProvider"], sess_options=opts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +81,7 @@ class StreamingVad:
     def probability(self, frame: np.ndarray) -> float:
         h, c = self._state
         batch = np.concatenate([self._context, frame])[None, :]
-        out, h, c = _model().session.run(None, {"input": batch, "h": h, "c": c})
+        out, h, c = _session().run(None, {"input": batch, "h": h, "c": c})
         self._state = np.stack([h, c])
         self._context = frame[-CONTEXT:]
         return float(out.reshape(-1)[0])
