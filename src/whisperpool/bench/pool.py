@@ -169,7 +169,7 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     decode = DecodeOptions(language=language, window="full")
     model = resolve_model("base").source
     if not _clip(LONG).is_file():
-        raise FileNotFoundError(f"the benchmark clips are not here: {CLIPS} (run it from a checkout)")
+        raise FileNotFoundError(f"the benchmark clips are not here: {CLIPS}")
     audio = {name: load_audio(_clip(name)) for name in (SHORT, LONG)}
     durations = {name: round(len(a) / 16000, 2) for name, a in audio.items()}
     out: dict[str, Any] = header()

@@ -1,6 +1,6 @@
 """``whisperpool bench --windows``: the short-audio encoder window against the full 30 s.
 
-For clips of about 1, 3, 5, 10 and 20 s (the short fixtures in ``examples/clips/short``,
+For clips of about 1, 3, 5, 10 and 20 s (the short fixtures in ``bench/clips/short``,
 the longer ones joined from them with half a second of silence between), one warm
 in-process backend transcribes each clip with ``window="full"`` and ``window="auto"``,
 alternating, so that the machine's noise falls on both alike. Reported per length: the
