@@ -2,11 +2,12 @@
 
 Short audio takes a fast path. Whisper pads every window to 30 s, so for a 1-10 s
 utterance most encoder work is spent on padding. CTranslate2's Whisper encoder accepts a
-shorter input, so for audio up to :data:`SHORT_WINDOW_MAX_S` the clip is padded with
-real silence to a window of its length plus :data:`SHORT_WINDOW_TAIL_S` (at least
-:data:`SHORT_WINDOW_MIN_S`), and faster-whisper's own decoding runs on that window: its
-feature extractor, tokenizer, prompt, language detection, timestamp rules and word
-alignment are untouched; only the encoder sees fewer frames.
+shorter input, so for audio up to ``DecodeOptions.short_window_max_s`` (default
+:data:`SHORT_WINDOW_MAX_S`) the clip is padded with real silence to a window of its
+length plus :data:`SHORT_WINDOW_TAIL_S` (at least :data:`SHORT_WINDOW_MIN_S`), and
+faster-whisper's own decoding runs on that window: its feature extractor, tokenizer,
+prompt, language detection, timestamp rules and word alignment are untouched; only the
+encoder sees fewer frames.
 
 A short window can make the decoder loop or invent text (Whisper was trained on 30 s
 windows), so a guard checks the one decoding pass: a compression ratio over the
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
 FRAMES_PER_SECOND = 100  # log-mel frames: one per 10 ms hop
 
-SHORT_WINDOW_MAX_S = 24.0  # longer audio takes the full window: at 21 s the short one was still 1.3x faster
+SHORT_WINDOW_MAX_S = 24.0  # the default of DecodeOptions.short_window_max_s
 SHORT_WINDOW_MIN_S = 8  # the shortest window the encoder is given (5 s looped more often on 1 s clips)
 SHORT_WINDOW_TAIL_S = 1.0  # silence after the clip, so the decoder sees it end
 
@@ -169,7 +170,6 @@ class FasterWhisperBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
         self.model = None
-        self.short_window_max_s = SHORT_WINDOW_MAX_S  # the benchmark moves it to time longer short windows
 
     def load(self) -> None:
         try:
@@ -206,7 +206,7 @@ class FasterWhisperBackend:
             speech = audio
         window = None
         if options.window != "full":
-            max_s = 30.0 if options.window == "short" else self.short_window_max_s
+            max_s = 30.0 if options.window == "short" else options.short_window_max_s
             window = short_window_seconds(speech.size / SAMPLE_RATE, max_s)
         if window is not None:
             try:
