@@ -12,6 +12,7 @@ import pytest
 
 from whisperpool import FakeBehavior, PoolConfig, ProcessPool
 from whisperpool.bench import CLIPS  # the example clips, package data
+
 WAIT = 30.0  # the longest any single step of a fake-backend test may take
 # Word error rate allowed on the example clips: espeak-ng's robotic voice costs Whisper
 # base a word or two per clip (two of the 9 words of "fox" on the short-audio window).

@@ -16,7 +16,6 @@ from rich.table import Table
 from ..config import available_cores
 
 
-
 def _clips_folder() -> Path:
     """The example clips, shipped as package data of ``whisperpool.bench`` (``clips/``)."""
     folder = resources.files(__package__) / "clips"
