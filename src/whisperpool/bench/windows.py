@@ -74,6 +74,7 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     out: dict[str, Any] = header()
     out["settings"] = {
         "model": "base (packaged)",
+        "timed": "one warm worker, its inference time",
         "compute_type": "int8",
         "threads": threads,
         "beam_size": decode.beam_size,
