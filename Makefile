@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/whisperpool serve --model base
 
 demo: $(STAMP)
-	$(BIN)/whisperpool transcribe --workers 2 --language en --status examples/clips/*.wav
+	$(BIN)/whisperpool transcribe --workers 2 --language en --status src/whisperpool/bench/clips/*.wav
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -83,8 +83,9 @@ def windows_md(path: Path) -> str:
     r = json.loads(path.read_text())
     st = r["settings"]
     lines = [
-        f"Measured {r['date'][:10]} on a {r['machine']['cores']}-core machine (`{path}`): one warm in-process "
-        f"backend, {st['threads']} threads, beam {st['beam_size']}, language set, {st['runs']} runs per clip "
+        f"Measured {r['date'][:10]} on a {r['machine']['cores']}-core machine (`{path}`): "
+        f"{st.get('timed', 'one warm in-process backend')}, {st['threads']} threads, beam {st['beam_size']}, "
+        f"language set, {st['runs']} runs per clip "
         "and window, alternating; WER in % against the texts the clips were rendered from.",
         "",
         "| length | clips | mean s | full p50 s | auto p50 s | full / auto | WER full | WER auto | auto took | fallbacks |",

@@ -2,8 +2,8 @@
 
 Each clip is 16 kHz mono 16-bit PCM. Needs the Debian packages espeak-ng and sox.
 
-* ``examples/clips/*.wav`` - four sentences of 3-14 s, for the examples and tests.
-* ``examples/clips/short/*.wav`` - short commands and sentences (about 1, 3 and 5 s) in
+* ``src/whisperpool/bench/clips/*.wav`` - four sentences of 3-14 s, for the examples and tests.
+* ``src/whisperpool/bench/clips/short/*.wav`` - short commands and sentences (about 1, 3 and 5 s) in
   several voices and speeds, for the short-audio fast path: its tests, and the benchmark
   that joins them into 10 s and 20 s clips.
 """
@@ -61,7 +61,7 @@ SHORT = {
     "word-yes": "Yes.",
 }
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent / "examples" / "clips"
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "src" / "whisperpool" / "bench" / "clips"  # package data
 
 
 def render(text: str, dest: pathlib.Path, voice: str = "en-us", speed: int = 150) -> None:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from whisperpool import PoolConfig, ProcessPool
+from whisperpool.bench import CLIPS  # the example clips, package data
 from whisperpool.testing import FakeBehavior
 
-CLIPS = Path(__file__).resolve().parent.parent / "examples" / "clips"
 WAIT = 30.0  # the longest any single step of a fake-backend test may take
 # Word error rate allowed on the example clips: espeak-ng's robotic voice costs Whisper
 # base a word or two per clip (two of the 9 words of "fox" on the short-audio window).

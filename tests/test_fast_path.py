@@ -129,6 +129,13 @@ def test_long_audio_and_window_full_take_the_full_window(backend):
     assert backend.transcribe(short("s1-door"), LANGUAGE.replace(window="full")).window == "full"
 
 
+def test_the_short_window_limit_is_a_decoding_option(backend):
+    assert backend.transcribe(short("s3-pasta"), LANGUAGE.replace(short_window_max_s=2.0)).window == "full"
+    long_audio = np.concatenate([load_audio(clip("library")), load_audio(clip("weather"))])  # 25 s
+    result = backend.transcribe(long_audio, LANGUAGE.replace(short_window_max_s=30.0))
+    assert result.window == "short" or result.fallback is not None, (result.window, result.fallback)
+
+
 def test_a_rejected_short_window_falls_back_to_the_full_window(backend, monkeypatch):
     # A token cap of a few tokens cannot hold the sentence: the guard must reject it.
     monkeypatch.setattr(fw, "TOKENS_BASE", 0)

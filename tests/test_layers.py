@@ -112,6 +112,7 @@ def test_every_parent_module_is_held_to_the_backend_contract():
     """A new module cannot slip past the contracts: each is the worker process's entry, a
     backend, bench, or listed as a parent-side source in the backend contract."""
     import pkgutil
+
     import tomllib
 
     import whisperpool

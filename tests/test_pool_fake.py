@@ -308,8 +308,8 @@ def test_close_with_drain_serves_the_queue_first(make_pool):
 def test_close_during_warm_up_stops_warming_workers(make_pool):
     pool = make_pool(pool_size=2, fake=FakeBehavior(load_delay_s=30.0))
     pool.start()
-    time.sleep(0.5)
-    pids = [w.pid for w in pool.workers]
+    assert wait_for(lambda: len([w.pid for w in pool.get_status().workers if w.pid]) == 2)  # both spawned
+    pids = [w.pid for w in pool.get_status().workers]
     started = time.monotonic()
     pool.close(timeout=2.0)
     assert time.monotonic() - started < 10.0

@@ -174,10 +174,12 @@ PARENT = textwrap.dedent(
         if sys.argv[1] == "busy":  # one worker is in the middle of a request that never ends
             audio = np.zeros(100, np.float32)
             audio[0] = FakeBehavior().hang_marker
-            pool.submit(audio)
-            time.sleep(0.5)
+            future = pool.submit(audio)
+            deadline = time.monotonic() + 30
+            while not future.running() and time.monotonic() < deadline:  # bounded: until a worker has it
+                time.sleep(0.01)
         print(" ".join(str(w.pid) for w in pool.workers), flush=True)
-        time.sleep(120)
+        time.sleep(120)  # stays alive until the test kills it
     """
 )
 
@@ -231,7 +233,7 @@ def test_a_worker_that_dies_while_being_recycled_leaves_one_worker_in_its_slot(m
     assert wait_for(lambda: pool.get_status().warming_workers == 1)  # its successor warms up
     os.kill(old.pid, signal.SIGKILL)
     assert wait_for(lambda: pool.get_status().warm_workers == 1 and pool.get_status().total_workers == 1)
-    time.sleep(0.5)  # nothing else is started for the slot
+    time.sleep(0.5)  # a fixed window on purpose: nothing else may be started for the slot during it
     status = pool.get_status()
     assert status.total_workers == 1 and rec.of("worker_restarted") == []
     assert pool.transcribe(samples(4), timeout=WAIT).text == "4 samples"

@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ld.add_argument("--language", default="en", help="language of the started server (default: en)")
     ld.add_argument("--limit", type=float, default=1800.0, help="stop after this many seconds (default: 1800)")
-    ld.add_argument("--output", default=None, help="write the result as JSON here")
+    ld.add_argument("--output", type=Path, default=None, help="write the result as JSON here")
 
     b = sub.add_parser(
         "bench",
@@ -584,15 +584,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stream":
             return asyncio.run(_stream(args, out, err))
         if args.command == "load":
-            from .loadtest import run
+            from .loadtest import LoadOptions, run
             from .server import require_extra
 
             require_extra()  # it starts a server, and speaks to it over HTTP
 
-            return run(args, out)
-        from .bench import run_bench
+            load = LoadOptions(
+                url=args.url,
+                requests=args.requests,
+                concurrency=args.concurrency,
+                chaos_every_s=args.chaos_every,
+                workers=args.workers,
+                threads=args.threads,
+                max_queue=args.max_queue,
+                language=args.language,
+                limit_s=args.limit,
+                output=args.output,
+            )
+            return EXIT_OK if run(load, out)["lost"] == 0 else EXIT_SOME_FAILED
+        from .bench import BenchOptions, run_bench
 
-        return run_bench(args, out)
+        bench = BenchOptions(
+            language=args.language, runs=args.runs, cold_runs=args.cold_runs, batch=args.batch, quiet_s=args.quiet
+        )
+        run_bench(args.suite, bench, out, output=args.output)
+        return EXIT_OK
     except (ConfigError, MissingDependency) as exc:
         err.print(f"whisperpool: {exc}", highlight=False, markup=False)
         return EXIT_USAGE

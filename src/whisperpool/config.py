@@ -51,6 +51,8 @@ class DecodeOptions:
     uses 30 s, as faster-whisper does. ``"short"`` uses only the short window (up to
     30 s of audio): what its guard rejects comes back empty, ``fallback`` naming why,
     instead of being decoded again - for live updates that the next one replaces.
+    Under ``"auto"``, audio up to ``short_window_max_s`` seconds (at most 30) takes the
+    short window; longer audio the full one.
     """
 
     language: str | None = None
@@ -63,10 +65,14 @@ class DecodeOptions:
     vad_filter: bool = False
     condition_on_previous_text: bool = True
     window: Window = "auto"
+    short_window_max_s: float = 24.0  # at 21 s the short window was still 1.3x faster (bench --windows)
 
     def __post_init__(self) -> None:
         owner = "DecodeOptions"
         _check_literal(owner, "window", self.window, Window)
+        limit = self.short_window_max_s
+        if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit <= 30:
+            _fail(owner, "short_window_max_s", "must be seconds above 0 and at most 30", self.short_window_max_s)
         if isinstance(self.temperature, (int, float)):
             object.__setattr__(self, "temperature", (float(self.temperature),))
         else:

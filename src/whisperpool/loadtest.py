@@ -10,11 +10,13 @@ short and long clips, and counts every request into exactly one bucket:
 
 With ``--chaos-every S`` it SIGKILLs a random worker of that server every S seconds
 during the run. Every loop is bounded in count and time; the run stops by itself.
+
+From Python: ``run(LoadOptions(requests=30), Console())`` returns the result as a dict
+(``result["lost"]`` must be 0); the CLI builds the :class:`LoadOptions` from its flags.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import time
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -37,8 +40,41 @@ from rich.table import Table
 
 from .audio import load_audio
 from .bench.common import CLIPS
+from .errors import ConfigError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoadOptions:
+    """A load run. ``url=None`` starts a server (``workers``, ``threads``, ``max_queue``,
+    ``language``) on a free loopback port; a given ``url`` must be a loopback address.
+    ``chaos_every_s`` kills a random worker that often; the run stops after ``limit_s``.
+    ``output``: a JSON file to write the result to.
+    """
+
+    url: str | None = None
+    requests: int = 300
+    concurrency: int = 16
+    chaos_every_s: float | None = None
+    workers: int = 2
+    threads: int | None = None
+    max_queue: int = 64
+    language: str | None = "en"
+    limit_s: float = 1800.0
+    output: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("requests", "concurrency", "workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"LoadOptions.{name} must be an integer >= 1, got {value!r}")
+        if self.chaos_every_s is not None and not self.chaos_every_s > 0:
+            raise ConfigError(f"LoadOptions.chaos_every_s must be > 0, got {self.chaos_every_s!r}")
+        if not self.limit_s > 0:
+            raise ConfigError(f"LoadOptions.limit_s must be > 0, got {self.limit_s!r}")
+        if self.url is not None and urlparse(self.url).hostname not in LOOPBACK:
+            raise ConfigError(f"LoadOptions.url must be a loopback address (load only goes there), got {self.url!r}")
 
 
 def _wav_bytes(audio: np.ndarray) -> bytes:
@@ -194,22 +230,23 @@ def report(result: dict[str, Any], out: Console) -> None:
     out.print(f"pool after the run: {result['pool']}")
 
 
-def run(args: argparse.Namespace, out: Console) -> int:
+def run(options: LoadOptions, out: Console) -> dict[str, Any]:
+    """Run the load, print its table to ``out``, write ``options.output``; return the result."""
     server = None
-    url = args.url
+    url = options.url
     if url is None:
-        server, url = start_server(args.workers, args.threads, args.language, args.max_queue)
-    elif urlparse(url).hostname not in LOOPBACK:
-        out.print("whisperpool load only sends traffic to a loopback address")
-        return 2
+        server, url = start_server(options.workers, options.threads, options.language, options.max_queue)
     try:
-        result = asyncio.run(run_load(url, args.requests, args.concurrency, args.chaos_every, args.limit))
+        result = asyncio.run(
+            run_load(url, options.requests, options.concurrency, options.chaos_every_s, options.limit_s)
+        )
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=120)
     report(result, out)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    return 0 if result["lost"] == 0 else 1
+    if options.output is not None:
+        output = Path(options.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2) + "\n")
+    return result

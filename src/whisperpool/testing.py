@@ -19,7 +19,7 @@ class FakeBehavior:
     ``*_workers`` fields name worker slots (0-based) that misbehave; an empty set means
     none. Audio whose first sample equals ``crash_marker`` (or ``hang_marker``,
     ``error_marker``) makes the worker crash (hang, raise) on that request. Like the real
-    backend, audio up to ``short_window_max_s`` is answered by a "short" window under
+    backend, audio up to ``DecodeOptions.short_window_max_s`` is answered by a "short" window under
     ``window="auto"``; one that starts with ``fallback_marker`` is reported as a fallback.
     """
 
@@ -32,7 +32,6 @@ class FakeBehavior:
     hang_marker: float = 0.5
     error_marker: float = 0.25
     fallback_marker: float = 0.125
-    short_window_max_s: float = 24.0
     flaky_warmup_workers: frozenset[int] = frozenset()  # these fail warm-up until ``flaky_until``
     flaky_until: float = 0.0  # a wall-clock time, as time.time() gives
 

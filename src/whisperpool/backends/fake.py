@@ -71,7 +71,7 @@ class FakeBackend:
         segment = Segment(id=1, start=0.0, end=duration, text=text)
         if on_segment is not None:
             on_segment(segment)
-        auto = options.window == "auto" and duration <= self.behavior.short_window_max_s
+        auto = options.window == "auto" and duration <= options.short_window_max_s
         short = auto or options.window == "short"
         fallback = "log_probability" if auto and first == self.behavior.fallback_marker else None
         return TranscriptionResult(

@@ -2,11 +2,12 @@
 
 Short audio takes a fast path. Whisper pads every window to 30 s, so for a 1-10 s
 utterance most encoder work is spent on padding. CTranslate2's Whisper encoder accepts a
-shorter input, so for audio up to :data:`SHORT_WINDOW_MAX_S` the clip is padded with
-real silence to a window of its length plus :data:`SHORT_WINDOW_TAIL_S` (at least
-:data:`SHORT_WINDOW_MIN_S`), and faster-whisper's own decoding runs on that window: its
-feature extractor, tokenizer, prompt, language detection, timestamp rules and word
-alignment are untouched; only the encoder sees fewer frames.
+shorter input, so for audio up to ``DecodeOptions.short_window_max_s`` (default
+:data:`SHORT_WINDOW_MAX_S`) the clip is padded with real silence to a window of its
+length plus :data:`SHORT_WINDOW_TAIL_S` (at least :data:`SHORT_WINDOW_MIN_S`), and
+faster-whisper's own decoding runs on that window: its feature extractor, tokenizer,
+prompt, language detection, timestamp rules and word alignment are untouched; only the
+encoder sees fewer frames.
 
 A short window can make the decoder loop or invent text (Whisper was trained on 30 s
 windows), so a guard checks the one decoding pass: a compression ratio over the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 
 FRAMES_PER_SECOND = 100  # log-mel frames: one per 10 ms hop
 
-SHORT_WINDOW_MAX_S = 24.0  # longer audio takes the full window: at 21 s the short one was still 1.3x faster
+SHORT_WINDOW_MAX_S = 24.0  # the default of DecodeOptions.short_window_max_s
 SHORT_WINDOW_MIN_S = 8  # the shortest window the encoder is given (5 s looped more often on 1 s clips)
 SHORT_WINDOW_TAIL_S = 1.0  # silence after the clip, so the decoder sees it end
 
@@ -118,7 +120,19 @@ def _windowed_model_class():
         def generate_with_fallback(self, encoder_output, prompt, tokenizer, options):
             decoded = super().generate_with_fallback(encoder_output, prompt, tokenizer, options)
             if self.window_frames is not None:
-                _guard(decoded, tokenizer, options)
+                result, avg_logprob, _temperature, compression_ratio = decoded
+                tokens = tuple(result.sequences_ids[0])
+                guard(
+                    Decoding(
+                        tokens=tokens,
+                        text=tokenizer.decode([t for t in tokens if t < tokenizer.timestamp_begin]),
+                        timestamp_begin=tokenizer.timestamp_begin,
+                        avg_logprob=avg_logprob,
+                        compression_ratio=compression_ratio,
+                        no_speech_prob=result.no_speech_prob,
+                        max_new_tokens=options.max_new_tokens,
+                    )
+                )
             return decoded
 
     return WindowedWhisperModel
@@ -135,23 +149,39 @@ def repeated_phrase(words: list[str]) -> str | None:
     return None
 
 
-def _guard(decoded, tokenizer, options) -> None:
+@dataclass(frozen=True, slots=True)
+class Decoding:
+    """One decoding pass as the guard sees it, in plain values.
+
+    ``tokens``: the token ids decoded, timestamps included (ids from ``timestamp_begin``
+    up); ``text``: the text of the non-timestamp tokens; ``max_new_tokens``: the cap the
+    pass was given (None: none).
+    """
+
+    tokens: tuple[int, ...]
+    text: str
+    timestamp_begin: int
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    max_new_tokens: int | None = None
+
+
+def guard(d: Decoding) -> None:
     """Raise ``NeedsFullWindow`` when one short-window decoding pass looks wrong."""
-    result, avg_logprob, _temperature, compression_ratio = decoded
-    tokens = result.sequences_ids[0]
-    silence = result.no_speech_prob > NO_SPEECH_LIMIT
-    if compression_ratio > COMPRESSION_RATIO_LIMIT:
-        raise NeedsFullWindow("compression_ratio", f"{compression_ratio:.2f} > {COMPRESSION_RATIO_LIMIT}")
-    text_tokens = [t for t in tokens if t < tokenizer.timestamp_begin]
-    loop = repeated_phrase(normalize(tokenizer.decode(text_tokens)))
+    silence = d.no_speech_prob > NO_SPEECH_LIMIT
+    if d.compression_ratio > COMPRESSION_RATIO_LIMIT:
+        raise NeedsFullWindow("compression_ratio", f"{d.compression_ratio:.2f} > {COMPRESSION_RATIO_LIMIT}")
+    loop = repeated_phrase(normalize(d.text))
     if loop is not None:
         raise NeedsFullWindow("repetition", f"repeats {loop!r}")
-    if avg_logprob < LOG_PROB_LIMIT and not silence:
-        raise NeedsFullWindow("log_probability", f"average {avg_logprob:.2f} < {LOG_PROB_LIMIT}")
-    if options.max_new_tokens is not None and len(tokens) >= options.max_new_tokens:
-        raise NeedsFullWindow("token_cap", f"{options.max_new_tokens} tokens")
-    ends_on_timestamp = len(tokens) >= 2 and tokens[-2] < tokenizer.timestamp_begin <= tokens[-1]
-    if text_tokens and not ends_on_timestamp and not silence:
+    if d.avg_logprob < LOG_PROB_LIMIT and not silence:
+        raise NeedsFullWindow("log_probability", f"average {d.avg_logprob:.2f} < {LOG_PROB_LIMIT}")
+    if d.max_new_tokens is not None and len(d.tokens) >= d.max_new_tokens:
+        raise NeedsFullWindow("token_cap", f"{d.max_new_tokens} tokens")
+    said = any(t < d.timestamp_begin for t in d.tokens)
+    ends_on_timestamp = len(d.tokens) >= 2 and d.tokens[-2] < d.timestamp_begin <= d.tokens[-1]
+    if said and not ends_on_timestamp and not silence:
         raise NeedsFullWindow("no_end_timestamp", "the last token is not a timestamp")
 
 
@@ -159,7 +189,6 @@ class FasterWhisperBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
         self.model = None
-        self.short_window_max_s = SHORT_WINDOW_MAX_S  # the benchmark moves it to time longer short windows
 
     def load(self) -> None:
         try:
@@ -196,7 +225,7 @@ class FasterWhisperBackend:
             speech = audio
         window = None
         if options.window != "full":
-            max_s = 30.0 if options.window == "short" else self.short_window_max_s
+            max_s = 30.0 if options.window == "short" else options.short_window_max_s
             window = short_window_seconds(speech.size / SAMPLE_RATE, max_s)
         if window is not None:
             try:

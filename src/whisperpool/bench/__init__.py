@@ -12,24 +12,56 @@ machines are noisy; the targets are ratios. Suites:
 * ``adaptive`` (``--adaptive``, :mod:`.adaptive`) - a bursty trace on fixed and adaptive
   pools: latency and worker-seconds; the first request after a quiet spell, re-warmed or not
 
-Each suite has ``measure(args, log) -> dict``, ``targets(result) -> list[Target]`` and
-``report(result, console)``.
+Each suite has ``measure(options, log) -> dict`` (``options`` a :class:`BenchOptions`),
+``targets(result) -> list[Target]`` and ``report(result, console)``. The suites use the
+public API only (the engine, the pool, the options and results) and the example clips
+shipped as package data (:data:`CLIPS`), so they run wherever whisperpool is installed::
+
+    from whisperpool.bench import BenchOptions, run_bench
+
+    run_bench("windows", BenchOptions(runs=1), Console())
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import ConfigError
 from .common import CLIPS, Target
 
 SUITES = ("pool", "windows", "streaming", "adaptive")
 RESULTS = Path("benchmarks/results")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BenchOptions:
+    """What a suite is told. Each suite reads the fields it uses and ignores the rest.
+
+    ``runs``: timed runs per steady-state measure (``pool``, ``windows``);
+    ``cold_runs``: new processes for the cold measure and ``batch``: clips in the
+    throughput batch (``pool``); ``quiet_s``: seconds of quiet before the re-warm test
+    (``adaptive``); ``language``: the decoding language of every suite.
+    """
+
+    language: str | None = "en"
+    runs: int = 7
+    cold_runs: int = 3
+    batch: int = 8
+    quiet_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in ("runs", "cold_runs", "batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"BenchOptions.{name} must be an integer >= 1, got {value!r}")
+        if not self.quiet_s >= 0:
+            raise ConfigError(f"BenchOptions.quiet_s must be >= 0, got {self.quiet_s!r}")
 
 
 def print_targets(targets: list[Target], out: Console) -> None:
@@ -43,19 +75,25 @@ def print_targets(targets: list[Target], out: Console) -> None:
     out.print(table)
 
 
-def run_bench(args: argparse.Namespace, out: Console) -> int:
-    suite = importlib.import_module(f"{__name__}.{args.suite}")
+def run_bench(suite: str, options: BenchOptions, out: Console, *, output: Path | None = None) -> Path:
+    """Run one suite, print its tables and targets to ``out``; return the JSON file written.
+
+    ``output`` defaults to ``benchmarks/results/SUITE.json`` under the current directory.
+    """
+    if suite not in SUITES:
+        raise ConfigError(f"unknown benchmark suite {suite!r}: one of {', '.join(SUITES)}")
+    module = importlib.import_module(f"{__name__}.{suite}")
     log = Console(stderr=True)
-    results = suite.measure(args, log)
-    targets = suite.targets(results)
+    results = module.measure(options, log)
+    targets = module.targets(results)
     results["targets"] = [t.to_dict() for t in targets]
-    suite.report(results, out)
+    module.report(results, out)
     print_targets(targets, out)
-    output = args.output or RESULTS / f"{args.suite}.json"
+    output = output or RESULTS / f"{suite}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     log.print(f"wrote {output}")
-    return 0
+    return output
 
 
-__all__ = ["CLIPS", "SUITES", "Target", "run_bench"]
+__all__ = ["CLIPS", "SUITES", "BenchOptions", "Target", "run_bench"]

@@ -20,7 +20,6 @@ Last: the first request after a long quiet spell, with and without re-warming
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -29,11 +28,10 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from .. import DecodeOptions, PoolConfig, ProcessPool
 from ..audio import load_audio
-from ..config import DecodeOptions, PoolConfig
-from ..pool import ProcessPool
 from ..pool.autoscaler import DEFAULT_WARM_UP_S
-from . import adaptive_model
+from . import BenchOptions, adaptive_model
 from .common import CLIPS, Target, header, median, pct, table
 
 MIN, MAX = 1, 2  # a 2-core machine: two single-thread workers use it all
@@ -170,8 +168,8 @@ def _combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
-    decode = DecodeOptions(language=args.language)
+def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
+    decode = DecodeOptions(language=options.language)
     traces = {seed: trace(seed) for seed in REPLAY_SEEDS}
     clips = _clips()
     base = dict(threads_per_worker=1, decode=decode, rewarm_after_idle_s=None, health_check_interval_s=None)
@@ -187,10 +185,10 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
         "requests": sum(len(a) for a in traces.values()),
         "trace_s": max(a[-1] for a in traces.values()),
         "threads_per_worker": 1,
-        "language": args.language,
+        "language": options.language,
         "adaptive": ADAPTIVE,
         "phases": PHASES,
-        "quiet_s": args.quiet,
+        "quiet_s": options.quiet_s,
     }
     out["traces"] = traces
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
@@ -215,11 +213,11 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
             ORACLE_THRESHOLDS,
         ),
     }
-    log.print(f"[dim]first request after {args.quiet:.0f} s of quiet, without and with re-warm ...[/dim]")
+    log.print(f"[dim]first request after {options.quiet_s:.0f} s of quiet, without and with re-warm ...[/dim]")
     quiet = {}
-    for label, rewarm in (("without re-warm", None), ("with re-warm", args.quiet / 3)):
+    for label, rewarm in (("without re-warm", None), ("with re-warm", options.quiet_s / 3 or None)):
         config = PoolConfig(pool_size=1, threads_per_worker=2, decode=decode, rewarm_after_idle_s=rewarm)
-        quiet[label] = asyncio.run(_quiet_first(config, clips[0], args.quiet))
+        quiet[label] = asyncio.run(_quiet_first(config, clips[0], options.quiet_s))
     out["quiet"] = quiet
     return out
 

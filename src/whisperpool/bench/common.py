@@ -6,6 +6,7 @@ import platform
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,16 @@ from rich.table import Table
 
 from ..config import available_cores
 
-CLIPS = Path(__file__).resolve().parents[3] / "examples" / "clips"
+
+def _clips_folder() -> Path:
+    """The example clips, shipped as package data of ``whisperpool.bench`` (``clips/``)."""
+    folder = resources.files(__package__) / "clips"
+    if not isinstance(folder, Path) or not (folder / "texts.json").is_file():
+        raise FileNotFoundError(f"the example clips are not installed with whisperpool: {folder}")
+    return folder
+
+
+CLIPS = _clips_folder()  # fox.wav, weather.wav, ... and texts.json; short/ the 1-5 s commands
 
 
 @dataclass

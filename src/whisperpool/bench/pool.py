@@ -19,7 +19,6 @@ compared with it like for like; the short-audio window has its own suite
 
 from __future__ import annotations
 
-import argparse
 import gc
 import subprocess
 import sys
@@ -31,10 +30,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from .. import DecodeOptions, PoolConfig, ProcessPool, TranscriptionEngine
 from ..audio import load_audio
-from ..config import DecodeOptions, PoolConfig, available_cores
+from ..config import available_cores
 from ..models import resolve_model
-from ..pool import ProcessPool
+from . import BenchOptions
 from .common import CLIPS, Target, header, median, pct
 
 SHORT, LONG = "fox", "weather"  # about 3 s and 11 s of speech
@@ -162,14 +162,12 @@ def _independent(model: str, compute: str, language: str, paths: list[str]) -> f
             proc.wait(timeout=30)
 
 
-def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
+def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     cores = available_cores()
     compute = "int8"
-    language = args.language
+    language = options.language or "en"  # the cold and independent processes are told one
     decode = DecodeOptions(language=language, window="full")
     model = resolve_model("base").source
-    if not _clip(LONG).is_file():
-        raise FileNotFoundError(f"the benchmark clips are not here: {CLIPS} (run it from a checkout)")
     audio = {name: load_audio(_clip(name)) for name in (SHORT, LONG)}
     durations = {name: round(len(a) / 16000, 2) for name, a in audio.items()}
     out: dict[str, Any] = header()
@@ -180,15 +178,15 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
             "beam_size": 1,
             "language": language,
             "window": "full",
-            "runs": args.runs,
-            "cold_runs": args.cold_runs,
-            "batch": args.batch,
+            "runs": options.runs,
+            "cold_runs": options.cold_runs,
+            "batch": options.batch,
             "clip_seconds": durations,
         },
     }
 
-    log.print(f"[dim]cold per request: {args.cold_runs} new processes per clip ...[/dim]")
-    out["cold_s"] = {n: _cold(model, compute, cores, _clip(n), language, args.cold_runs) for n in audio}
+    log.print(f"[dim]cold per request: {options.cold_runs} new processes per clip ...[/dim]")
+    out["cold_s"] = {n: _cold(model, compute, cores, _clip(n), language, options.cold_runs) for n in audio}
 
     # Each fresh pool serves its first request and then three more, so every first
     # request is compared with later ones measured moments after it.
@@ -210,7 +208,7 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     pool, _ = _pool(latency_cfg)
     direct: dict[str, list[float]] = {n: [] for n in audio}
     steady: dict[str, list[float]] = {n: [] for n in audio}
-    for _ in range(args.runs):
+    for _ in range(options.runs):
         for name, samples in audio.items():
             direct[name].append(once(samples))
             steady[name].append(pool.transcribe(samples, timeout=600).timings.total_s)
@@ -224,7 +222,7 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     for opts in variants.values():
         pool.transcribe(audio[LONG], opts, timeout=600)  # the first use of a path (e.g. VAD) is not timed
     out["options_s"] = {label: [] for label in variants}
-    for _ in range(args.runs):
+    for _ in range(options.runs):
         for label, opts in variants.items():
             out["options_s"][label].append(pool.transcribe(audio[LONG], opts, timeout=600).timings.total_s)
     pool.close()
@@ -238,13 +236,13 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
             pool.close()
     out["startup_s"] = startup
 
-    log.print(f"[dim]throughput: {args.batch} clips, three ways ...[/dim]")
-    names = [SHORT if i % 2 == 0 else LONG for i in range(args.batch)]
+    log.print(f"[dim]throughput: {options.batch} clips, three ways ...[/dim]")
+    names = [SHORT if i % 2 == 0 else LONG for i in range(options.batch)]
     batch = [audio[n] for n in names]
     pool, _ = _pool(PoolConfig(pool_size=2, threads_per_worker=1, decode=decode))
     _batch(pool, batch[:2])  # both workers have served once: no first-request effects
     pool_s = _batch(pool, batch)
-    memory = [_rss_mib(w.pid) for w in pool.workers if w.pid]
+    memory = [_rss_mib(w.pid) for w in pool.get_status().workers if w.pid]
     pool.close()
     _, once = _direct(model, compute, cores, decode)
     started = time.perf_counter()
@@ -255,14 +253,14 @@ def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     gc.collect()
     independent_s = _independent(model, compute, language, [str(_clip(n)) for n in names])
     out["throughput_clips_per_s"] = {
-        "pool_2x1": args.batch / pool_s,
-        "one_model_2_threads": args.batch / single_s,
-        "two_processes_1_thread": args.batch / independent_s,
+        "pool_2x1": options.batch / pool_s,
+        "one_model_2_threads": options.batch / single_s,
+        "two_processes_1_thread": options.batch / independent_s,
     }
     out["worker_memory"] = memory
 
     log.print("[dim]server: HTTP round trip vs the in-process engine, alternating ...[/dim]")
-    out["server_s"] = _server_round_trip(cores, decode, args.runs * 2)
+    out["server_s"] = _server_round_trip(cores, decode, options.runs * 2)
     return out
 
 
@@ -275,7 +273,6 @@ def _server_round_trip(cores: int, decode: DecodeOptions, runs: int) -> dict[str
     """The same clip as bytes, to a real server on loopback and to an in-process engine."""
     import httpx
 
-    from ..engine import TranscriptionEngine
     from ..loadtest import start_server  # here: loadtest imports this module
 
     server, url = start_server(1, cores, decode.language)

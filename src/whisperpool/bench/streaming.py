@@ -15,7 +15,6 @@ warm pool of 2 single-thread workers (the default on 2 cores). Measured:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 from typing import Any
@@ -24,11 +23,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from .. import DecodeOptions, PoolConfig, TranscriptionEngine
 from ..audio import load_audio
-from ..config import DecodeOptions, PoolConfig
-from ..engine import TranscriptionEngine
 from ..streaming.client import play_local
 from ..wer import word_error_rate
+from . import BenchOptions
 from .common import CLIPS, Target, header, median, pct
 
 SAMPLE_RATE = 16_000
@@ -116,14 +115,14 @@ def _latencies(runs: list[list[dict[str, Any]]], key: str) -> list[float]:
     return [row[key] if row[key] is not None else float("inf") for run in runs for row in run]
 
 
-async def _measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
+async def _measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     audio, spans = stream_audio()
-    decode = DecodeOptions(language=args.language)
+    decode = DecodeOptions(language=options.language)
     out: dict[str, Any] = header()
     out["settings"] = {
         "workers": 2,
         "threads_per_worker": 1,
-        "language": args.language,
+        "language": options.language,
         "stream_seconds": round(audio.size / SAMPLE_RATE, 1),
         "sentences": len(spans),
         "pause_s": PAUSE_S,
@@ -144,8 +143,8 @@ async def _measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     return out
 
 
-def measure(args: argparse.Namespace, log: Console) -> dict[str, Any]:
-    return asyncio.run(_measure(args, log))
+def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
+    return asyncio.run(_measure(options, log))
 
 
 def _reference(r: dict[str, Any]) -> str:
