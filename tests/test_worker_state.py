@@ -96,3 +96,17 @@ def test_is_warm_covers_the_hot_states_only():
         S.STOPPING: (False, False, True),
         S.FAILED: (False, False, False),
     }
+
+
+def test_the_docs_state_diagram_is_the_transition_table():
+    import re
+    from pathlib import Path
+
+    from whisperpool.worker.states import mermaid
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "pool.md").read_text()
+    block = re.search(r"<!-- states:begin -->\n```mermaid\n(.*?)\n```\n<!-- states:end -->", page, re.S)
+    assert block is not None, "docs/pool.md has no states block"
+    assert block.group(1) == mermaid(), "regenerate it with whisperpool.worker.states.mermaid()"
+    moves = {tuple(line.split(" --> ")) for line in mermaid().splitlines()[1:] if "[*]" not in line}
+    assert moves == {(str(a), str(b)) for a, news in TRANSITIONS.items() for b in news}
