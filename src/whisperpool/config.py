@@ -118,7 +118,9 @@ class PoolConfig:
     its slot is given up after ``max_restarts`` failed warm-ups in a row. A request whose
     worker died is retried on another; one that has crashed ``max_crashes_per_request``
     workers is refused as poison. Idle workers are pinged every ``ping_interval_s``
-    (``None``: never) and replaced if they do not answer within ``ping_timeout_s``. A
+    (``None``: never) and replaced if they do not answer within ``ping_timeout_s``; a
+    worker that does not take a request (or any message) within ``send_timeout_s`` is
+    treated as hung and replaced, its request retried elsewhere. A
     worker is recycled, its replacement warmed first, after ``max_requests_per_worker``
     requests (plus up to ``max_requests_jitter``) or above ``max_worker_rss_mb``.
 
@@ -151,6 +153,7 @@ class PoolConfig:
     max_crashes_per_request: int = 2
     ping_interval_s: float | None = 5.0
     ping_timeout_s: float = 5.0
+    send_timeout_s: float = 10.0
     max_requests_per_worker: int | None = None
     max_requests_jitter: int = 0
     max_worker_rss_mb: float | None = None
@@ -188,7 +191,7 @@ class PoolConfig:
                 _fail(owner, name, "must be an integer >= 0", getattr(self, name))
         if not isinstance(self.max_crashes_per_request, int) or self.max_crashes_per_request < 1:
             _fail(owner, "max_crashes_per_request", "must be an integer >= 1", self.max_crashes_per_request)
-        for name in ("restart_backoff_s", "restart_backoff_max_s", "ping_timeout_s"):
+        for name in ("restart_backoff_s", "restart_backoff_max_s", "ping_timeout_s", "send_timeout_s"):
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 _fail(owner, name, "must be a number of seconds > 0", getattr(self, name))
         for name in ("ping_interval_s", "max_worker_rss_mb"):

@@ -330,6 +330,8 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
                 deadlines.append(w.warmup_deadline)
             if w.kill_at is not None:
                 deadlines.append(w.kill_at)
+            if (since := w.stalled_since()) is not None:
+                deadlines.append(since + self.config.send_timeout_s)
             if w.ping_sent_at is not None:
                 deadlines.append(w.ping_sent_at + self.config.ping_timeout_s)
             elif w.next_ping_at is not None and w.is_idle():
@@ -385,10 +387,7 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
                 w = min(idle, key=lambda x: x.idle_since)
             job.dispatched = time.monotonic()
             job.attempts += 1
-            try:
-                w.assign(job)
-            except OSError as exc:
-                self._worker_failed(w, f"cannot send to the worker: {exc}")
+            w.assign(job)
         # Cancelled jobs leave the queue as soon as we see them, not only at dispatch.
         self._queue.remove(lambda j: j.future.cancelled())
 
