@@ -11,6 +11,7 @@ The package root re-exports the public API::
 from .config import DecodeOptions, PoolConfig
 from .engine import TranscriptionEngine
 from .errors import (
+    AudioTooLong,
     ConfigError,
     InvalidAudio,
     InvalidStateTransition,
@@ -33,6 +34,7 @@ from .worker import WorkerState
 __version__ = "0.1.0"
 
 __all__ = [
+    "AudioTooLong",
     "ConfigError",
     "DecodeOptions",
     "InvalidAudio",

@@ -112,6 +112,9 @@ class PoolConfig:
     ``threads_per_worker=None`` gives each worker the machine's cores divided by the pool
     size (at least 1). Timeouts are in seconds; ``request_timeout_s`` covers queue wait
     and inference, and ``None`` disables it. ``max_queue=None`` leaves the queue unbounded.
+    ``max_audio_s`` (default 3 hours; ``None``: no limit) is the longest audio a request
+    may carry: decoding stops there, so a small file that declares or decodes to more
+    costs at most about that much memory (64 KB a second) and is refused.
 
     Supervision: a worker that dies is replaced at once; one that fails to warm up is
     restarted after ``restart_backoff_s``, doubling up to ``restart_backoff_max_s``, and
@@ -143,6 +146,7 @@ class PoolConfig:
     warmup_timeout_s: float = 120.0
     stop_timeout_s: float = 5.0
     max_queue: int | None = None
+    max_audio_s: float | None = 3 * 3600.0
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     backend: BackendName = "faster-whisper"
     fake: FakeBehavior = field(default_factory=FakeBehavior)
@@ -184,6 +188,8 @@ class PoolConfig:
                 _fail(owner, name, "must be a number of seconds > 0", getattr(self, name))
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:
             _fail(owner, "request_timeout_s", "must be > 0 or None", self.request_timeout_s)
+        if self.max_audio_s is not None and (not isinstance(self.max_audio_s, (int, float)) or self.max_audio_s <= 0):
+            _fail(owner, "max_audio_s", "must be a number of seconds > 0 or None", self.max_audio_s)
         if self.max_queue is not None and (not isinstance(self.max_queue, int) or self.max_queue < 0):
             _fail(owner, "max_queue", "must be an integer >= 0 or None", self.max_queue)
         for name in ("max_restarts", "max_requests_jitter"):

@@ -40,6 +40,12 @@ class InvalidAudio(WhisperPoolError, ValueError):
     code = "invalid_audio"
 
 
+class AudioTooLong(InvalidAudio):
+    """The audio is longer than the configured limit (``max_audio_s``)."""
+
+    code = "audio_too_long"
+
+
 class InvalidStateTransition(WhisperPoolError, RuntimeError):
     """A worker was asked to move between two states the lifecycle table does not link."""
 
@@ -144,6 +150,7 @@ class ErrorInfo:
 
 
 __all__ = [
+    "AudioTooLong",
     "ConfigError",
     "ErrorInfo",
     "InvalidAudio",
