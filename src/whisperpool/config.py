@@ -109,8 +109,8 @@ class DecodeOptions:
 class PoolConfig:
     """Settings of a :class:`~whisperpool.pool.ProcessPool`.
 
-    ``threads_per_worker=None`` gives each worker the machine's cores divided by the pool
-    size (at least 1). Timeouts are in seconds; ``request_timeout_s`` covers queue wait
+    ``threads_per_worker=None`` gives each worker the machine's cores divided by the most
+    workers the pool may have (``max_workers``; at least 1). Timeouts are in seconds; ``request_timeout_s`` covers queue wait
     and inference, and ``None`` disables it. ``max_queue=None`` leaves the queue unbounded.
     ``max_audio_s`` (default 3 hours; ``None``: no limit) is the longest audio a request
     may carry: decoding stops there, so a small file that declares or decodes to more
@@ -241,10 +241,12 @@ class PoolConfig:
 
     @property
     def cpu_threads(self) -> int:
-        """Threads each worker's model uses (the cores over the starting workers, at least 1)."""
+        """Threads each worker's model uses: the cores over the most workers the pool may
+        have (``max_workers``), at least 1, so a pool that grows never runs more threads
+        than there are cores; ``threads_per_worker`` overrides it."""
         if self.threads_per_worker is not None:
             return self.threads_per_worker
-        return max(1, available_cores() // self.initial_size)
+        return max(1, available_cores() // self.max_size)
 
     def replace(self, **changes: Any) -> PoolConfig:
         """A copy with some fields changed, validated again."""
