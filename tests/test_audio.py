@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 
+import av
 import numpy as np
 import pytest
 
 from conftest import clip, encode
-from whisperpool import InvalidAudio
+from whisperpool import AudioTooLong, InvalidAudio
 from whisperpool.audio import SAMPLE_RATE, decode_file, from_array, load_audio, resample
 
 
@@ -99,3 +100,50 @@ def test_arrays_are_checked_scaled_mixed_and_resampled():
             from_array(bad)
     with pytest.raises(InvalidAudio, match="sample_rate"):
         from_array(tone(0.1, 16_000), sample_rate=0)
+
+
+# -- a bound on decoded audio: a few kilobytes must not decode to gigabytes -------------
+def silent_flac(seconds: int, *, declare_length: bool = True) -> bytes:
+    """FLAC of silence: about 200 bytes a second. Without ``declare_length`` its header's
+    total-samples field is zeroed (unknown), as a stream written without seeking leaves it."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=16_000, layout="mono")
+        for _ in range(seconds):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 16_000), np.int16), format="s16", layout="mono")
+            frame.sample_rate = 16_000
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    data = bytearray(buf.getvalue())
+    if not declare_length:
+        at = 4 + 4 + 10  # "fLaC", the block header, the block and frame sizes: then rate, channels, bits, total
+        value = int.from_bytes(data[at : at + 8], "big") & ~((1 << 36) - 1)
+        data[at : at + 8] = value.to_bytes(8, "big")
+    return bytes(data)
+
+
+def test_a_header_declaring_more_than_the_limit_is_refused_before_decoding():
+    data = silent_flac(600)
+    assert len(data) < 200_000
+    with pytest.raises(AudioTooLong, match=r"header declares 600 s, over the limit of 60 s \(max_audio_s\)") as info:
+        load_audio(data, max_seconds=60)
+    assert info.value.code == "audio_too_long" and isinstance(info.value, InvalidAudio)
+
+
+def test_audio_that_decodes_past_the_limit_stops_there():
+    data = silent_flac(600, declare_length=False)  # nothing in the header to refuse it by
+    with pytest.raises(AudioTooLong, match="decodes to more than the limit of 60 s"):
+        load_audio(data, max_seconds=60)
+    assert load_audio(silent_flac(30, declare_length=False), max_seconds=60).size == 30 * 16_000
+
+
+def test_an_array_over_the_limit_is_refused_by_the_loader_and_the_pool(make_pool):
+    with pytest.raises(AudioTooLong, match="600 s, over the limit of 60 s"):
+        load_audio(np.zeros(600 * 16_000, np.float32), max_seconds=60)
+    pool = make_pool(pool_size=1, max_audio_s=60)
+    pool.start()
+    with pytest.raises(AudioTooLong, match="over the limit of 60 s"):
+        pool.submit(np.zeros(61 * 16_000, np.float32))
+    assert pool.submit(np.zeros(60 * 16_000, np.float32)).result(timeout=30).duration == 60.0

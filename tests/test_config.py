@@ -61,6 +61,15 @@ def test_threads_default_to_cores_divided_by_workers(monkeypatch):
     assert PoolConfig(pool_size=2, threads_per_worker=3).cpu_threads == 3
 
 
+def test_threads_are_sized_for_the_largest_pool_not_the_first(monkeypatch):
+    import whisperpool.config as cfg
+
+    monkeypatch.setattr(cfg, "available_cores", lambda: 8)
+    adaptive = PoolConfig(pool_size=1, min_workers=1, max_workers=4)
+    assert adaptive.initial_size == 1 and adaptive.cpu_threads == 2  # 4 workers x 2 threads = 8 cores
+    assert PoolConfig(pool_size=1, max_workers=3).cpu_threads == 2
+
+
 def test_decode_replace_validates_and_rejects_unknown_names():
     opts = DecodeOptions().replace(language="en", temperature=0.0)
     assert opts.language == "en" and opts.temperature == (0.0,)

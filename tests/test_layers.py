@@ -67,6 +67,12 @@ def test_one_error_registry_by_name_and_by_code():
 
     codes = [cls.code for cls in errors.ERRORS]
     assert len(codes) == len(set(codes)), "two error classes share a code"
+
+    def subclasses(cls):
+        return {cls} | {c for sub in cls.__subclasses__() for c in subclasses(sub)}
+
+    defined = {c for c in subclasses(errors.WhisperPoolError) if c.__module__ == errors.__name__}
+    assert defined == set(errors.ERRORS), "an error class is missing from the registry"
     assert errors.error_class(code="model_not_found") is errors.UnknownModel
     assert errors.error_class(name="QueueFull") is errors.QueueFull
     assert errors.error_class(code="no_such_code") is None

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from conftest import WAIT, fake_config, samples, wait_for
-from whisperpool import PoolConfig
+from whisperpool import PoolConfig, WorkerState
+from whisperpool.config import available_cores
 from whisperpool.pool.autoscaler import Autoscaler, Load
 from whisperpool.testing import FakeBehavior
 
@@ -217,3 +218,16 @@ def test_an_adaptive_pool_at_rest_does_not_spin(make_pool):
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert cpu < 0.3, f"the manager thread used {cpu:.2f} s of CPU in 2 s at rest"
+
+
+def test_a_pool_grown_to_max_runs_no_more_threads_than_cores(make_pool):
+    # Threads are sized for max_workers: the workers started for load do not oversubscribe.
+    pool = make_pool(adaptive(max_workers=2))
+    pool.warm_up_all_workers(timeout=WAIT)
+    futures = [pool.submit(samples(200 + i)) for i in range(8)]
+    assert wait_for(lambda: pool.get_status().warm_workers + pool.get_status().busy_workers == 2)
+    [f.result(timeout=WAIT) for f in futures]
+    live = [w for w in pool.get_status().workers if w.state not in (WorkerState.FAILED, WorkerState.TERMINATED)]
+    assert len(live) == 2
+    assert all(w.threads == max(1, available_cores() // 2) for w in live)
+    assert sum(w.threads for w in live) <= max(available_cores(), 2)

@@ -37,13 +37,15 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp: Path, *extra: str) -> None:
+    def __init__(self, tmp: Path, *extra: str, new_session: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tmp
         env = {**os.environ, "TMPDIR": str(tmp), "WHISPERPOOL_LANGUAGE": "en"}
         cmd = [sys.executable, "-m", "whisperpool.cli", "serve", "--port", str(self.port), "--api-key", KEY, *extra]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=new_session
+        )
         self.ready_codes: list[tuple[int, dict]] = []
 
     def wait_ready(self) -> None:
@@ -308,8 +310,11 @@ def test_metrics_move(server, client):
     )
 
 
-def test_sigterm_during_a_request_lets_it_finish_and_leaves_no_process(tmp_path, long_clip, clip_texts):
-    srv = Server(tmp_path, "--workers", "1", "--grace", "60")
+@pytest.mark.parametrize("target", ["server", "process group"])
+def test_sigterm_during_a_request_lets_it_finish_and_leaves_no_process(tmp_path, long_clip, clip_texts, target):
+    # systemd, `timeout` and a terminal's Ctrl-C signal the whole process group: the
+    # workers must leave shutdown to the server, which drains its in-flight request.
+    srv = Server(tmp_path, "--workers", "1", "--grace", "60", new_session=target == "process group")
     try:
         srv.wait_ready()
         pids = srv.worker_pids()
@@ -332,7 +337,10 @@ def test_sigterm_during_a_request_lets_it_finish_and_leaves_no_process(tmp_path,
             if busy:
                 break
             time.sleep(0.05)
-        srv.proc.send_signal(signal.SIGTERM)
+        if target == "server":
+            srv.proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(srv.proc.pid, signal.SIGTERM)
         thread.join(timeout=120)
         # uvicorn re-raises the signal once shut down, so the exit status says "terminated".
         assert srv.proc.wait(timeout=60) in (0, -signal.SIGTERM)
@@ -341,6 +349,7 @@ def test_sigterm_during_a_request_lets_it_finish_and_leaves_no_process(tmp_path,
     response = outcome["response"]
     assert response.status_code == 200, out
     assert "mountains" in response.json()["text"]
+    assert "exited unexpectedly" not in out and "retrying" not in out, out
     deadline = time.monotonic() + 5
     while any(map(pid_alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.05)

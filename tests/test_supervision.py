@@ -259,3 +259,26 @@ def test_a_busy_worker_relieved_by_its_warm_successor_drains_its_request_then_le
     assert warm < draining < seen.index((old, WorkerState.DRAINING, WorkerState.STOPPING))
     status = pool.get_status()
     assert status.requests_failed == 0 and status.worker_crashes == 0 and status.workers_recycled >= 1
+
+
+def test_a_stopped_worker_handed_a_large_request_never_blocks_the_pool(make_pool):
+    # SIGSTOP an idle worker, then hand it more audio than a socket buffers: the send
+    # cannot finish. The manager must not wait on it: status answers at once, the worker
+    # is replaced after send_timeout_s, and the request is served by its replacement.
+    pool = make_pool(pool_size=1, send_timeout_s=1.0, ping_interval_s=None)
+    pool.warm_up_all_workers(timeout=WAIT)
+    (stopped,) = pool.get_status().workers
+    os.kill(stopped.pid, signal.SIGSTOP)
+    try:
+        future = pool.submit(samples(16_000 * 300))  # 5 minutes of float32 audio: 19 MB
+        assert wait_for(lambda: pool.get_status().busy_workers == 1)
+        started = time.monotonic()
+        status = pool.get_status()
+        assert time.monotonic() - started < 1.0 and status.busy_workers == 1
+        assert future.result(timeout=WAIT).text == f"{16_000 * 300} samples"
+    finally:
+        if pid_alive(stopped.pid):
+            os.kill(stopped.pid, signal.SIGKILL)
+    status = pool.get_status()
+    assert status.requests_retried == 1 and status.worker_crashes == 1
+    assert wait_for(lambda: not pid_alive(stopped.pid))

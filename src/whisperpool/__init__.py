@@ -12,6 +12,7 @@ from ._version import __version__
 from .config import DecodeOptions, PoolConfig
 from .engine import TranscriptionEngine
 from .errors import (
+    AudioTooLong,
     ConfigError,
     InvalidAudio,
     InvalidStateTransition,
@@ -32,6 +33,7 @@ from .streaming import StreamingSession
 from .worker import WorkerState
 
 __all__ = [
+    "AudioTooLong",
     "ConfigError",
     "DecodeOptions",
     "InvalidAudio",

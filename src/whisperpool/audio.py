@@ -9,6 +9,7 @@ input and the problem.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from .errors import InvalidAudio
+from .errors import AudioTooLong, InvalidAudio
 
 SAMPLE_RATE = 16_000
 
@@ -34,20 +35,52 @@ def _describe(source: object, name: str | None) -> str:
     return getattr(source, "name", None) or f"<{type(source).__name__}>"
 
 
-def _resampled(container: av.container.InputContainer, label: str) -> Iterator[np.ndarray]:
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+
+
+def _too_long(label: str, what: str, max_seconds: float) -> AudioTooLong:
+    return AudioTooLong(f"{label}: audio is too long: {what} the limit of {_hours(max_seconds)} (max_audio_s)")
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.audio.AudioStream) -> float | None:
+    """The duration the container's header declares, if it declares one."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _resampled(container: av.container.InputContainer, label: str, max_seconds: float | None) -> Iterator[np.ndarray]:
     if not container.streams.audio:
         raise InvalidAudio(f"{label}: no audio stream found")
     stream = container.streams.audio[0]
+    if max_seconds is not None:  # refuse before decoding anything when the header says so
+        declared = _declared_seconds(container, stream)
+        if declared is not None and declared > max_seconds:
+            raise _too_long(label, f"its header declares {_hours(declared)}, over", max_seconds)
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    for frame in container.decode(stream):
-        for out in resampler.resample(frame):
-            yield out.to_ndarray().reshape(-1)
-    for out in resampler.resample(None):
-        yield out.to_ndarray().reshape(-1)
+    total = 0
+    frames = (out for frame in container.decode(stream) for out in resampler.resample(frame))
+    for out in itertools.chain(frames, resampler.resample(None)):
+        samples = out.to_ndarray().reshape(-1)
+        total += samples.size
+        if limit is not None and total > limit:  # headers can lie: count what decodes too
+            raise _too_long(label, "it decodes to more than", max_seconds)
+        yield samples
 
 
-def decode_file(source: str | os.PathLike | bytes | BinaryIO, *, name: str | None = None) -> np.ndarray:
-    """Decode a path, encoded bytes or a binary file object to 16 kHz mono float32."""
+def decode_file(
+    source: str | os.PathLike | bytes | BinaryIO, *, name: str | None = None, max_seconds: float | None = None
+) -> np.ndarray:
+    """Decode a path, encoded bytes or a binary file object to 16 kHz mono float32.
+
+    ``max_seconds`` bounds the work and the memory a small file can ask for (a few
+    kilobytes of FLAC can declare hours of silence): :class:`~whisperpool.errors.AudioTooLong`
+    when the header declares more, or as soon as decoding passes it.
+    """
     label = _describe(source, name)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -64,7 +97,7 @@ def decode_file(source: str | os.PathLike | bytes | BinaryIO, *, name: str | Non
         opened = source
     try:
         with av.open(opened, mode="r", metadata_errors="ignore") as container:
-            chunks = list(_resampled(container, label))
+            chunks = list(_resampled(container, label, max_seconds))
     except InvalidAudio:
         raise
     except (av.FFmpegError, ValueError, EOFError) as exc:
@@ -113,7 +146,9 @@ class ChunkResampler:
         return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)
 
 
-def from_array(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, *, name: str = "<array>") -> np.ndarray:
+def from_array(
+    audio: np.ndarray, sample_rate: int = SAMPLE_RATE, *, name: str = "<array>", max_seconds: float | None = None
+) -> np.ndarray:
     """Check and convert an array of samples to 16 kHz mono float32.
 
     Integer PCM is scaled to [-1, 1]; a 2-D array is (samples, channels) and is mixed
@@ -136,16 +171,21 @@ def from_array(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, *, name: str =
         raise InvalidAudio(f"{name}: expected mono samples (1-D) or (samples, channels), got shape {audio.shape}")
     if audio.size == 0:
         raise InvalidAudio(f"{name}: no audio samples")
+    if max_seconds is not None and audio.shape[0] > max_seconds * sample_rate:
+        raise _too_long(name, f"{_hours(audio.shape[0] / sample_rate)}, over", max_seconds)
     if not np.isfinite(audio).all():
         raise InvalidAudio(f"{name}: samples contain NaN or infinity")
     return np.ascontiguousarray(resample(audio, sample_rate), dtype=np.float32)
 
 
-def load_audio(source: AudioInput, *, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> np.ndarray:
-    """Any supported input to 16 kHz mono float32 (``sample_rate`` applies to arrays only)."""
+def load_audio(
+    source: AudioInput, *, sample_rate: int = SAMPLE_RATE, name: str | None = None, max_seconds: float | None = None
+) -> np.ndarray:
+    """Any supported input to 16 kHz mono float32 (``sample_rate`` applies to arrays only),
+    at most ``max_seconds`` long (:class:`~whisperpool.errors.AudioTooLong` otherwise)."""
     if isinstance(source, np.ndarray):
-        return from_array(source, sample_rate, name=name or "<array>")
-    return decode_file(source, name=name)
+        return from_array(source, sample_rate, name=name or "<array>", max_seconds=max_seconds)
+    return decode_file(source, name=name, max_seconds=max_seconds)
 
 
 __all__ = ["SAMPLE_RATE", "AudioInput", "ChunkResampler", "decode_file", "from_array", "load_audio", "resample"]

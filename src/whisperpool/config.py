@@ -115,16 +115,21 @@ class DecodeOptions:
 class PoolConfig:
     """Settings of a :class:`~whisperpool.pool.ProcessPool`.
 
-    ``threads_per_worker=None`` gives each worker the machine's cores divided by the pool
-    size (at least 1). Timeouts are in seconds; ``request_timeout_s`` covers queue wait
+    ``threads_per_worker=None`` gives each worker the machine's cores divided by the most
+    workers the pool may have (``max_workers``; at least 1). Timeouts are in seconds; ``request_timeout_s`` covers queue wait
     and inference, and ``None`` disables it. ``max_queue=None`` leaves the queue unbounded.
+    ``max_audio_s`` (default 3 hours; ``None``: no limit) is the longest audio a request
+    may carry: decoding stops there, so a small file that declares or decodes to more
+    costs at most about that much memory (64 KB a second) and is refused.
 
     Supervision: a worker that dies is replaced at once; one that fails to warm up is
     restarted after ``restart_backoff_s``, doubling up to ``restart_backoff_max_s``, and
     its slot is given up after ``max_restarts`` failed warm-ups in a row. A request whose
     worker died is retried on another; one that has crashed ``max_crashes_per_request``
     workers is refused as poison. Idle workers are pinged every ``ping_interval_s``
-    (``None``: never) and replaced if they do not answer within ``ping_timeout_s``. A
+    (``None``: never) and replaced if they do not answer within ``ping_timeout_s``; a
+    worker that does not take a request (or any message) within ``send_timeout_s`` is
+    treated as hung and replaced, its request retried elsewhere. A
     worker is recycled, its replacement warmed first, after ``max_requests_per_worker``
     requests (plus up to ``max_requests_jitter``) or above ``max_worker_rss_mb``.
 
@@ -147,6 +152,7 @@ class PoolConfig:
     warmup_timeout_s: float = 120.0
     stop_timeout_s: float = 5.0
     max_queue: int | None = None
+    max_audio_s: float | None = 3 * 3600.0
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     backend: BackendName = "faster-whisper"
     fake: FakeBehavior = field(default_factory=FakeBehavior)
@@ -157,6 +163,7 @@ class PoolConfig:
     max_crashes_per_request: int = 2
     ping_interval_s: float | None = 5.0
     ping_timeout_s: float = 5.0
+    send_timeout_s: float = 10.0
     max_requests_per_worker: int | None = None
     max_requests_jitter: int = 0
     max_worker_rss_mb: float | None = None
@@ -187,6 +194,8 @@ class PoolConfig:
                 _fail(owner, name, "must be a number of seconds > 0", getattr(self, name))
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:
             _fail(owner, "request_timeout_s", "must be > 0 or None", self.request_timeout_s)
+        if self.max_audio_s is not None and (not isinstance(self.max_audio_s, (int, float)) or self.max_audio_s <= 0):
+            _fail(owner, "max_audio_s", "must be a number of seconds > 0 or None", self.max_audio_s)
         if self.max_queue is not None and (not isinstance(self.max_queue, int) or self.max_queue < 0):
             _fail(owner, "max_queue", "must be an integer >= 0 or None", self.max_queue)
         for name in ("max_restarts", "max_requests_jitter"):
@@ -194,7 +203,7 @@ class PoolConfig:
                 _fail(owner, name, "must be an integer >= 0", getattr(self, name))
         if not isinstance(self.max_crashes_per_request, int) or self.max_crashes_per_request < 1:
             _fail(owner, "max_crashes_per_request", "must be an integer >= 1", self.max_crashes_per_request)
-        for name in ("restart_backoff_s", "restart_backoff_max_s", "ping_timeout_s"):
+        for name in ("restart_backoff_s", "restart_backoff_max_s", "ping_timeout_s", "send_timeout_s"):
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 _fail(owner, name, "must be a number of seconds > 0", getattr(self, name))
         for name in ("ping_interval_s", "max_worker_rss_mb"):
@@ -238,10 +247,12 @@ class PoolConfig:
 
     @property
     def cpu_threads(self) -> int:
-        """Threads each worker's model uses (the cores over the starting workers, at least 1)."""
+        """Threads each worker's model uses: the cores over the most workers the pool may
+        have (``max_workers``), at least 1, so a pool that grows never runs more threads
+        than there are cores; ``threads_per_worker`` overrides it."""
         if self.threads_per_worker is not None:
             return self.threads_per_worker
-        return max(1, available_cores() // self.initial_size)
+        return max(1, available_cores() // self.max_size)
 
     def replace(self, **changes: Any) -> PoolConfig:
         """A copy with some fields changed, validated again."""

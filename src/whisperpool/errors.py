@@ -40,6 +40,12 @@ class InvalidAudio(WhisperPoolError, ValueError):
     code = "invalid_audio"
 
 
+class AudioTooLong(InvalidAudio):
+    """The audio is longer than the configured limit (``max_audio_s``)."""
+
+    code = "audio_too_long"
+
+
 class InvalidStateTransition(WhisperPoolError, RuntimeError):
     """A worker was asked to move between two states the lifecycle table does not link."""
 
@@ -146,6 +152,7 @@ ERRORS: tuple[type[WhisperPoolError], ...] = (
     ConfigError,
     ModelError,
     InvalidAudio,
+    AudioTooLong,
     InvalidStateTransition,
     PoolNotReady,
     PoolFailed,
@@ -214,6 +221,7 @@ class ErrorInfo:
 
 
 __all__ = [
+    "AudioTooLong",
     "ERRORS",
     "ClientDisconnected",
     "ConfigError",

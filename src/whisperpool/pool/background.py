@@ -63,10 +63,7 @@ class Background:
                 background=due[1],
             )
             job.dispatched = now
-            try:
-                w.assign(job)
-            except OSError as exc:
-                self._worker_failed(w, f"cannot send to the worker: {exc}")
+            w.assign(job)
 
     def _background_done(self: ProcessPool, w: Worker, job: Job, msg: Any, now: float) -> None:
         if isinstance(msg, p.Failed):

@@ -81,14 +81,14 @@ class Lifecycle:
             elif not w.alive or w.state in (WorkerState.STOPPING, WorkerState.FAILED):
                 continue
             elif w.state is WorkerState.WARMING:
-                w.stop_now(now, grace)
+                w.stop_now()
             elif w.job is None:
                 w.ask_to_stop(now, grace)
             elif past_grace:
                 job, w.job = w.job, None
                 if settle(job.future, error=PoolClosed("the pool was closed before the request finished")):
                     self._counts.failed += 1
-                w.stop_now(now, grace)
+                w.stop_now()
         self._restart_at.clear()
         for w in self._retired:
             if w.alive and not w.is_final() and w.state is not WorkerState.STOPPING:

@@ -24,8 +24,9 @@ import numpy as np
 from pyee import EventEmitter
 
 from .. import events as ev
+from ..audio import SAMPLE_RATE
 from ..config import DecodeOptions, PoolConfig
-from ..errors import ConfigError, PoolClosed, PoolFailed, PoolNotReady, QueueFull, WhisperPoolError
+from ..errors import AudioTooLong, ConfigError, PoolClosed, PoolFailed, PoolNotReady, QueueFull, WhisperPoolError
 from ..models import ResolvedModel, resolve_model
 from ..results import Segment, TranscriptionResult
 from ..worker import Worker, WorkerState
@@ -218,6 +219,11 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
         """
         if not isinstance(audio, np.ndarray) or audio.dtype != np.float32 or audio.ndim != 1:
             raise TypeError("audio must be a 1-D float32 numpy array (use whisperpool.audio.load_audio)")
+        limit_s = self.config.max_audio_s
+        if limit_s is not None and audio.size > limit_s * SAMPLE_RATE:
+            raise AudioTooLong(
+                f"audio of {audio.size / SAMPLE_RATE:.0f} s is over the limit of {limit_s:g} s (max_audio_s)"
+            )
         timeout = self.config.request_timeout_s if timeout is None else timeout
         now = time.monotonic()
         future: Future[TranscriptionResult] = Future()
@@ -330,6 +336,8 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
                 deadlines.append(w.warmup_deadline)
             if w.kill_at is not None:
                 deadlines.append(w.kill_at)
+            if (since := w.stalled_since()) is not None:
+                deadlines.append(since + self.config.send_timeout_s)
             if w.ping_sent_at is not None:
                 deadlines.append(w.ping_sent_at + self.config.ping_timeout_s)
             elif w.next_ping_at is not None and w.is_idle():
@@ -385,10 +393,7 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
                 w = min(idle, key=lambda x: x.idle_since)
             job.dispatched = time.monotonic()
             job.attempts += 1
-            try:
-                w.assign(job)
-            except OSError as exc:
-                self._worker_failed(w, f"cannot send to the worker: {exc}")
+            w.assign(job)
         # Cancelled jobs leave the queue as soon as we see them, not only at dispatch.
         self._queue.remove(lambda j: j.future.cancelled())
 

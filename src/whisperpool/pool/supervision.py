@@ -3,9 +3,10 @@
 * a worker that dies (pipe EOF or exit) is replaced at once; the request it was
   serving is retried on another worker, and refused as poison once it has crashed
   ``max_crashes_per_request`` workers;
-* a request past its timeout fails with ``RequestTimeout`` and its worker is stopped
-  (SIGTERM, then SIGKILL) and replaced; an idle worker that does not answer a health
-  ping in time is replaced too;
+* a request past its timeout fails with ``RequestTimeout`` and its worker is killed and
+  replaced; so is an idle worker that does not answer a health ping in time, and one
+  that does not take a message (a request of megabytes fills its socket) within
+  ``send_timeout_s``: stopped or hung, it would otherwise hold a sender forever;
 * a worker that fails warm-up is restarted with exponential backoff, and its slot is
   given up (state ``failed``, with the reason) after ``max_restarts`` failures in a row;
   one that exits before it is warm reports the last lines it printed;
@@ -41,6 +42,8 @@ class Supervision:
             if w.state is WorkerState.WARMING and w.warmup_deadline is not None and now >= w.warmup_deadline:
                 limit = w.warmup_deadline - (w.warmup_started or w.warmup_deadline)
                 self._worker_failed(w, f"warm-up did not finish within {limit:.3g} s")
+            elif (since := w.stalled_since()) is not None and now >= since + cfg.send_timeout_s:
+                self._worker_failed(w, f"did not take a message within {cfg.send_timeout_s:g} s (stopped or hung)")
             elif w.job is not None and w.job.deadline is not None and now >= w.job.deadline:
                 job = w.job
                 if settle(job.future, error=RequestTimeout(timeout_message(job, now))) and job.background is None:
@@ -52,10 +55,7 @@ class Supervision:
                 self._worker_failed(w, f"did not answer a health ping within {cfg.ping_timeout_s:g} s")
             elif w.is_idle() and w.ping_sent_at is None and w.next_ping_at is not None and now >= w.next_ping_at:
                 if not self._closing:
-                    try:
-                        w.ping(now)
-                    except OSError as exc:
-                        self._worker_failed(w, f"cannot send to the worker: {exc}")
+                    w.ping(now)
         for w in self._workers + self._retired:
             if w.kill_at is not None and now >= w.kill_at:
                 w.kill()
@@ -105,8 +105,7 @@ class Supervision:
         job, w.job = w.job, None
         w.set_state(WorkerState.FAILED)
         now = time.monotonic()
-        if w.alive:
-            w.terminate(now, self.config.stop_timeout_s)
+        w.kill()
         self._emit(ev.WORKER_FAILED, ev.WorkerFailed(w.id, w.slot, reason, was_warming))
         if job is not None:
             self._requeue_or_fail(job, w, reason)

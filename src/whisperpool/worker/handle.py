@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..config import DecodeOptions
 from ..errors import InvalidStateTransition
 from . import protocol as p
+from .outbox import Outbox
 from .process import WorkerProcess
 from .states import (
     BUSY_STATES,
@@ -63,7 +64,8 @@ class Worker:
         self.state = WorkerState.COLD
         self.error: str | None = None
         self.process: WorkerProcess | None = None
-        self.conn: Connection | None = None
+        self.conn: Connection | None = None  # read by the manager thread; written through the outbox
+        self.outbox: Outbox | None = None
         self.pid: int | None = None
         self.job: Job | None = None
         self.requests_served = 0
@@ -146,22 +148,29 @@ class Worker:
         self.set_state(WorkerState.WARMING)
         conn = process.start()
         self.process, self.conn, self.pid = process, conn, process.pid
-        boot = p.Boot(self.id, self.spec, self._warmup_options, logging.getLogger().level, os.getpid())
-        conn.send(boot)  # a fresh socket buffer takes it whole: no wait on a child that is not reading yet
+        self.outbox = Outbox(conn, f"whisperpool-worker-{self.id}-sender")
+        self._send(p.Boot(self.id, self.spec, self._warmup_options, logging.getLogger().level, os.getpid()))
+
+    def _send(self, message: object, now: float | None = None) -> None:
+        assert self.outbox is not None
+        self.outbox.put(message, time.monotonic() if now is None else now)
+
+    def stalled_since(self) -> float | None:
+        """Since when a message has waited for the worker to take it (None: it took them all)."""
+        return self.outbox.waiting_since if self.outbox is not None and self.alive else None
 
     def assign(self, job: Job) -> None:
-        """Send ``job`` to this idle worker (raises ``OSError`` if the pipe is broken)."""
-        assert self.conn is not None and self.is_idle()
+        """Hand ``job`` to this idle worker (queued in its outbox: this never blocks)."""
+        assert self.is_idle()
         self.job = job
         self.set_state(WorkerState.PROCESSING)
-        self.conn.send(p.Transcribe(job.id, job.audio, job.options, stream=job.on_segment is not None))
+        self._send(p.Transcribe(job.id, job.audio, job.options, stream=job.on_segment is not None))
 
     def ping(self, now: float) -> None:
         """Send a health ping; the answer must come before ``ping_sent_at`` + timeout."""
-        assert self.conn is not None
         self._ping_seq += 1
         self.ping_sent_at = now
-        self.conn.send(p.Ping(self._ping_seq))
+        self._send(p.Ping(self._ping_seq), now)
 
     def pong(self, now: float, interval_s: float | None) -> None:
         if self.ping_sent_at is not None:
@@ -184,28 +193,23 @@ class Worker:
         """Ask the process to exit (state ``stopping``); it is killed if still there after ``grace_s``."""
         self.set_state(WorkerState.STOPPING)
         self.kill_at = now + grace_s
-        try:
-            assert self.conn is not None
-            self.conn.send(p.Stop())
-        except (OSError, AssertionError):
-            self.terminate(now, grace_s)
+        if self.outbox is not None:
+            self._send(p.Stop(), now)
+        else:
+            self.kill()
 
-    def stop_now(self, now: float, grace_s: float) -> None:
-        """SIGTERM without asking (state ``stopping``): it is warming, or its request is abandoned."""
+    def stop_now(self) -> None:
+        """Kill it without asking (state ``stopping``): it is warming, or its request is abandoned."""
         self.set_state(WorkerState.STOPPING)
-        self.terminate(now, grace_s)
-
-    def terminate(self, now: float, grace_s: float) -> None:
-        """SIGTERM now, SIGKILL at ``now + grace_s`` if it is still there."""
-        if self.alive:
-            assert self.process is not None
-            self.process.terminate()
-            self.kill_at = now + grace_s
+        self.kill()
 
     def kill(self) -> None:
+        """SIGKILL: a worker ignores SIGTERM and SIGINT (its parent owns shutdown), and one
+        that is hung or stopped would not act on them anyway."""
         if self.alive:
             assert self.process is not None
-            log.warning("worker %d (pid %s) did not exit in time; killing it", self.id, self.pid)
+            if self.kill_at is not None and self.state is WorkerState.STOPPING:
+                log.warning("worker %d (pid %s) did not exit in time; killing it", self.id, self.pid)
             self.process.kill()
             self.kill_at = None
 
@@ -215,6 +219,8 @@ class Worker:
         self.exit_code = self.process.reap()
         self._reaped = True
         self.kill_at = None
+        if self.outbox is not None:
+            self.outbox.close()
         if self.conn is not None:
             self.conn.close()
         return self.exit_code

@@ -54,8 +54,9 @@ def rss_bytes() -> int:
 
 def worker_main(conn: Connection) -> None:
     _die_with_parent()
-    # Ctrl-C reaches the whole process group; the parent owns shutdown and tells us.
+    # The parent owns shutdown: it says Stop, or it dies and the kernel kills us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         boot = conn.recv()
     except (EOFError, OSError):

@@ -11,6 +11,11 @@ The child's standard output and error go to a pipe. A small thread per worker co
 each line to this process's standard error (so worker logs show as before) and keeps
 the last :data:`TAIL_LINES` lines: when a worker cannot boot, they say why.
 
+The child runs in a session of its own and ignores SIGINT and SIGTERM: a terminal's
+Ctrl-C, ``timeout`` or a service manager signal the parent, which stops its workers
+in order (after in-flight requests, within the grace period); when the parent dies,
+the kernel kills the child (``PR_SET_PDEATHSIG``) and its connection reaches EOF.
+
 The pool's manager thread waits on :attr:`WorkerProcess.sentinel`, a descriptor that
 becomes readable when the child exits (a pidfd on Linux; elsewhere a pipe the copying
 thread closes once the child has exited).
@@ -57,6 +62,7 @@ class WorkerProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=env,
+                start_new_session=True,  # out of the caller's process group: see the module docstring
             )
         except BaseException:
             parent_sock.close()
@@ -97,10 +103,6 @@ class WorkerProcess:
     def output_tail(self) -> tuple[str, ...]:
         """The last lines the child printed."""
         return tuple(self._tail)
-
-    def terminate(self) -> None:
-        if self._popen is not None and self._popen.returncode is None:
-            self._popen.terminate()
 
     def kill(self) -> None:
         if self._popen is not None and self._popen.returncode is None:
