@@ -74,6 +74,7 @@ def test_serve_flags_win_over_environment_variables_and_both_reach_the_settings(
         "WHISPERPOOL_API_KEY": "from-env",
         "WHISPERPOOL_EXTRA_MODELS": "f32=base:float32:1",
         "WHISPERPOOL_MAX_QUEUE": "7",
+        "WHISPERPOOL_MAX_AUDIO_S": "60",
     }
     args = parse(
         "serve", "--port", "8123", "--host", "0.0.0.0", "--max-upload-mb", "5", "--grace", "3", "--model", "/m",
@@ -86,7 +87,8 @@ def test_serve_flags_win_over_environment_variables_and_both_reach_the_settings(
     pool = settings.pool
     assert (pool.model, pool.pool_size, pool.threads_per_worker, pool.compute_type) == ("/m", 4, 2, "float32")
     assert (pool.request_timeout_s, pool.max_queue, pool.min_workers, pool.max_workers) == (9, 7, 1, 3)
-    assert pool.state_file == "/tmp/s.json"
+    assert pool.state_file == "/tmp/s.json" and pool.max_audio_s == 60
+    assert serve_settings(parse("serve", "--max-audio-s", "90"), environ).pool.max_audio_s == 90
     assert (pool.decode.language, pool.decode.window) == ("de", "full")
     assert settings.models["f32"].compute_type == "float32" and settings.models["f32"].pool_size == 1
     assert settings.served_model == "/m"

@@ -187,3 +187,21 @@ def test_readiness_comes_from_the_engine():
         assert wait_for(lambda: client.get("/health/ready").json()["status"] == "failed")
         r = client.get("/health/ready")
     assert r.status_code == 503 and r.json()["failed_workers"] == 1 and r.json()["warm_workers"] == 0
+
+
+def test_a_tiny_upload_that_decodes_to_hours_is_refused_and_the_server_goes_on(tmp_path):
+    # A few kilobytes of FLAC can declare (or decode to) hours of silence: the server
+    # refuses it with 400 at a bounded cost, whether the header says so or not.
+    from test_audio import silent_flac
+
+    app = app_for(pool_size=1, max_audio_s=60)
+    with TestClient(app) as client:
+        assert wait_for(lambda: client.get("/health/ready").status_code == 200)
+        for data in (silent_flac(600), silent_flac(600, declare_length=False)):
+            assert len(data) < 200_000
+            r = upload(client, data)
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert error["code"] == "audio_too_long" and error["param"] == "file"
+            assert "limit of 60 s" in error["message"] and str(tmp_path) not in error["message"]
+        assert upload(client, wav(tmp_path)).json()["text"] == "8000 samples"

@@ -108,5 +108,5 @@ def test_the_docs_state_diagram_is_the_transition_table():
     block = re.search(r"<!-- states:begin -->\n```mermaid\n(.*?)\n```\n<!-- states:end -->", page, re.S)
     assert block is not None, "docs/pool.md has no states block"
     assert block.group(1) == mermaid(), "regenerate it with whisperpool.worker.states.mermaid()"
-    moves = {tuple(line.split(" --> ")) for line in mermaid().splitlines()[1:] if "[*]" not in line}
+    moves = {tuple(line.strip().split(" --> ")) for line in mermaid().splitlines()[1:] if "[*]" not in line}
     assert moves == {(str(a), str(b)) for a, news in TRANSITIONS.items() for b in news}

@@ -137,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-queue", type=int, default=None, help=f"requests that may wait; more get 503 (default: {pool.max_queue})"
     )
     s.add_argument(
+        "--max-audio-s",
+        type=float,
+        default=None,
+        help=f"longest audio a request may decode to, in seconds; longer is refused with 400 "
+        f"(default: {pool.max_audio_s:g})",
+    )
+    s.add_argument(
         "--grace",
         type=float,
         default=None,
@@ -471,6 +478,7 @@ _SERVE_FLAGS = {
     "max_upload_mb": "max_upload_mb",
     "grace": "grace_s",
     "max_queue": "pool.max_queue",
+    "max_audio_s": "pool.max_audio_s",
     "model": "pool.model",
     "workers": "pool.pool_size",
     "threads": "pool.threads_per_worker",

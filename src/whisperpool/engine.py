@@ -247,10 +247,18 @@ class TranscriptionEngine:
         (a running one finishes on its worker).
         """
         opts = self.options(model, options, **decode)
-        samples = await asyncio.to_thread(load_audio, audio, sample_rate=sample_rate, name=name)
+        samples = await self.decode(audio, model=model, sample_rate=sample_rate, name=name)
         return await self.submit(
             samples, model=model, options=opts, priority=priority, timeout=timeout, on_segment=on_segment
         )
+
+    async def decode(
+        self, audio: AudioInput, *, model: str | None = None, sample_rate: int = SAMPLE_RATE, name: str | None = None
+    ) -> np.ndarray:
+        """Any input to 16 kHz mono float32, off the event loop, within the model's
+        ``max_audio_s`` (:class:`~whisperpool.errors.AudioTooLong` past it)."""
+        limit = self._pool(model).config.max_audio_s
+        return await asyncio.to_thread(load_audio, audio, sample_rate=sample_rate, name=name, max_seconds=limit)
 
     def submit(
         self,
@@ -368,7 +376,7 @@ class TranscriptionEngine:
         """Blocking :meth:`transcribe`, for scripts and threads."""
         pool = self._pool(model)
         opts = self.options(model, options, **decode)
-        samples = load_audio(audio, sample_rate=sample_rate, name=name)
+        samples = load_audio(audio, sample_rate=sample_rate, name=name, max_seconds=pool.config.max_audio_s)
         return pool.submit(samples, opts, timeout=timeout).result()
 
     def close_sync(self, *, drain: bool = False, timeout: float | None = None) -> None:

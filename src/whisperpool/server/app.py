@@ -38,7 +38,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .._version import __version__
-from ..audio import load_audio
 from ..config import DecodeOptions
 from ..engine import OPENAI_ALIAS, TranscriptionEngine
 from ..errors import ClientDisconnected, ConfigError, InvalidParameter, Unauthorized, WhisperPoolError
@@ -134,7 +133,7 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
         async with receive_upload(request, app.state.upload_dir, max_bytes=settings.max_upload_bytes) as upload:
             params = _Params.parse(upload, engine, task)
             # Decode while the file exists; from here on only samples are kept.
-            samples = await asyncio.to_thread(load_audio, upload.path, name=upload.filename)
+            samples = await engine.decode(upload.path, model=params.model, name=upload.filename)
         if params.stream:
             return _sse(engine, samples, params, metrics)
         future = engine.submit(samples, model=params.model, options=params.options)
