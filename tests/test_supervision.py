@@ -265,7 +265,7 @@ def test_a_stopped_worker_handed_a_large_request_never_blocks_the_pool(make_pool
     # SIGSTOP an idle worker, then hand it more audio than a socket buffers: the send
     # cannot finish. The manager must not wait on it: status answers at once, the worker
     # is replaced after send_timeout_s, and the request is served by its replacement.
-    pool = make_pool(pool_size=1, send_timeout_s=1.0, ping_interval_s=None)
+    pool = make_pool(pool_size=1, send_timeout_s=1.0, ping_interval_s=None, split_above_s=None)
     pool.warm_up_all_workers(timeout=WAIT)
     (stopped,) = pool.get_status().workers
     os.kill(stopped.pid, signal.SIGSTOP)

@@ -102,11 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         "transcribe",
         help="transcribe audio files on a warm pool",
         description="Warm a pool, spread the files over its workers, print each transcript in order. "
+        "A long file is cut at its silences into pieces that all the workers decode at once. "
         "Any format FFmpeg decodes works (wav, flac, ogg, mp3, m4a, ...). A file that fails is "
         "reported and the others still run; the exit code is 1 if any failed. With --url the files "
         "go to a running server instead, to the model --model names.",
     )
-    t.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    t.add_argument(
+        "files", nargs="+", metavar="FILE", help="audio files, or folders of them (their audio files, sorted)"
+    )
     t.add_argument(
         "--url", default=None, help="a running whisperpool server, e.g. http://127.0.0.1:8000 (default: a local pool)"
     )
@@ -415,7 +418,28 @@ async def _transcribe_remote(args: argparse.Namespace, out: Console, err: Consol
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".m4a", ".aac", ".webm", ".mp4", ".wma", ".aiff", ".aif"}
+)
+
+
+def expand_inputs(paths: list[str]) -> list[str]:
+    """Files as given; a folder becomes the audio files in it (by suffix, sorted, recursively)."""
+    files = []
+    for path in paths:
+        folder = Path(path)
+        if folder.is_dir():
+            files += sorted(str(f) for f in folder.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+        else:
+            files.append(path)
+    return files
+
+
 async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> int:
+    args.files = expand_inputs(args.files)
+    if not args.files:
+        err.print("[red]whisperpool: no audio files found in the folders given[/red]", highlight=False)
+        return EXIT_USAGE
     if args.url:
         return await _transcribe_remote(args, out, err)
     engine = TranscriptionEngine(transcribe_config(args))
@@ -444,9 +468,18 @@ async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> i
         limit = asyncio.Semaphore(engine.config.pool_size * 2)  # bounds decoded audio held in memory
 
         async def one(path: str) -> TranscriptionResult | WhisperPoolError:
+            pieces_task = None
+
+            def on_progress(done: int, total: int) -> None:  # a long file: a bar of its own
+                nonlocal pieces_task
+                if pieces_task is None and total > 1:
+                    pieces_task = progress.add_task(f"  {Path(path).name} (pieces)", total=total)
+                if pieces_task is not None:
+                    progress.update(pieces_task, completed=done)
+
             async with limit:
                 try:
-                    return await engine.transcribe(path)
+                    return await engine.transcribe(path, on_progress=on_progress)
                 except WhisperPoolError as exc:
                     return exc
                 finally:
@@ -459,6 +492,8 @@ async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> i
                 failures += isinstance(outcome, WhisperPoolError)
                 if isinstance(outcome, TranscriptionResult):
                     where = f"worker {outcome.worker_id}, {outcome.timings.total_s:.2f} s"
+                    if outcome.pieces > 1:
+                        where = f"{outcome.pieces} pieces on the workers, {outcome.timings.total_s:.2f} s"
                     outcome = _result_json(path, outcome)
                 else:
                     where = ""

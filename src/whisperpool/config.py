@@ -122,6 +122,10 @@ class PoolConfig:
     may carry: decoding stops there, so a small file that declares or decodes to more
     costs at most about that much memory (64 KB a second) and is refused.
 
+    Long audio: a recording longer than ``split_above_s`` (``None``: never) is cut at its
+    silences into pieces of at most ``piece_s`` seconds, which are decoded in parallel on
+    the idle workers and stitched in order (see :mod:`whisperpool.pool.pieces`).
+
     Supervision: a worker that dies is replaced at once; one that fails to warm up is
     restarted after ``restart_backoff_s``, doubling up to ``restart_backoff_max_s``, and
     its slot is given up after ``max_restarts`` failed warm-ups in a row. A request whose
@@ -153,6 +157,8 @@ class PoolConfig:
     stop_timeout_s: float = 5.0
     max_queue: int | None = None
     max_audio_s: float | None = 3 * 3600.0
+    split_above_s: float | None = 30.0
+    piece_s: float = 30.0
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     backend: BackendName = "faster-whisper"
     fake: FakeBehavior = field(default_factory=FakeBehavior)
@@ -196,6 +202,12 @@ class PoolConfig:
             _fail(owner, "request_timeout_s", "must be > 0 or None", self.request_timeout_s)
         if self.max_audio_s is not None and (not isinstance(self.max_audio_s, (int, float)) or self.max_audio_s <= 0):
             _fail(owner, "max_audio_s", "must be a number of seconds > 0 or None", self.max_audio_s)
+        if self.split_above_s is not None and (
+            not isinstance(self.split_above_s, (int, float)) or self.split_above_s <= 0
+        ):
+            _fail(owner, "split_above_s", "must be a number of seconds > 0 or None", self.split_above_s)
+        if not isinstance(self.piece_s, (int, float)) or not 1 <= self.piece_s <= 30:
+            _fail(owner, "piece_s", "must be a number of seconds from 1 to 30 (one Whisper window)", self.piece_s)
         if self.max_queue is not None and (not isinstance(self.max_queue, int) or self.max_queue < 0):
             _fail(owner, "max_queue", "must be an integer >= 0 or None", self.max_queue)
         for name in ("max_restarts", "max_requests_jitter"):

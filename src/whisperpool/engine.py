@@ -234,6 +234,7 @@ class TranscriptionEngine:
         priority: int = PRIORITY_DEFAULT,
         timeout: float | None = None,
         on_segment: Callable[[Segment], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
         model: str | None = None,
         **decode: Any,
     ) -> TranscriptionResult:
@@ -249,7 +250,13 @@ class TranscriptionEngine:
         opts = self.options(model, options, **decode)
         samples = await self.decode(audio, model=model, sample_rate=sample_rate, name=name)
         return await self.submit(
-            samples, model=model, options=opts, priority=priority, timeout=timeout, on_segment=on_segment
+            samples,
+            model=model,
+            options=opts,
+            priority=priority,
+            timeout=timeout,
+            on_segment=on_segment,
+            on_progress=on_progress,
         )
 
     async def decode(
@@ -269,24 +276,27 @@ class TranscriptionEngine:
         priority: int = PRIORITY_DEFAULT,
         timeout: float | None = None,
         on_segment: Callable[[Segment], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> asyncio.Future[TranscriptionResult]:
         """Queue 16 kHz mono float32 ``samples`` now; call in the event loop.
 
         Raises at once what the queue refuses (:class:`~whisperpool.errors.QueueFull`,
         :class:`~whisperpool.errors.UnknownModel`, ...), so a server can answer before it
         starts a response. ``on_segment`` is called in the loop, every segment before the
-        result. Cancelling the returned future drops a queued request from the queue.
+        result, in order. A recording longer than the pool's ``split_above_s`` is decoded
+        in pieces on all the workers; ``on_progress(done, total)`` follows its pieces, in
+        the loop. Cancelling the returned future drops a queued request (and a recording's
+        queued pieces) from the queue.
         """
         pool = self._pool(model)
-        callback = None
-        if on_segment is not None:
-            loop = asyncio.get_running_loop()
-
-            def callback(segment: Segment) -> None:
-                loop.call_soon_threadsafe(on_segment, segment)
-
+        loop = asyncio.get_running_loop()
         future = pool.submit(
-            samples, options or pool.config.decode, priority=priority, timeout=timeout, on_segment=callback
+            samples,
+            options or pool.config.decode,
+            priority=priority,
+            timeout=timeout,
+            on_segment=_in_loop(loop, on_segment),
+            on_progress=_in_loop(loop, on_progress),
         )
         return asyncio.wrap_future(future)  # cancelling it cancels the pool's future
 
@@ -393,6 +403,13 @@ class TranscriptionEngine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close_sync()
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None] | None) -> Callable[..., None] | None:
+    """``callback`` as the pool may call it, from its manager thread: run in ``loop``."""
+    if callback is None:
+        return None
+    return lambda *args: loop.call_soon_threadsafe(callback, *args)
 
 
 __all__ = [

@@ -61,7 +61,9 @@ class TranscriptionResult:
 
     ``window`` says which encoder window answered: ``"short"`` (sized to the audio) or
     ``"full"`` (30 s); ``fallback`` names why a short window was rejected (one of
-    ``FALLBACK_REASONS``), or is None.
+    ``FALLBACK_REASONS``), or is None. ``pieces``: how many pieces a long recording was
+    decoded in (see ``PoolConfig.split_above_s``); 1 for audio decoded whole, 0 for a
+    recording without speech.
     """
 
     text: str
@@ -73,6 +75,7 @@ class TranscriptionResult:
     timings: Timings = Timings()
     window: str = "full"
     fallback: str | None = None
+    pieces: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

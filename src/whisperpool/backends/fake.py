@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import DecodeOptions
 from ..results import Segment, TranscriptionResult
-from . import BackendSpec, SegmentCallback
+from . import BackendSpec, SegmentCallback, group_pieces
 
 SAMPLE_RATE = 16_000
 
@@ -83,3 +83,11 @@ class FakeBackend:
             window="short" if short and fallback is None else "full",
             fallback=fallback,
         )
+
+    def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float):
+        """Every sample is speech: pieces of ``max_piece_s`` back to back (the last shorter)."""
+        assert self.loaded, "load() first"
+        time.sleep(self.behavior.inference_delay_s)
+        step = int(max_piece_s * SAMPLE_RATE)
+        regions = [(i, min(i + step, audio.size)) for i in range(0, audio.size, step)]
+        return group_pieces(regions, step, 0), options.language or "en", 1.0

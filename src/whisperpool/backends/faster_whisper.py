@@ -30,7 +30,7 @@ from ..config import DecodeOptions
 from ..errors import ModelError
 from ..results import FALLBACK_REASONS, Segment, TranscriptionResult, Word  # noqa: F401 (re-exported)
 from ..wer import normalize
-from . import BackendSpec, SegmentCallback
+from . import MAX_GAP_S, BackendSpec, SegmentCallback, group_pieces
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,23 @@ class FasterWhisperBackend:
                 log.info("short window rejected (%s); decoding the full window", exc)
                 return self._full(audio, options, on_segment, fallback=exc.reason)
         return self._full(audio, options, on_segment, fallback=None)
+
+    def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float):
+        """faster-whisper's own Silero VAD finds the speech, as its batched mode does; the
+        regions are grouped into pieces that a worker decodes in one window each."""
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        assert self.model is not None, "load() first"
+        vad = VadOptions(min_silence_duration_ms=160)
+        # Regions are padded by speech_pad_ms on each side after the split: leave room for it.
+        vad.max_speech_duration_s = max(1.0, max_piece_s - 2 * vad.speech_pad_ms / 1000)
+        regions = [(r["start"], r["end"]) for r in get_speech_timestamps(audio, vad)]
+        pieces = group_pieces(regions, int(max_piece_s * SAMPLE_RATE), int(MAX_GAP_S * SAMPLE_RATE))
+        if options.language is not None or not pieces:
+            return pieces, options.language, 1.0 if options.language else 0.0
+        start, end = pieces[0]
+        language, probability, _ = self.model.detect_language(audio[start:end])
+        return pieces, language, float(probability)
 
     def _full(self, audio, options: DecodeOptions, on_segment, fallback: str | None) -> TranscriptionResult:
         segments_iter, info = self.model.transcribe(audio, **options.to_faster_whisper())

@@ -1,7 +1,10 @@
 """Requests on their way through the pool, and the queue they wait in.
 
-The queue is a heap ordered by ``(priority, id)``: a lower priority is served first
-(streaming updates at :data:`PRIORITY_REALTIME`), ties in arrival order. Only the
+The queue is a heap ordered by ``(priority, round, id)``: a lower priority is served
+first (streaming updates at :data:`PRIORITY_REALTIME`); within a priority, the k-th
+piece of a long recording waits for round k, so a short request that arrives while a
+long one is split over the workers waits for at most the pieces already running, not
+for the whole recording; ties in arrival order. Only the
 manager thread and :meth:`ProcessPool.submit` (under the pool's lock) touch it.
 """
 
@@ -11,12 +14,15 @@ import heapq
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ..config import DecodeOptions
 from ..results import Segment
+
+if TYPE_CHECKING:
+    from .pieces import LongRequest
 
 PRIORITY_REALTIME = 0
 PRIORITY_DEFAULT = 10
@@ -38,16 +44,24 @@ class Job:
     attempts: int = 0
     crashes: int = 0  # workers that died while serving it
     background: str | None = None  # "re-warm" or "health check": the pool's own, no caller waits
+    kind: Literal["transcribe", "plan"] = "transcribe"  # plan: cut a long recording into pieces
+    parent: LongRequest | None = None  # the long recording this job is a part (or the plan) of
+    round: int = 0  # the piece's index: see the module docstring
 
-    def sort_key(self) -> tuple[int, int]:
-        return (self.priority, self.id)
+    @property
+    def counted(self) -> bool:
+        """A request of a caller's own: counted in the status (a piece counts with its recording)."""
+        return self.parent is None and self.background is None
+
+    def sort_key(self) -> tuple[int, int, int]:
+        return (self.priority, self.round, self.id)
 
 
 class RequestQueue:
     """Jobs waiting for a worker, by priority then arrival."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[tuple[int, int], Job]] = []
+        self._heap: list[tuple[tuple[int, int, int], Job]] = []
 
     def __len__(self) -> int:
         return len(self._heap)

@@ -62,7 +62,7 @@ class Lifecycle:
 
     def _fail_queue(self: ProcessPool, error: Exception) -> None:
         for job in self._queue.clear():
-            if settle(job.future, error=error):
+            if settle(job.future, error=error) and job.counted:
                 self._counts.failed += 1
 
     def _shutdown_step(self: ProcessPool) -> bool:
@@ -86,7 +86,10 @@ class Lifecycle:
                 w.ask_to_stop(now, grace)
             elif past_grace:
                 job, w.job = w.job, None
-                if settle(job.future, error=PoolClosed("the pool was closed before the request finished")):
+                if (
+                    settle(job.future, error=PoolClosed("the pool was closed before the request finished"))
+                    and job.counted
+                ):
                     self._counts.failed += 1
                 w.stop_now()
         self._restart_at.clear()

@@ -36,6 +36,7 @@ from .background import Background
 from .jobs import PRIORITY_DEFAULT, Job, RequestQueue
 from .lifecycle import Lifecycle
 from .messages import Messages
+from .pieces import LongRequest, ProgressCallback
 from .scaling import Scaling
 from .status import Counters, PoolStatus, WarmUpSummary, snapshot
 from .supervision import Supervision
@@ -76,6 +77,7 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
         self._state = WarmStartState(self.config.state_file)
         self._last_refusal = ""
         self._scale_up_s: float | None = None  # the last scale-up's warm-up
+        self._long: dict[int, LongRequest] = {}  # long recordings in flight, by id
 
     # -- events ------------------------------------------------------------------------
     def on(self, event: str, callback: Callable[..., Any] | None = None) -> Any:
@@ -210,12 +212,16 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
         priority: int = PRIORITY_DEFAULT,
         timeout: float | None = None,
         on_segment: Callable[[Segment], None] | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Future[TranscriptionResult]:
         """Queue 16 kHz mono float32 ``audio``; the future gets the result or the error.
 
         ``timeout`` (default ``config.request_timeout_s``) covers queue wait and
         inference. ``on_segment`` is called (on the manager thread) with each segment as
-        the worker decodes it. A lower ``priority`` is served first; ties are FIFO.
+        the worker decodes it, in order. A lower ``priority`` is served first; ties are
+        FIFO. Audio longer than ``config.split_above_s`` is decoded in pieces spread over
+        the workers (see :mod:`.pieces`); ``on_progress(done, total)`` then follows its
+        pieces (called on the manager thread).
         """
         if not isinstance(audio, np.ndarray) or audio.dtype != np.float32 or audio.ndim != 1:
             raise TypeError("audio must be a 1-D float32 numpy array (use whisperpool.audio.load_audio)")
@@ -238,21 +244,44 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
             limit = self.config.max_queue
             if limit is not None and len(self._queue) >= limit and not any(w.is_idle() for w in self._workers):
                 raise QueueFull(f"the request queue is full ({limit} waiting)")
-            job = Job(
-                id=next(self._job_ids),
-                audio=audio,
-                options=options or self.config.decode,
-                future=future,
-                priority=priority,
-                submitted=now,
-                deadline=now + timeout if timeout else None,
-                on_segment=on_segment,
-            )
+            options = options or self.config.decode
+            deadline = now + timeout if timeout else None
+            if self._splits(audio, options):
+                long = LongRequest(
+                    self,
+                    next(self._job_ids),
+                    audio,
+                    options,
+                    future,
+                    priority=priority,
+                    submitted=now,
+                    deadline=deadline,
+                    on_segment=on_segment,
+                    on_progress=on_progress,
+                )
+                self._long[long.id] = long
+                self._counts.long_requests += 1
+                job = long.plan_job
+            else:
+                job = Job(
+                    id=next(self._job_ids),
+                    audio=audio,
+                    options=options,
+                    future=future,
+                    priority=priority,
+                    submitted=now,
+                    deadline=deadline,
+                    on_segment=on_segment,
+                )
             self._queue.push(job)
             self._scaler.arrived(now)
         future.add_done_callback(self._on_future_done)
         self._wake()
         return future
+
+    def _splits(self, audio: np.ndarray, options: DecodeOptions) -> bool:
+        limit = self.config.split_above_s
+        return limit is not None and options.window != "short" and audio.size > limit * SAMPLE_RATE
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions | None = None, **kwargs: Any) -> TranscriptionResult:
         """Submit and wait for the result (blocking)."""
@@ -270,7 +299,8 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
                 self._workers,
                 self._counts,
                 now=now,
-                queue_depth=len(self._queue.waiting()),
+                queue=self._queue.waiting(),
+                long_requests=list(self._long.values()),
                 min_workers=self.config.min_size,
                 max_workers=self.config.max_size,
                 arrival_rate=self._scaler.arrival_rate(now),

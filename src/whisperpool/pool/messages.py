@@ -36,7 +36,7 @@ class Messages:
                     job.on_segment(msg.segment)
                 except Exception:
                     log.exception("an on_segment callback raised")
-        elif isinstance(msg, (p.Done, p.Failed)):
+        elif isinstance(msg, (p.Done, p.Failed, p.Planned)):
             self._on_answer(w, msg, now)
         elif isinstance(msg, p.Pong):
             w.pong(now, self.config.ping_interval_s)
@@ -61,7 +61,7 @@ class Messages:
             self._relieve(old, now)
         self._after_warm_up_change()
 
-    def _on_answer(self: ProcessPool, w: Worker, msg: p.Done | p.Failed, now: float) -> None:
+    def _on_answer(self: ProcessPool, w: Worker, msg: p.Done | p.Failed | p.Planned, now: float) -> None:
         if w.job is None or w.job.id != msg.request_id:
             log.warning("worker %d answered request %s it was not serving", w.id, msg.request_id)
             return
@@ -71,7 +71,10 @@ class Messages:
             self._background_done(w, job, msg, now)
             return
         w.last_request_at = now
-        if isinstance(msg, p.Done):
+        if isinstance(msg, p.Planned):  # a long recording's pieces: its LongRequest queues them
+            self._scaler.served(msg.inference_s)
+            settle(job.future, result=msg)
+        elif isinstance(msg, p.Done):
             self._scaler.served(msg.inference_s)
             w.rss_bytes = msg.rss_bytes
             timings = Timings(
@@ -81,14 +84,17 @@ class Messages:
             )
             result = dataclasses.replace(msg.result, worker_id=w.id, timings=timings)
             if settle(job.future, result=result):
-                self._counts.completed += 1
-                self._counts.latencies.append(timings.total_s)
+                if job.counted:
+                    self._counts.completed += 1
+                    self._counts.latencies.append(timings.total_s)
+                else:
+                    self._counts.pieces += 1
             self._counts.short_windows += result.window == "short"
             if result.window not in w.warm_windows:
                 w.warm_windows += (result.window,)
             if result.fallback is not None:
                 self._counts.fallback(result.fallback)
-        elif settle(job.future, error=msg.error.to_exception()):
+        elif settle(job.future, error=msg.error.to_exception()) and job.counted:
             self._counts.failed += 1
         self._job_finished(w, now)
 

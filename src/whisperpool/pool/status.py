@@ -7,6 +7,7 @@ frozen :class:`PoolStatus`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -14,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from ..audio import SAMPLE_RATE
 from ..worker import Worker, WorkerState
+from .jobs import Job
+from .pieces import LongRequest
 
 
 @dataclass(slots=True)
@@ -30,6 +34,8 @@ class Counters:
     scale_ups: int = 0
     scale_downs: int = 0
     background: int = 0  # re-warm and health-check inferences
+    pieces: int = 0  # pieces of long recordings decoded
+    long_requests: int = 0  # recordings decoded in pieces
     short_windows: int = 0  # requests answered by the short-audio window
     window_fallbacks: dict[str, int] = field(default_factory=dict)  # by reason
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
@@ -57,6 +63,18 @@ class WorkerStatus:
     warm_windows: tuple[str, ...] = ()  # the encoder windows it has run: ("short", "full") when fully warm
     threads: int = 0  # the threads its model runs on
     output: tuple[str, ...] = ()  # a failed worker's last printed lines
+
+
+@dataclass(frozen=True, slots=True)
+class RequestProgress:
+    """Where a caller's request stands: its place in the queue (0 is next; None once a
+    worker has it) and, for a recording decoded in pieces, how many are done."""
+
+    id: int
+    position: int | None
+    audio_s: float
+    pieces_done: int = 0
+    pieces_total: int = 1  # 0 until a long recording is planned
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +108,14 @@ class PoolStatus:
     arrival_rate: float = 0.0  # requests per second, moving average
     background_inferences: int = 0
     stopping_workers: int = 0
+    pieces_completed: int = 0
+    long_requests: int = 0
     workers: tuple[WorkerStatus, ...] = field(default_factory=tuple)
+    requests: tuple[RequestProgress, ...] = field(default_factory=tuple)  # queued, and long ones running
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "workers"}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("workers", "requests")}
+        data["requests"] = [dataclasses.asdict(r) for r in self.requests]
         data["workers"] = [
             {f.name: (str(v) if f.name == "state" else v) for f in fields(w) for v in (getattr(w, f.name),)}
             for w in self.workers
@@ -140,12 +162,38 @@ def worker_status(w: Worker, now: float) -> WorkerStatus:
     )
 
 
+def requests_progress(queue: Sequence[Job], long_requests: Sequence[LongRequest]) -> tuple[RequestProgress, ...]:
+    """The queued requests in the order they will be served, then the long ones at work."""
+    order = sorted(queue, key=Job.sort_key)
+    first_at: dict[int, int] = {}  # request id -> position of its first queued job
+    for position, job in enumerate(order):
+        owner = job.parent.id if job.parent is not None else job.id
+        first_at.setdefault(owner, position)
+    progress = []
+    for job in order:
+        if job.counted and job.id in first_at:
+            progress.append(RequestProgress(job.id, first_at[job.id], job.audio.size / SAMPLE_RATE))
+    for long in long_requests:
+        running = any(j.dispatched is not None for j in (long.plan_job, *long.jobs))
+        progress.append(
+            RequestProgress(
+                long.id,
+                None if running else first_at.get(long.id),
+                long.duration,
+                long.done_pieces,
+                len(long.pieces),
+            )
+        )
+    return tuple(progress)
+
+
 def snapshot(
     workers: Sequence[Worker],
     counts: Counters,
     *,
     now: float,
-    queue_depth: int,
+    queue: Sequence[Job],
+    long_requests: Sequence[LongRequest],
     min_workers: int,
     max_workers: int,
     arrival_rate: float,
@@ -164,7 +212,7 @@ def snapshot(
         stopping_workers=by_state[WorkerState.STOPPING],
         warm_up_progress=round(100.0 * sum(map(_progress, workers)) / len(workers), 1) if workers else 0.0,
         ready=any(w.is_warm() for w in workers),
-        queue_depth=queue_depth,
+        queue_depth=len(queue),
         requests_completed=counts.completed,
         requests_failed=counts.failed,
         latency_p50_s=float(np.percentile(lat, 50)) if lat is not None else None,
@@ -181,8 +229,11 @@ def snapshot(
         scale_downs=counts.scale_downs,
         arrival_rate=round(arrival_rate, 3),
         background_inferences=counts.background,
+        pieces_completed=counts.pieces,
+        long_requests=counts.long_requests,
         workers=tuple(worker_status(w, now) for w in workers),
+        requests=requests_progress(queue, long_requests),
     )
 
 
-__all__ = ["Counters", "PoolStatus", "WarmUpSummary", "WorkerStatus", "snapshot", "worker_status"]
+__all__ = ["Counters", "PoolStatus", "RequestProgress", "WarmUpSummary", "WorkerStatus", "snapshot", "worker_status"]

@@ -46,7 +46,7 @@ class Supervision:
                 self._worker_failed(w, f"did not take a message within {cfg.send_timeout_s:g} s (stopped or hung)")
             elif w.job is not None and w.job.deadline is not None and now >= w.job.deadline:
                 job = w.job
-                if settle(job.future, error=RequestTimeout(timeout_message(job, now))) and job.background is None:
+                if settle(job.future, error=RequestTimeout(timeout_message(job, now))) and job.counted:
                     self._counts.failed += 1
                 w.job = None
                 what = job.background or f"request {job.id}"
@@ -73,7 +73,7 @@ class Supervision:
                 error = RequestTimeout(timeout_message(job, now))
             else:  # nothing could have served it: the pool is not ready, not slow
                 error = PoolNotReady(f"request {job.id}: no worker became warm within its timeout")
-            if settle(job.future, error=error):
+            if settle(job.future, error=error) and job.counted:
                 self._counts.failed += 1
         hope = any(w.is_warm() or w.is_starting() for w in self._workers) or self._restart_at
         if self._queue and not hope:
@@ -139,7 +139,7 @@ class Supervision:
             job.dispatched = None
             self._queue.push(job)
             return
-        if settle(job.future, error=error):
+        if settle(job.future, error=error) and job.counted:
             self._counts.failed += 1
 
     def _plan_replacement(self: ProcessPool, w: Worker, now: float) -> None:

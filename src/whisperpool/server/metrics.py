@@ -29,6 +29,8 @@ _COUNTERS = (
     ("whisperpool_scale_ups", "Workers started because of load", "scale_ups"),
     ("whisperpool_scale_downs", "Idle workers retired", "scale_downs"),
     ("whisperpool_background_inferences", "Re-warms and health-check inferences", "background_inferences"),
+    ("whisperpool_long_requests", "Recordings decoded in pieces", "long_requests"),
+    ("whisperpool_pieces", "Pieces of long recordings decoded", "pieces_completed"),
 )
 
 

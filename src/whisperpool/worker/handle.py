@@ -164,7 +164,11 @@ class Worker:
         assert self.is_idle()
         self.job = job
         self.set_state(WorkerState.PROCESSING)
-        self._send(p.Transcribe(job.id, job.audio, job.options, stream=job.on_segment is not None))
+        if job.kind == "plan":
+            assert job.parent is not None
+            self._send(p.Plan(job.id, job.audio, job.options, job.parent.piece_s))
+        else:
+            self._send(p.Transcribe(job.id, job.audio, job.options, stream=job.on_segment is not None))
 
     def ping(self, now: float) -> None:
         """Send a health ping; the answer must come before ``ping_sent_at`` + timeout."""

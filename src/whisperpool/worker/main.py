@@ -97,6 +97,8 @@ def worker_main(conn: Connection) -> None:
             conn.send(p.Pong(msg.seq))
         elif isinstance(msg, p.Transcribe):
             _serve(conn, backend, msg)
+        elif isinstance(msg, p.Plan):
+            _plan(conn, backend, msg)
         else:
             log.error("unknown message %r", type(msg).__name__)
 
@@ -113,6 +115,17 @@ def _serve(conn: Connection, backend, msg: p.Transcribe) -> None:
         conn.send(p.Failed(msg.request_id, ErrorInfo.from_exception(exc)))
         return
     conn.send(p.Done(msg.request_id, result, time.perf_counter() - started, rss_bytes()))
+
+
+def _plan(conn: Connection, backend, msg: p.Plan) -> None:
+    started = time.perf_counter()
+    try:
+        pieces, language, probability = backend.plan(msg.audio, msg.options, msg.max_piece_s)
+    except Exception as exc:  # one bad request fails alone; the worker lives on
+        log.warning("request %d: planning failed: %s", msg.request_id, exc)
+        conn.send(p.Failed(msg.request_id, ErrorInfo.from_exception(exc)))
+        return
+    conn.send(p.Planned(msg.request_id, pieces, language, probability, time.perf_counter() - started))
 
 
 def main(argv: list[str] | None = None) -> None:

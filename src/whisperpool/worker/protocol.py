@@ -1,10 +1,11 @@
 """Messages on a worker's pipe. Plain frozen dataclasses; nothing else crosses.
 
 Parent -> worker: first :class:`Boot` (what to load), then :class:`Transcribe`,
-:class:`Ping`, :class:`Stop`.
+:class:`Plan`, :class:`Ping`, :class:`Stop`.
 Worker -> parent: :class:`Loaded` and then :class:`Ready` (the warm-up handshake) or
 :class:`WarmUpFailed`; per request, any number of :class:`SegmentDecoded` (when the
-request asked to stream) and then exactly one :class:`Done` or :class:`Failed`;
+request asked to stream) and then exactly one :class:`Done` or :class:`Failed`
+(:class:`Planned` or :class:`Failed` for a :class:`Plan`);
 :class:`Pong` answers a ping.
 """
 
@@ -53,6 +54,17 @@ class Transcribe:
 
 
 @dataclass(frozen=True, slots=True)
+class Plan:
+    """Cut long ``audio`` at its silences into pieces of at most ``max_piece_s`` (and
+    detect its language when ``options`` leave it open)."""
+
+    request_id: int
+    audio: np.ndarray
+    options: DecodeOptions
+    max_piece_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     seq: int
 
@@ -93,6 +105,18 @@ class Done:
     result: TranscriptionResult
     inference_s: float
     rss_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """The answer to :class:`Plan`: ``pieces`` are ``(start, end)`` sample indices, in
+    order, that hold the speech (none: no speech at all)."""
+
+    request_id: int
+    pieces: tuple[tuple[int, int], ...]
+    language: str | None
+    language_probability: float
+    inference_s: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,222 @@
+"""Long recordings in pieces: cut at silences, decoded in parallel, stitched in order.
+
+A recording longer than ``split_above_s`` is not given to one worker. First a *plan* job
+asks a worker to find its speech (faster-whisper's own Silero VAD, as its batched mode
+does) and group it into pieces of at most ``piece_s`` seconds, cut only at silences
+(and at every long one), and to detect the language once when the request leaves it
+open. Then each piece is a job of its own: the pieces queue like any other work (piece
+k in round k, so short requests are not stuck behind a recording, see :mod:`.jobs`),
+go to whichever workers are idle, and are retried alone if their worker dies. As the
+pieces finish, their segments are moved onto the recording's timeline and handed to
+``on_segment`` in order; when the last one is in, the result is stitched together.
+A piece that fails fails the recording, and its other pieces are dropped.
+
+Everything here runs on the manager thread, under the pool's lock, except what a
+caller's cancel triggers (cancelling the recording cancels its queued pieces).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+from ..config import DecodeOptions
+from ..results import Segment, Timings, TranscriptionResult
+from ..worker import protocol as p
+from .jobs import Job, settle
+
+if TYPE_CHECKING:
+    from .manager import ProcessPool
+
+log = logging.getLogger(__name__)
+
+HOP = 160  # samples per feature frame: a segment's ``seek`` is counted in frames
+ProgressCallback = Callable[[int, int], None]  # (pieces done, pieces in all)
+
+
+class LongRequest:
+    """One long recording on its way through the pool, from plan to stitched result."""
+
+    def __init__(
+        self,
+        pool: ProcessPool,
+        job_id: int,
+        audio: np.ndarray,
+        options: DecodeOptions,
+        future: Future[TranscriptionResult],
+        *,
+        priority: int,
+        submitted: float,
+        deadline: float | None,
+        on_segment: Callable[[Segment], None] | None,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.id = job_id
+        self.pool = pool
+        self.piece_s = pool.config.piece_s
+        self.audio = audio
+        self.options = options
+        self.future = future
+        self.submitted = submitted
+        self.on_segment = on_segment
+        self.on_progress = on_progress
+        self.pieces: tuple[tuple[int, int], ...] = ()
+        self.jobs: list[Job] = []
+        self.results: list[TranscriptionResult | None] = []
+        self.delivered = 0  # pieces whose segments went to on_segment, numbered on the recording
+        self.segments = 0  # segments numbered so far
+        self.language: str | None = options.language
+        self.language_probability = 0.0
+        self.plan_job = Job(
+            id=job_id,
+            audio=audio,
+            options=options,
+            future=Future(),
+            priority=priority,
+            submitted=submitted,
+            deadline=deadline,
+            kind="plan",
+            parent=self,
+        )
+        self.plan_job.future.add_done_callback(self._planned)
+        future.add_done_callback(self._caller_done)
+
+    @property
+    def done_pieces(self) -> int:
+        return sum(r is not None for r in self.results)
+
+    # -- callbacks ---------------------------------------------------------------------
+    def _caller_done(self, future: Future) -> None:
+        if future.cancelled():  # the caller gave up: its queued work leaves the queue
+            for job in (self.plan_job, *self.jobs):
+                job.future.cancel()
+
+    def _planned(self, future: Future) -> None:
+        if future.cancelled() or self.future.done():
+            return
+        if future.exception() is not None:
+            self._fail(future.exception())
+            return
+        planned: p.Planned = future.result()
+        self.pieces = planned.pieces
+        if self.options.language is None:
+            self.language = planned.language
+        self.language_probability = planned.language_probability
+        self.results = [None] * len(self.pieces)
+        log.info("request %d: %.0f s of audio in %d piece(s)", self.id, self.duration, len(self.pieces))
+        self._progress()
+        if not self.pieces:  # no speech: nothing to decode
+            self._finish()
+            return
+        options = self.options.replace(language=self.language, vad_filter=False)
+        for index, (start, end) in enumerate(self.pieces):
+            job = Job(
+                id=next(self.pool._job_ids),
+                audio=np.ascontiguousarray(self.audio[start:end]),
+                options=options,
+                future=Future(),
+                priority=self.plan_job.priority,
+                submitted=self.submitted,
+                deadline=self.plan_job.deadline,
+                parent=self,
+                round=index,
+            )
+            job.future.add_done_callback(lambda f, index=index: self._piece_done(index, f))
+            self.jobs.append(job)
+            self.pool._queue.push(job)
+
+    def _piece_done(self, index: int, future: Future) -> None:
+        if future.cancelled() or self.future.done():
+            return
+        if future.exception() is not None:
+            self._fail(future.exception())
+            return
+        self.results[index] = self._on_timeline(index, future.result())
+        while self.delivered < len(self.results) and (piece := self.results[self.delivered]) is not None:
+            # In order: now its segments' numbers on the recording are known.
+            segments = tuple(dataclasses.replace(s, id=self.segments + i) for i, s in enumerate(piece.segments, 1))
+            self.segments += len(segments)
+            self.results[self.delivered] = dataclasses.replace(piece, segments=segments)
+            for segment in segments if self.on_segment is not None else ():
+                try:
+                    self.on_segment(segment)
+                except Exception:
+                    log.exception("an on_segment callback raised")
+            self.delivered += 1
+        self._progress()
+        if self.delivered == len(self.results):
+            self._finish()
+
+    # -- the result ----------------------------------------------------------------------
+    @property
+    def duration(self) -> float:
+        return self.audio.size / SAMPLE_RATE
+
+    def _on_timeline(self, index: int, piece: TranscriptionResult) -> TranscriptionResult:
+        """The piece's segments and words moved to the recording's timeline."""
+        start = self.pieces[index][0]
+        offset = start / SAMPLE_RATE
+
+        def move(segment: Segment) -> Segment:
+            words = segment.words
+            if words is not None:
+                words = tuple(dataclasses.replace(w, start=w.start + offset, end=w.end + offset) for w in words)
+            return dataclasses.replace(
+                segment,
+                start=segment.start + offset,
+                end=segment.end + offset,
+                seek=segment.seek + start // HOP,
+                words=words,
+            )
+
+        return dataclasses.replace(piece, segments=tuple(move(s) for s in piece.segments))
+
+    def _finish(self) -> None:
+        pieces = [r for r in self.results if r is not None]
+        segments = tuple(s for r in pieces for s in r.segments)
+        now = time.monotonic()
+        started = self.plan_job.dispatched or now
+        result = TranscriptionResult(
+            text="".join(s.text for s in segments).strip(),
+            segments=segments,
+            language=self.language,
+            language_probability=self.language_probability,
+            duration=self.duration,
+            worker_id=pieces[0].worker_id if pieces else -1,
+            timings=Timings(
+                queue_wait_s=started - self.submitted,
+                inference_s=sum(r.timings.inference_s for r in pieces),
+                total_s=now - self.submitted,
+            ),
+            window="full" if any(r.window == "full" for r in pieces) else "short",
+            fallback=next((r.fallback for r in pieces if r.fallback is not None), None),
+            pieces=len(pieces),
+        )
+        if settle(self.future, result=result):
+            self.pool._counts.completed += 1
+            self.pool._counts.latencies.append(result.timings.total_s)
+        self.pool._long.pop(self.id, None)
+
+    def _fail(self, error: BaseException) -> None:
+        if settle(self.future, error=error):
+            self.pool._counts.failed += 1
+        for job in self.jobs:
+            job.future.cancel()  # queued pieces leave; running ones finish and are dropped
+        self.pool._long.pop(self.id, None)
+
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            try:
+                self.on_progress(self.done_pieces, len(self.pieces))
+            except Exception:
+                log.exception("an on_progress callback raised")
+
+
+__all__ = ["LongRequest", "ProgressCallback"]

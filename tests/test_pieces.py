@@ -1,0 +1,250 @@
+"""Long recordings in pieces: split, spread over the workers, stitched in order.
+
+The fake backend plans a recording as back-to-back pieces of ``piece_s`` (every sample is
+speech) and answers each piece with its sample count, so each piece's place in the
+stitched result can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from conftest import WAIT, clip, fake_config, samples, wait_for
+from whisperpool import PoolConfig, TranscriptionError, WorkerCrashed
+from whisperpool.audio import SAMPLE_RATE, load_audio
+from whisperpool.testing import FakeBehavior
+from whisperpool.wer import word_error_rate as wer
+
+MARKERS = FakeBehavior()
+PIECE = 2 * SAMPLE_RATE  # samples in a full piece (piece_s=2)
+
+
+def long_config(**changes) -> PoolConfig:
+    return fake_config(**{"split_above_s": 3.0, "piece_s": 2.0, **changes})
+
+
+def recording(seconds: float, marks: dict[int, float] | None = None) -> np.ndarray:
+    """``seconds`` of audio; ``marks`` puts a marker value at the start of those pieces."""
+    audio = samples(int(seconds * SAMPLE_RATE))
+    for piece, value in (marks or {}).items():
+        audio[piece * PIECE] = value
+    return audio
+
+
+def test_a_long_recording_is_split_spread_and_stitched_in_order(make_pool):
+    pool = make_pool(long_config(pool_size=2, fake=FakeBehavior(inference_delay_s=0.3)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    seen: list = []
+    progress: list = []
+    result = pool.submit(recording(9.0), on_segment=seen.append, on_progress=lambda *a: progress.append(a)).result(WAIT)
+    assert result.pieces == 5 and result.duration == 9.0
+    assert [(s.id, s.start, s.end) for s in result.segments] == [
+        (1, 0.0, 2.0),
+        (2, 2.0, 4.0),
+        (3, 4.0, 6.0),
+        (4, 6.0, 8.0),
+        (5, 8.0, 9.0),
+    ]
+    assert [s.text for s in result.segments] == ["32000 samples"] * 4 + ["16000 samples"]
+    assert seen == list(result.segments)  # every segment once, in order, whatever order the pieces ended in
+    assert progress[0] == (0, 5) and progress[-1] == (5, 5) and progress == sorted(progress)
+    status = pool.get_status()
+    assert all(w.requests_served >= 1 for w in status.workers)  # both workers took pieces
+    assert (status.requests_completed, status.long_requests, status.pieces_completed) == (1, 1, 5)
+    assert status.requests == ()  # nothing in flight any more
+
+
+def test_audio_up_to_the_threshold_is_decoded_whole(make_pool):
+    pool = make_pool(long_config(pool_size=1))
+    pool.warm_up_all_workers(timeout=WAIT)
+    result = pool.transcribe(recording(3.0), timeout=WAIT)
+    assert result.pieces == 1 and [s.text for s in result.segments] == ["48000 samples"]
+    assert pool.get_status().long_requests == 0
+
+
+def test_a_piece_that_fails_fails_the_recording_once_and_the_pool_goes_on(make_pool):
+    pool = make_pool(long_config(pool_size=2, fake=FakeBehavior(inference_delay_s=0.2)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    future = pool.submit(recording(9.0, {2: MARKERS.error_marker}))
+    with pytest.raises(TranscriptionError, match="told to fail"):
+        future.result(WAIT)
+    assert wait_for(lambda: pool.get_status().busy_workers == 0 and pool.get_status().queue_depth == 0)
+    status = pool.get_status()
+    assert status.requests_failed == 1 and status.requests_completed == 0
+    assert pool.transcribe(recording(1.0), timeout=WAIT).text == "16000 samples"
+
+
+def test_a_poison_piece_is_refused_and_its_recording_fails(make_pool):
+    pool = make_pool(long_config(pool_size=2))
+    pool.warm_up_all_workers(timeout=WAIT)
+    with pytest.raises(WorkerCrashed, match="poison"):
+        pool.submit(recording(9.0, {3: MARKERS.crash_marker})).result(WAIT)
+    assert wait_for(lambda: pool.get_status().warm_workers == 2)
+    assert pool.get_status().requests_failed == 1
+
+
+def test_a_worker_killed_with_pieces_in_flight_loses_and_repeats_nothing(make_pool):
+    pool = make_pool(long_config(pool_size=2, fake=FakeBehavior(inference_delay_s=1.0)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    seen: list = []
+    future = pool.submit(recording(9.0), on_segment=seen.append)
+    assert wait_for(lambda: pool.get_status().busy_workers == 2)  # the plan ran; two pieces are in flight
+    victim = next(w for w in pool.get_status().workers if w.state.value == "processing")
+    os.kill(victim.pid, signal.SIGKILL)
+    result = future.result(WAIT)
+    assert [(s.id, s.start, s.end) for s in result.segments] == [
+        (i + 1, 2.0 * i, min(9.0, 2.0 * i + 2)) for i in range(5)
+    ]
+    assert seen == list(result.segments)
+    status = pool.get_status()
+    assert status.requests_retried >= 1 and status.requests_completed == 1 and status.pieces_completed == 5
+
+
+def test_a_short_request_waits_for_a_piece_not_for_the_recording(make_pool):
+    # One worker, a recording of ten 0.4 s pieces: a short request that arrives once the
+    # recording is under way is served after the piece in hand, not after all ten.
+    pool = make_pool(long_config(pool_size=1, fake=FakeBehavior(inference_delay_s=0.4)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    long = pool.submit(recording(20.0))
+    assert wait_for(lambda: any(r.pieces_total == 10 for r in pool.get_status().requests))
+    short = pool.submit(recording(1.0))
+    result = short.result(WAIT)
+    assert not long.done()  # it overtook most of the recording
+    assert result.timings.queue_wait_s < 3 * 0.4 + 1.0
+    assert long.result(WAIT).pieces == 10
+
+
+def test_the_status_shows_queue_positions_and_piece_progress(make_pool):
+    pool = make_pool(long_config(pool_size=1, fake=FakeBehavior(inference_delay_s=0.5)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    long = pool.submit(recording(9.0))
+    assert wait_for(lambda: any(r.pieces_total == 5 and r.position is None for r in pool.get_status().requests))
+    queued = [pool.submit(samples(100 + i)) for i in range(2)]
+    requests = {r.id: r for r in pool.get_status().requests}
+    (progress,) = [r for r in requests.values() if r.pieces_total == 5]
+    assert 0 <= progress.pieces_done < 5 and progress.audio_s == 9.0
+    positions = sorted(r.position for r in requests.values() if r.pieces_total == 1)
+    assert positions == [0, 1]  # both short requests wait ahead of the recording's later pieces
+    for f in [long, *queued]:
+        f.result(WAIT)
+    data = pool.get_status().to_dict()
+    assert data["requests"] == [] and data["long_requests"] == 1
+
+
+def test_cancelling_a_recording_drops_its_queued_pieces(make_pool):
+    pool = make_pool(long_config(pool_size=1, fake=FakeBehavior(inference_delay_s=0.5)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    future = pool.submit(recording(20.0))
+    assert wait_for(lambda: pool.get_status().queue_depth >= 5)  # planned: its pieces wait
+    assert future.cancel()
+    assert wait_for(lambda: pool.get_status().queue_depth == 0 and pool.get_status().busy_workers == 0)
+    assert pool.get_status().pieces_completed <= 2  # at most the pieces already running finished
+
+
+def test_recordings_side_by_side_each_get_their_segments_in_order(make_pool):
+    pool = make_pool(long_config(pool_size=2, fake=FakeBehavior(inference_delay_s=0.1)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    seen: dict[int, list] = {5: [], 7: [], 9: []}
+    futures = {n: pool.submit(recording(n), on_segment=seen[n].append) for n in seen}
+    for n, future in futures.items():
+        result = future.result(WAIT)
+        assert seen[n] == list(result.segments) and result.pieces == (n + 1) // 2
+        assert [s.start for s in seen[n]] == [2.0 * i for i in range(result.pieces)]
+
+
+# -- the real model ------------------------------------------------------------------------
+def joined(names: list[str], gap_s: float) -> np.ndarray:
+    gap = np.zeros(int(gap_s * SAMPLE_RATE), np.float32)
+    parts = []
+    for name in names:
+        parts += [load_audio(clip(name)), gap]
+    return np.concatenate(parts)
+
+
+@pytest.mark.real_model
+def test_a_long_recording_of_real_speech_in_pieces_reads_like_one_pass(clip_texts):
+    from whisperpool import DecodeOptions, ProcessPool
+
+    names = ["weather", "library", "groceries", "fox", "weather", "library"]
+    audio = joined(names, 1.5)
+    reference = " ".join(clip_texts[n] for n in names)
+    decode = DecodeOptions(language="en")
+    texts = {}
+    for split in (30.0, None):
+        config = PoolConfig(pool_size=2, threads_per_worker=1, decode=decode, split_above_s=split)
+        with ProcessPool(config) as pool:
+            texts[split] = result = pool.transcribe(audio, timeout=300)
+        if split is not None:
+            assert result.pieces >= 2 and result.duration == pytest.approx(audio.size / SAMPLE_RATE)
+            starts = [s.start for s in result.segments]
+            assert starts == sorted(starts) and result.segments[-1].end <= result.duration + 0.5
+    in_pieces, one_pass = wer(reference, texts[30.0].text), wer(reference, texts[None].text)
+    assert in_pieces <= 0.1 and in_pieces <= one_pass + 0.02, (in_pieces, one_pass, texts[30.0].text)
+
+
+@pytest.mark.real_model
+def test_silence_alone_has_no_pieces_and_no_words():
+    from whisperpool import DecodeOptions, ProcessPool
+
+    with ProcessPool(PoolConfig(pool_size=1, decode=DecodeOptions(language="en"))) as pool:
+        result = pool.transcribe(np.zeros(40 * SAMPLE_RATE, np.float32), timeout=120)
+    assert (result.text, result.segments, result.pieces, result.language) == ("", (), 0, "en")
+
+
+# -- through the engine, the HTTP API and the CLI -------------------------------------------
+def test_the_engine_reports_progress_and_segments_in_the_event_loop():
+    import asyncio
+
+    from whisperpool import TranscriptionEngine
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        calls: list = []
+        async with TranscriptionEngine(long_config(pool_size=2)) as engine:
+            result = await engine.transcribe(
+                recording(7.0),
+                on_progress=lambda *a: calls.append(("progress", a, asyncio.get_running_loop() is loop)),
+                on_segment=lambda s: calls.append(("segment", s.start, asyncio.get_running_loop() is loop)),
+            )
+        return result, calls
+
+    result, calls = asyncio.run(main())
+    assert result.pieces == 4 and all(in_loop for *_, in_loop in calls)
+    assert [c[1] for c in calls if c[0] == "segment"] == [0.0, 2.0, 4.0, 6.0]
+    assert [c[1] for c in calls if c[0] == "progress"][-1] == (4, 4)
+
+
+def test_the_http_api_streams_a_long_recording_in_order(tmp_path):
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from conftest import encode
+    from whisperpool.server import ServerSettings, create_app
+
+    app = create_app(ServerSettings(pool=long_config(pool_size=2, fake=FakeBehavior(inference_delay_s=0.1))))
+    data = encode(recording(9.0), tmp_path / "long.wav").read_bytes()
+    with TestClient(app) as client:
+        assert wait_for(lambda: client.get("/health/ready").status_code == 200)
+        body = client.post("/v1/audio/transcriptions", files={"file": ("long.wav", data)}, data={"stream": "true"}).text
+        verbose = client.post(
+            "/v1/audio/transcriptions", files={"file": ("long.wav", data)}, data={"response_format": "verbose_json"}
+        ).json()
+    events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+    deltas = [e["delta"] for e in events if e["type"] == "transcript.text.delta"]
+    assert deltas == ["32000 samples"] * 4 + ["16000 samples"] and events[-1]["type"] == "transcript.text.done"
+    assert [s["start"] for s in verbose["segments"]] == [0.0, 2.0, 4.0, 6.0, 8.0]
+
+
+def test_the_cli_takes_folders_of_audio(tmp_path):
+    from whisperpool.cli import expand_inputs
+
+    (tmp_path / "b").mkdir()
+    for name in ("b/2.flac", "1.wav", "notes.txt", "b/3.MP3"):
+        (tmp_path / name).write_bytes(b"x")
+    files = expand_inputs([str(tmp_path), "missing.wav"])
+    assert files == [str(tmp_path / "1.wav"), str(tmp_path / "b/2.flac"), str(tmp_path / "b/3.MP3"), "missing.wav"]
