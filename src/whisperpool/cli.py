@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive",
+        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput",
         description=(
             "Runs a benchmark suite on the packaged model and the example clips; prints tables and writes JSON. "
             "Default suite: cold, warm and direct latency, start-up, throughput, memory, HTTP overhead."
@@ -276,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const="adaptive",
         help="a bursty trace on fixed and adaptive pools (latency, worker-seconds); re-warm after quiet",
+    )
+    suite.add_argument(
+        "--throughput",
+        dest="suite",
+        action="store_const",
+        const="throughput",
+        help="long recordings in pieces on all workers vs faster-whisper sequential and batched; fairness",
     )
     b.set_defaults(suite="pool")
     b.add_argument(

@@ -11,6 +11,9 @@ machines are noisy; the targets are ratios. Suites:
   first partial, WER against offline, concurrent real-time streams
 * ``adaptive`` (``--adaptive``, :mod:`.adaptive`) - a bursty trace on fixed and adaptive
   pools: latency and worker-seconds; the first request after a quiet spell, re-warmed or not
+* ``throughput`` (``--throughput``, :mod:`.throughput`) - long recordings in pieces on
+  all the workers against faster-whisper's sequential and batched modes (time, WER),
+  and a short request's latency while every worker decodes a long one
 
 Each suite has ``measure(options, log) -> dict`` (``options`` a :class:`BenchOptions`),
 ``targets(result) -> list[Target]`` and ``report(result, console)``. The suites use the
@@ -35,7 +38,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from .common import CLIPS, Target
 
-SUITES = ("pool", "windows", "streaming", "adaptive")
+SUITES = ("pool", "windows", "streaming", "adaptive", "throughput")
 RESULTS = Path("benchmarks/results")
 
 
