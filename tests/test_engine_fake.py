@@ -52,8 +52,8 @@ def test_async_engine_transcribes_paths_bytes_and_arrays_and_closes():
 def test_decoding_options_travel_with_the_request():
     async def main():
         async with TranscriptionEngine(fake_config(pool_size=1)) as engine:
-            default = await engine.transcribe(np.zeros(100, np.float32))
-            german = await engine.transcribe(np.zeros(100, np.float32), language="de")
+            default = await engine.transcribe(np.zeros(1600, np.float32))
+            german = await engine.transcribe(np.zeros(1600, np.float32), language="de")
             return default.language, german.language
 
     assert run(main()) == ("en", "de")
@@ -99,12 +99,12 @@ def test_background_start_serves_requests_that_arrive_while_warming():
         engine.on("ready", lambda _p: ready.set())
         await engine.start(wait=False)
         assert not engine.status().ready
-        result = await engine.transcribe(np.zeros(123, np.float32))
+        result = await engine.transcribe(np.zeros(1623, np.float32))
         await asyncio.wait_for(ready.wait(), WAIT)
         await engine.close()
         return result
 
-    assert run(main()).text == "123 samples"
+    assert run(main()).text == "1623 samples"
 
 
 def test_submit_refuses_at_once_delivers_segments_in_the_loop_and_cancels_a_queued_request():

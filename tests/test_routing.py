@@ -22,11 +22,11 @@ def test_the_engine_routes_by_model_and_reports_each_pool():
     async def run():
         async with TranscriptionEngine(fake_config(pool_size=2), models=models) as engine:
             assert set(engine.pools) == {"base", "second"}
-            await engine.transcribe(samples(100), model="second")
-            await engine.transcribe(samples(100), model="second")
-            await engine.transcribe(samples(100))
+            await engine.transcribe(samples(1600), model="second")
+            await engine.transcribe(samples(1600), model="second")
+            await engine.transcribe(samples(1600))
             with pytest.raises(UnknownModel, match="'third' is not served"):
-                await engine.transcribe(samples(100), model="third")
+                await engine.transcribe(samples(1600), model="third")
             assert wait_for(lambda: engine.status("second").warm_workers == 1)
             return {name: s for name, s in engine.statuses().items()}
 

@@ -13,6 +13,7 @@ from .config import DecodeOptions, PoolConfig
 from .engine import TranscriptionEngine
 from .errors import (
     AudioTooLong,
+    AudioTooShort,
     ConfigError,
     InvalidAudio,
     InvalidStateTransition,
@@ -34,6 +35,7 @@ from .worker import WorkerState
 
 __all__ = [
     "AudioTooLong",
+    "AudioTooShort",
     "ConfigError",
     "DecodeOptions",
     "InvalidAudio",

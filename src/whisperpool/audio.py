@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import av
 import numpy as np
 
-from .errors import AudioTooLong, InvalidAudio
+from .errors import AudioTooLong, AudioTooShort, InvalidAudio
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
+MIN_SECONDS = 0.1  # shorter is not worth a request: OpenAI's API refuses it, with these words
+TOO_SHORT = "Audio file is too short. Minimum audio length is 0.1 seconds."
+TRUNCATED_SLACK_S = 0.5  # decoding may fall this much short of the header's duration without a warning
 
 AudioInput = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | np.ndarray
 
@@ -52,6 +59,44 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.audio.A
     return None
 
 
+def _wav_declared_seconds(head: bytes) -> float | None:
+    """The length a RIFF/WAVE header declares (FFmpeg trusts the file's size instead)."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    at, bytes_per_second = 12, None
+    while at + 8 <= len(head):
+        chunk, size = head[at : at + 4], int.from_bytes(head[at + 4 : at + 8], "little")
+        if chunk == b"fmt " and at + 24 <= len(head):
+            channels = int.from_bytes(head[at + 10 : at + 12], "little")
+            rate = int.from_bytes(head[at + 12 : at + 16], "little")
+            bits = int.from_bytes(head[at + 22 : at + 24], "little")
+            bytes_per_second = channels * rate * bits // 8
+        elif chunk == b"data":
+            if not bytes_per_second or size in (0, 0xFFFFFFFF):  # unknown, or a stream's placeholder
+                return None
+            return size / bytes_per_second
+        at += 8 + size + (size & 1)
+    return None
+
+
+def _head(opened: object) -> bytes:
+    """The first bytes of a path, bytes or seekable file object (b"" if they cannot be read)."""
+    try:
+        if isinstance(opened, str):
+            with open(opened, "rb") as f:
+                return f.read(4096)
+        if isinstance(opened, io.BytesIO):
+            return opened.getbuffer()[:4096].tobytes()
+        if hasattr(opened, "seek") and hasattr(opened, "tell"):
+            at = opened.tell()  # type: ignore[attr-defined]
+            head = opened.read(4096)  # type: ignore[attr-defined]
+            opened.seek(at)  # type: ignore[attr-defined]
+            return head if isinstance(head, bytes) else b""
+    except (OSError, ValueError):
+        pass
+    return b""
+
+
 def _resampled(container: av.container.InputContainer, label: str, max_seconds: float | None) -> Iterator[np.ndarray]:
     if not container.streams.audio:
         raise InvalidAudio(f"{label}: no audio stream found")
@@ -73,7 +118,11 @@ def _resampled(container: av.container.InputContainer, label: str, max_seconds: 
 
 
 def decode_file(
-    source: str | os.PathLike | bytes | BinaryIO, *, name: str | None = None, max_seconds: float | None = None
+    source: str | os.PathLike | bytes | BinaryIO,
+    *,
+    name: str | None = None,
+    max_seconds: float | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """Decode a path, encoded bytes or a binary file object to 16 kHz mono float32.
 
@@ -97,6 +146,9 @@ def decode_file(
         opened = source
     try:
         with av.open(opened, mode="r", metadata_errors="ignore") as container:
+            declared = _wav_declared_seconds(_head(opened))
+            if declared is None and container.streams.audio:
+                declared = _declared_seconds(container, container.streams.audio[0])
             chunks = list(_resampled(container, label, max_seconds))
     except InvalidAudio:
         raise
@@ -105,6 +157,15 @@ def decode_file(
     audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     if audio.size == 0:
         raise InvalidAudio(f"{label}: no audio samples (empty or truncated)")
+    decoded_s = audio.size / SAMPLE_RATE
+    if declared is not None and decoded_s < declared - TRUNCATED_SLACK_S:
+        note = (
+            f"{label}: the file's header declares {declared:.1f} s of audio but only {decoded_s:.1f} s could be "
+            "decoded (a truncated file?): transcribed as far as it goes"
+        )
+        log.warning("%s", note)
+        if notes is not None:
+            notes.append(note)
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
@@ -178,6 +239,40 @@ def from_array(
     return np.ascontiguousarray(resample(audio, sample_rate), dtype=np.float32)
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """Samples ready for a worker (16 kHz mono float32), and what decoding noticed."""
+
+    samples: np.ndarray
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.size / SAMPLE_RATE
+
+
+def decode_request(
+    source: AudioInput,
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    name: str | None = None,
+    max_seconds: float | None = None,
+    min_seconds: float = MIN_SECONDS,
+) -> Decoded:
+    """What a request carries, decoded for transcription: like :func:`load_audio`, but
+    audio under ``min_seconds`` is refused (:class:`~whisperpool.errors.AudioTooShort`),
+    and a file that holds less than its header declares (truncated) is decoded as far as
+    it goes, with a warning that says so."""
+    notes: list[str] = []
+    if isinstance(source, np.ndarray):
+        samples = from_array(source, sample_rate, name=name or "<array>", max_seconds=max_seconds)
+    else:
+        samples = decode_file(source, name=name, max_seconds=max_seconds, notes=notes)
+    if samples.size < min_seconds * SAMPLE_RATE:
+        raise AudioTooShort(f"{_describe(source, name)}: {TOO_SHORT}")
+    return Decoded(samples, tuple(notes))
+
+
 def load_audio(
     source: AudioInput, *, sample_rate: int = SAMPLE_RATE, name: str | None = None, max_seconds: float | None = None
 ) -> np.ndarray:
@@ -188,4 +283,15 @@ def load_audio(
     return decode_file(source, name=name, max_seconds=max_seconds)
 
 
-__all__ = ["SAMPLE_RATE", "AudioInput", "ChunkResampler", "decode_file", "from_array", "load_audio", "resample"]
+__all__ = [
+    "MIN_SECONDS",
+    "SAMPLE_RATE",
+    "Decoded",
+    "decode_request",
+    "AudioInput",
+    "ChunkResampler",
+    "decode_file",
+    "from_array",
+    "load_audio",
+    "resample",
+]

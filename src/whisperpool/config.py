@@ -53,6 +53,10 @@ class DecodeOptions:
     instead of being decoded again - for live updates that the next one replaces.
     Under ``"auto"``, audio up to ``short_window_max_s`` seconds (at most 30) takes the
     short window; longer audio the full one.
+
+    ``speech_gate`` (on by default): audio in which Silero VAD hears no speech, or that
+    is shorter than 0.1 s, gives no text and never reaches the decoder, which would
+    otherwise make up words ("you") from silence.
     """
 
     language: str | None = None
@@ -66,6 +70,7 @@ class DecodeOptions:
     condition_on_previous_text: bool = True
     window: Window = "auto"
     short_window_max_s: float = 24.0  # at 21 s the short window was still 1.3x faster (bench --windows)
+    speech_gate: bool = True
 
     def __post_init__(self) -> None:
         owner = "DecodeOptions"

@@ -36,6 +36,7 @@ whose message lists the names that are.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ import numpy as np
 from pyee.asyncio import AsyncIOEventEmitter
 
 from . import events as ev
-from .audio import SAMPLE_RATE, AudioInput, load_audio
+from .audio import SAMPLE_RATE, AudioInput, Decoded, decode_request
 from .config import DecodeOptions, PoolConfig
 from .errors import ConfigError, UnknownModel
 from .pool import PRIORITY_DEFAULT, PoolStatus, ProcessPool, WarmUpSummary, WorkerStatus
@@ -261,15 +262,17 @@ class TranscriptionEngine:
 
     async def decode(
         self, audio: AudioInput, *, model: str | None = None, sample_rate: int = SAMPLE_RATE, name: str | None = None
-    ) -> np.ndarray:
-        """Any input to 16 kHz mono float32, off the event loop, within the model's
-        ``max_audio_s`` (:class:`~whisperpool.errors.AudioTooLong` past it)."""
+    ) -> Decoded:
+        """Any input to 16 kHz mono float32, off the event loop: at least 0.1 s
+        (:class:`~whisperpool.errors.AudioTooShort`), within the model's ``max_audio_s``
+        (:class:`~whisperpool.errors.AudioTooLong`); a truncated file is decoded as far as
+        it goes, with a warning that :meth:`submit` puts into the result."""
         limit = self._pool(model).config.max_audio_s
-        return await asyncio.to_thread(load_audio, audio, sample_rate=sample_rate, name=name, max_seconds=limit)
+        return await asyncio.to_thread(decode_request, audio, sample_rate=sample_rate, name=name, max_seconds=limit)
 
     def submit(
         self,
-        samples: np.ndarray,
+        samples: np.ndarray | Decoded,
         *,
         model: str | None = None,
         options: DecodeOptions | None = None,
@@ -290,15 +293,17 @@ class TranscriptionEngine:
         """
         pool = self._pool(model)
         loop = asyncio.get_running_loop()
+        warnings = samples.warnings if isinstance(samples, Decoded) else ()
         future = pool.submit(
-            samples,
+            samples.samples if isinstance(samples, Decoded) else samples,
             options or pool.config.decode,
             priority=priority,
             timeout=timeout,
             on_segment=_in_loop(loop, on_segment),
             on_progress=_in_loop(loop, on_progress),
         )
-        return asyncio.wrap_future(future)  # cancelling it cancels the pool's future
+        result = asyncio.wrap_future(future)  # cancelling it cancels the pool's future
+        return _with_warnings(result, warnings) if warnings else result
 
     def status(self, model: str | None = None) -> PoolStatus:
         """The pool status of ``model`` (None: the default)."""
@@ -386,8 +391,9 @@ class TranscriptionEngine:
         """Blocking :meth:`transcribe`, for scripts and threads."""
         pool = self._pool(model)
         opts = self.options(model, options, **decode)
-        samples = load_audio(audio, sample_rate=sample_rate, name=name, max_seconds=pool.config.max_audio_s)
-        return pool.submit(samples, opts, timeout=timeout).result()
+        decoded = decode_request(audio, sample_rate=sample_rate, name=name, max_seconds=pool.config.max_audio_s)
+        result = pool.submit(decoded.samples, opts, timeout=timeout).result()
+        return dataclasses.replace(result, warnings=result.warnings + decoded.warnings) if decoded.warnings else result
 
     def close_sync(self, *, drain: bool = False, timeout: float | None = None) -> None:
         for pool in self.pools.values():
@@ -403,6 +409,27 @@ class TranscriptionEngine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close_sync()
+
+
+def _with_warnings(
+    future: asyncio.Future[TranscriptionResult], warnings: tuple[str, ...]
+) -> asyncio.Future[TranscriptionResult]:
+    """``future``'s result with ``warnings`` in it; cancelling the one cancels the other."""
+    out: asyncio.Future[TranscriptionResult] = future.get_loop().create_future()
+
+    def copy(done: asyncio.Future[TranscriptionResult]) -> None:
+        if out.done():
+            return
+        if done.cancelled():
+            out.cancel()
+        elif done.exception() is not None:
+            out.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            out.set_result(dataclasses.replace(done.result(), warnings=done.result().warnings + warnings))
+
+    future.add_done_callback(copy)
+    out.add_done_callback(lambda o: future.cancel() if o.cancelled() else None)
+    return out
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None] | None) -> Callable[..., None] | None:

@@ -46,6 +46,12 @@ class AudioTooLong(InvalidAudio):
     code = "audio_too_long"
 
 
+class AudioTooShort(InvalidAudio):
+    """The audio is shorter than 0.1 s: nothing to transcribe (OpenAI's API refuses it too)."""
+
+    code = "audio_too_short"
+
+
 class InvalidStateTransition(WhisperPoolError, RuntimeError):
     """A worker was asked to move between two states the lifecycle table does not link."""
 
@@ -153,6 +159,7 @@ ERRORS: tuple[type[WhisperPoolError], ...] = (
     ModelError,
     InvalidAudio,
     AudioTooLong,
+    AudioTooShort,
     InvalidStateTransition,
     PoolNotReady,
     PoolFailed,
@@ -222,6 +229,7 @@ class ErrorInfo:
 
 __all__ = [
     "AudioTooLong",
+    "AudioTooShort",
     "ERRORS",
     "ClientDisconnected",
     "ConfigError",

@@ -59,8 +59,9 @@ class Timings:
 class TranscriptionResult:
     """What one transcription returns.
 
-    ``window`` says which encoder window answered: ``"short"`` (sized to the audio) or
-    ``"full"`` (30 s); ``fallback`` names why a short window was rejected (one of
+    ``window`` says which encoder window answered: ``"short"`` (sized to the audio),
+    ``"full"`` (30 s), or ``"none"`` when there was no speech to decode (see
+    ``DecodeOptions.speech_gate``); ``fallback`` names why a short window was rejected (one of
     ``FALLBACK_REASONS``), or is None. ``pieces``: how many pieces a long recording was
     decoded in (see ``PoolConfig.split_above_s``); 1 for audio decoded whole, 0 for a
     recording without speech.
@@ -76,6 +77,7 @@ class TranscriptionResult:
     window: str = "full"
     fallback: str | None = None
     pieces: int = 1
+    warnings: tuple[str, ...] = ()  # e.g. a file shorter than its header says: decoded as far as it goes
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

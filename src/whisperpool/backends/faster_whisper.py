@@ -47,6 +47,8 @@ NO_SPEECH_LIMIT = 0.6
 TOKENS_BASE = 24  # the token cap: this many, plus TOKENS_PER_S for each second of audio
 TOKENS_PER_S = 10
 TOKENS_MAX = 200  # leaves room for a prompt in Whisper's 448-token context
+MIN_AUDIO_S = 0.1  # shorter audio is nothing to decode (OpenAI's API refuses it)
+SILENT_PEAK = 1e-4  # below this peak the audio is digital silence: no VAD needed to say so
 
 
 class NeedsFullWindow(Exception):
@@ -205,20 +207,34 @@ class FasterWhisperBackend:
     def warm_up(self, options: DecodeOptions) -> tuple[str, ...]:
         """Run each path a request can take once: the short window, then the full one."""
         windows = ("short", "full") if options.window == "auto" else (options.window,)
-        for window in windows:
-            self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), options.replace(window=window))
+        for window in windows:  # through the decoder: silence must not be skipped here
+            self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), options.replace(window=window, speech_gate=False))
         return windows
+
+    def hears_speech(self, audio: np.ndarray) -> bool:
+        """Whether there is anything to decode: at least 0.1 s, not digital silence, and
+        speech to Silero VAD (faster-whisper's, with its default settings)."""
+        if audio.size < MIN_AUDIO_S * SAMPLE_RATE or float(np.max(np.abs(audio))) < SILENT_PEAK:
+            return False
+        from faster_whisper.vad import get_speech_timestamps
+
+        return bool(get_speech_timestamps(audio, None))
 
     def transcribe(
         self, audio: np.ndarray, options: DecodeOptions, on_segment: SegmentCallback | None = None
     ) -> TranscriptionResult:
         assert self.model is not None, "load() first"
+        # With vad_filter the VAD runs below anyway: it gates then too.
+        if options.speech_gate and not options.vad_filter and not self.hears_speech(audio):
+            return _nothing(audio, options)
         speech_chunks = None
         if options.vad_filter and options.window != "full":
             # The VAD runs first so that the window is sized to the speech it keeps.
             from faster_whisper.vad import collect_chunks, get_speech_timestamps
 
             speech_chunks = get_speech_timestamps(audio, None)
+            if options.speech_gate and not speech_chunks:
+                return _nothing(audio, options)
             chunks, _ = collect_chunks(audio, speech_chunks)
             speech = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         else:
@@ -286,6 +302,11 @@ class FasterWhisperBackend:
         duration = audio.size / SAMPLE_RATE
         segments = _collect(raw, duration, on_segment)
         return _result(segments, info, duration, window="short", fallback=None)
+
+
+def _nothing(audio: np.ndarray, options: DecodeOptions) -> TranscriptionResult:
+    """No speech: no text, the requested language (or none), and no window ran."""
+    return TranscriptionResult("", (), options.language, 0.0, audio.size / SAMPLE_RATE, window="none")
 
 
 def _collect(raw_segments, duration: float, on_segment) -> list[Segment]:

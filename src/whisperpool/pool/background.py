@@ -55,7 +55,7 @@ class Background:
             job = Job(
                 id=next(self._job_ids),
                 audio=np.zeros(int(SAMPLE_RATE * BACKGROUND_SECONDS), dtype=np.float32),
-                options=cfg.decode,
+                options=cfg.decode.replace(speech_gate=False),  # silence must reach the decoder
                 future=future,
                 priority=PRIORITY_DEFAULT,
                 submitted=now,

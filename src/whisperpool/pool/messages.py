@@ -90,7 +90,7 @@ class Messages:
                 else:
                     self._counts.pieces += 1
             self._counts.short_windows += result.window == "short"
-            if result.window not in w.warm_windows:
+            if result.window in ("short", "full") and result.window not in w.warm_windows:
                 w.warm_windows += (result.window,)
             if result.fallback is not None:
                 self._counts.fallback(result.fallback)

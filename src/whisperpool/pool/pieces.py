@@ -115,7 +115,8 @@ class LongRequest:
         if not self.pieces:  # no speech: nothing to decode
             self._finish()
             return
-        options = self.options.replace(language=self.language, vad_filter=False)
+        # The plan's VAD found the speech: no piece needs the gate or the filter again.
+        options = self.options.replace(language=self.language, vad_filter=False, speech_gate=False)
         for index, (start, end) in enumerate(self.pieces):
             job = Job(
                 id=next(self.pool._job_ids),

@@ -141,6 +141,8 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
         _observe(metrics, result)
         response = params.render(result)
         response.headers["Server-Timing"] = _server_timing(result)
+        if result.warnings:  # every format: the header; verbose_json also has them in its body
+            response.headers["X-Whisperpool-Warning"] = "; ".join(result.warnings).encode("ascii", "replace").decode()
         return response
 
     @app.websocket("/v1/realtime")

@@ -66,4 +66,6 @@ def verbose_json(result: TranscriptionResult, *, task: str, words: bool) -> dict
         body["words"] = [
             {"word": w.word.strip(), "start": w.start, "end": w.end} for s in result.segments for w in (s.words or ())
         ]
+    if result.warnings:  # ours, not OpenAI's: e.g. a truncated file, decoded as far as it went
+        body["warnings"] = list(result.warnings)
     return body
