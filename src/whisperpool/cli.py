@@ -149,6 +149,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"seconds in-flight requests get at shutdown (default: {DEFAULTS.grace_s:g})",
     )
+    s.add_argument(
+        "--read-timeout",
+        type=float,
+        default=None,
+        help=f"seconds a client gets to send its request headers, and again its body; past it 408 "
+        f"(default: {DEFAULTS.read_timeout_s:g})",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=None,
+        help=f"open connections at once; more are answered 503 (default: {DEFAULTS.max_connections})",
+    )
+    s.add_argument(
+        "--max-uploads",
+        type=_positive_int,
+        default=None,
+        help=f"uploads received or decoded at once, so disk holds at most this times --max-upload-mb; "
+        f"more get 503 (default: {DEFAULTS.max_uploads})",
+    )
+    s.add_argument(
+        "--metrics-auth",
+        action="store_true",
+        default=None,
+        help="require the API key on /metrics too (default: /metrics is open, for key-less scrapers)",
+    )
     s.add_argument("--model", default=None, help="'base' (packaged), a CTranslate2 folder, or a faster-whisper name")
     s.add_argument("--workers", type=_positive_int, default=None, help=f"worker processes (default: {pool.pool_size})")
     s.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
@@ -477,6 +503,10 @@ _SERVE_FLAGS = {
     "api_key": "api_key",
     "max_upload_mb": "max_upload_mb",
     "grace": "grace_s",
+    "read_timeout": "read_timeout_s",
+    "max_connections": "max_connections",
+    "max_uploads": "max_uploads",
+    "metrics_auth": "metrics_auth",
     "max_queue": "pool.max_queue",
     "max_audio_s": "pool.max_audio_s",
     "model": "pool.model",
