@@ -295,3 +295,45 @@ def test_uploads_over_max_uploads_get_503_so_disk_stays_bounded(loopback, tmp_pa
     assert wait_for(lambda: loopback.files() == [], timeout=5)
     r = httpx.post(f"{loopback.url}/v1/audio/transcriptions", files={"file": ("a.wav", wav(tmp_path))})
     assert r.status_code == 200
+
+
+def test_the_folder_of_a_sigkilled_server_is_removed_by_the_next_one(tmp_path):
+    """End to end: ``whisperpool serve`` (fake backend) SIGKILLed, then started again."""
+    import signal
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "WHISPERPOOL_BACKEND": "fake"}
+
+    def start() -> tuple[subprocess.Popen, str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "whisperpool.cli", "serve", "--port", str(port), "--workers", "1"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/health/live", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        assert wait_for(ready, timeout=60), "the server did not start"
+        return proc, url
+
+    first, _ = start()
+    try:
+        folders = list(tmp_path.glob(f"{UPLOAD_DIR_PREFIX}{first.pid}-*"))
+        assert len(folders) == 1
+        (folders[0] / "left.upload").write_bytes(b"\0" * 1000)  # as an upload cut short by the kill
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(WAIT)
+    assert folders[0].exists()  # a SIGKILLed server cannot clean up
+    second, _ = start()
+    try:
+        assert not folders[0].exists()
+        assert len(list(tmp_path.glob(f"{UPLOAD_DIR_PREFIX}{second.pid}-*"))) == 1
+    finally:
+        second.terminate()
+        second.wait(WAIT)
+    assert wait_for(lambda: not list(tmp_path.glob(f"{UPLOAD_DIR_PREFIX}*")), timeout=10)  # a clean stop removes it
