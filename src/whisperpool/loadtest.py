@@ -501,6 +501,8 @@ class _Abuse:
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
+P95_TARGET = 2.0  # a normal request's p95 during a probe, as a multiple of idle: reported, not an exit code
+
 # probe -> the answers it may get (by prefix); anything else is unexpected
 EXPECTED: dict[str, tuple[str, ...]] = {
     "bad_language": ("400 invalid_parameter",),
@@ -617,6 +619,7 @@ async def _probe(abuse: _Abuse, name: str, idle_p95: float) -> dict[str, Any]:
         "normal_other": {a: sum(1 for b, _ in normals if b == a) for a in {a for a, _ in normals if a != "200"}},
         "normal_p95_s": p95,
         "p95_ratio": p95 / idle_p95 if idle_p95 > 0 else float("nan"),
+        "within_target": bool(p95 <= P95_TARGET * idle_p95),
     }
 
 
@@ -635,13 +638,14 @@ def report_abuse(result: dict[str, Any], out: Console) -> None:
     columns = ("probe", "answers", "normal ok") + (("normal other",) if others else ()) + ("p95 ms", "/ idle", "")
     for col in columns:
         left = col in ("probe", "answers", "normal other")
-        table.add_column(col, justify="left" if left else "right", no_wrap=col in ("probe", "answers"))
+        table.add_column(col, justify="left" if left else "right", no_wrap=col in ("probe", "answers", "/ idle"))
     for p in result["probes"]:
         answers = ", ".join(f"{n}x {a}" for a, n in sorted(p["answers"].items()))
         other = (", ".join(f"{n}x {a}" for a, n in sorted(p["normal_other"].items())) or "-",) if others else ()
         table.add_row(
             p["probe"], answers, str(p["normal_ok"]), *other, f"{p['normal_p95_s'] * 1000:.0f}",
-            f"{p['p95_ratio']:.2f}", "UNEXPECTED" if p["unexpected"] else "ok",
+            f"{p['p95_ratio']:.2f}" + ("" if p["within_target"] else " (>2x)"),
+            "UNEXPECTED" if p["unexpected"] else "ok",
         )  # fmt: skip
     out.print(table)
     rss = result["rss_mb"]
