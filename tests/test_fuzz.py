@@ -6,6 +6,8 @@ and no worker dies of it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 from conftest import clip, fake_config, wait_for
 from whisperpool import InvalidAudio
 from whisperpool.audio import load_audio
+from whisperpool.languages import WHISPER_LANGUAGES
 from whisperpool.server import ServerSettings, create_app
 from whisperpool.testing import FakeBehavior
 
@@ -65,8 +68,8 @@ fields = st.fixed_dictionaries(
     optional={
         "model": st.one_of(st.sampled_from(["whisper-1", "base"]), text),
         "response_format": st.one_of(st.sampled_from(["json", "text", "srt", "vtt", "verbose_json"]), text),
-        "language": st.one_of(st.sampled_from(["en", "de"]), text),
-        "temperature": st.one_of(st.sampled_from(["0", "0.3", "1"]), text),
+        "language": st.one_of(st.sampled_from(["en", "de", "xx", "english", " EN "]), text),
+        "temperature": st.one_of(st.sampled_from(["0", "0.3", "1", "nan", "inf", "-1", "1.5", "1e400"]), text),
         "prompt": text,
         "stream": st.one_of(st.sampled_from(["true", "false"]), text),
         "timestamp_granularities[]": st.one_of(st.sampled_from(["word", "segment"]), text),
@@ -88,6 +91,7 @@ def test_the_endpoint_answers_4xx_never_500(client, body, filename, form, conten
     assert r.status_code < 500, r.text
     if r.status_code >= 400:
         assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+        assert str(client.app.state.upload_dir) not in r.text and ".upload" not in r.text  # no server path
     assert sorted(w["pid"] for w in client.get("/v1/pool").json()["workers"]) == pids  # no worker died
 
 
@@ -105,3 +109,31 @@ def test_malformed_bodies_and_headers_answer_4xx(client, raw, content_type):
     except UnicodeEncodeError:  # httpx refuses to send such a header at all
         return
     assert 400 <= r.status_code < 500, r.text
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    language=st.one_of(st.sampled_from(list(WHISPER_LANGUAGES[:5]) + ["xx", "english", "EN", ""]), text),
+    temperature=st.one_of(
+        st.sampled_from(["", "0", "0.5", "1", "nan", "-nan", "inf", "-inf", "-0.1", "1.01", "1e400"]), text
+    ),
+)
+def test_language_and_temperature_are_served_exactly_when_valid(client, language, temperature):
+    """The issue's probes: language=xx was a 500, temperature=nan a silent 200."""
+    r = client.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("a.wav", WAV)},
+        data={"language": language, "temperature": temperature},
+    )
+    code = language.strip().lower()
+    language_ok = code == "" or code in WHISPER_LANGUAGES
+    try:
+        value = float(temperature)
+        temperature_ok = math.isfinite(value) and 0 <= value <= 1
+    except ValueError:
+        temperature_ok = temperature == ""
+    if language_ok and temperature_ok:
+        assert r.status_code == 200, r.text
+    else:
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] in ({"language"} if temperature_ok else {"temperature", "language"})

@@ -152,6 +152,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"seconds in-flight requests get at shutdown (default: {DEFAULTS.grace_s:g})",
     )
+    s.add_argument(
+        "--read-timeout",
+        type=float,
+        default=None,
+        help=f"seconds a client gets to send its request headers, and again its body; past it 408 "
+        f"(default: {DEFAULTS.read_timeout_s:g})",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=None,
+        help=f"open connections at once; more are answered 503 (default: {DEFAULTS.max_connections})",
+    )
+    s.add_argument(
+        "--max-uploads",
+        type=_positive_int,
+        default=None,
+        help=f"uploads received or decoded at once, so disk holds at most this times --max-upload-mb; "
+        f"more get 503 (default: {DEFAULTS.max_uploads})",
+    )
+    s.add_argument(
+        "--metrics-auth",
+        action="store_true",
+        default=None,
+        help="require the API key on /metrics too (default: /metrics is open, for key-less scrapers)",
+    )
     s.add_argument("--model", default=None, help="'base' (packaged), a CTranslate2 folder, or a faster-whisper name")
     s.add_argument("--workers", type=_positive_int, default=None, help=f"worker processes (default: {pool.pool_size})")
     s.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
@@ -246,6 +272,24 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--language", default="en", help="language of the started server (default: en)")
     ld.add_argument("--limit", type=float, default=1800.0, help="stop after this many seconds (default: 1800)")
     ld.add_argument("--output", type=Path, default=None, help="write the result as JSON here")
+    ld.add_argument(
+        "--abuse",
+        action="store_true",
+        help="replay the attack probes (bad fields, slow and abandoned uploads, connection floods, a tiny file "
+        "that decodes to hours) while normal requests go on; exit code 1 if the server stopped serving or a "
+        "probe got an unexpected answer",
+    )
+    ld.add_argument("--fake", action="store_true", help="start the server on the fake backend (no model; for tests)")
+    ld.add_argument("--probe-s", type=float, default=5.0, help="--abuse: seconds each probe runs at least (default: 5)")
+    ld.add_argument(
+        "--probe-count", type=_positive_int, default=8, help="--abuse: requests or connections a probe (default: 8)"
+    )
+    ld.add_argument(
+        "--read-timeout",
+        type=float,
+        default=2.0,
+        help="--abuse: the started server's --read-timeout; with --url, the server's, to bound the waits (default: 2)",
+    )
 
     b = sub.add_parser(
         "bench",
@@ -519,6 +563,10 @@ _SERVE_FLAGS = {
     "api_key": "api_key",
     "max_upload_mb": "max_upload_mb",
     "grace": "grace_s",
+    "read_timeout": "read_timeout_s",
+    "max_connections": "max_connections",
+    "max_uploads": "max_uploads",
+    "metrics_auth": "metrics_auth",
     "max_queue": "pool.max_queue",
     "max_audio_s": "pool.max_audio_s",
     "model": "pool.model",
@@ -650,8 +698,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 language=args.language,
                 limit_s=args.limit,
                 output=args.output,
+                abuse=args.abuse,
+                fake=args.fake,
+                probe_s=args.probe_s,
+                probe_count=args.probe_count,
+                read_timeout_s=args.read_timeout,
             )
-            return EXIT_OK if run(load, out)["lost"] == 0 else EXIT_SOME_FAILED
+            result = run(load, out)
+            good = result["ok"] if load.abuse else result["lost"] == 0
+            return EXIT_OK if good else EXIT_SOME_FAILED
         from .bench import BenchOptions, run_bench
 
         bench = BenchOptions(

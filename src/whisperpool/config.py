@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from .errors import ConfigError
+from .languages import WHISPER_LANGUAGES
 from .testing import FakeBehavior
 
 Task = Literal["transcribe", "translate"]
@@ -84,8 +85,10 @@ class DecodeOptions:
             object.__setattr__(self, "temperature", tuple(float(t) for t in self.temperature))
         if not self.temperature or any(not 0.0 <= t <= 1.0 for t in self.temperature):
             _fail(owner, "temperature", "must be one or more values between 0 and 1", self.temperature)
-        if self.language is not None and (not isinstance(self.language, str) or not self.language.isalpha()):
-            _fail(owner, "language", "must be a language code such as 'en'", self.language)
+        if self.language is not None and self.language not in WHISPER_LANGUAGES:
+            _fail(
+                owner, "language", "must be one of Whisper's language codes such as 'en' (None: detect)", self.language
+            )
         _check_literal(owner, "task", self.task, Task)
         for name in ("beam_size", "best_of"):
             value = getattr(self, name)

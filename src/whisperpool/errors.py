@@ -128,6 +128,12 @@ class UploadTooLarge(WhisperPoolError):
     code = "upload_too_large"
 
 
+class UploadTimeout(WhisperPoolError):
+    """A client took longer than the server's read timeout to send its request."""
+
+    code = "upload_timeout"
+
+
 class ClientDisconnected(WhisperPoolError):
     """The client went away before its answer was ready; nobody reads this response."""
 
@@ -172,6 +178,7 @@ ERRORS: tuple[type[WhisperPoolError], ...] = (
     InvalidParameter,
     Unauthorized,
     UploadTooLarge,
+    UploadTimeout,
     ClientDisconnected,
     MissingDependency,
 )
@@ -248,6 +255,7 @@ __all__ = [
     "TranscriptionError",
     "Unauthorized",
     "UnknownModel",
+    "UploadTimeout",
     "UploadTooLarge",
     "WhisperPoolError",
     "WorkerCrashed",

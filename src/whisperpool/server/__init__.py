@@ -56,6 +56,24 @@ def create_app(settings: ServerSettings, **kwargs: Any) -> FastAPI:
     return create(settings, **kwargs)
 
 
+def uvicorn_config(settings: ServerSettings, app: Any, **changes: Any) -> Any:
+    """The ``uvicorn.Config`` that serves ``app`` under ``settings``' connection limits."""
+    import uvicorn
+
+    from .connections import header_deadline_protocol
+
+    options: dict[str, Any] = dict(
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=settings.grace_s,  # any fraction; 0: cancel in-flight requests at once
+        limit_concurrency=settings.max_connections,  # more connections are answered 503 by uvicorn
+        http=header_deadline_protocol(settings.read_timeout_s),
+        lifespan="on",
+    )
+    return uvicorn.Config(app, **{**options, **changes})
+
+
 def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
     """Run the server until SIGTERM/SIGINT, showing warm-up progress on ``console``.
 
@@ -90,15 +108,7 @@ def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
         f"with {settings.pool.pool_size} worker(s); API key {key}; warming up ...",
         highlight=False,
     )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        timeout_graceful_shutdown=int(settings.grace_s) or None,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(settings, app))
     server.run()
     return server.started
 
@@ -155,4 +165,5 @@ __all__ = [
     "require_extra",
     "serve",
     "serve_wyoming",
+    "uvicorn_config",
 ]

@@ -24,13 +24,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
@@ -47,7 +46,7 @@ from .auth import authorized
 from .metrics import Metrics, MetricsMiddleware
 from .realtime import realtime_endpoint
 from .settings import ServerSettings
-from .uploads import Upload, receive_upload
+from .uploads import Upload, UploadSlots, make_upload_dir, receive_upload
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        folder = Path(tempfile.mkdtemp(prefix="whisperpool-uploads-"))  # mode 0700
+        folder = make_upload_dir()  # mode 0700; removes the folders of servers that were killed
         app.state.upload_dir = folder
         await engine.start(wait=False)
         wyoming = None
@@ -90,6 +89,7 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
     app = FastAPI(title="whisperpool", version=__version__, lifespan=lifespan)
     app.state.engine = engine
     app.state.metrics = metrics
+    slots = UploadSlots(settings.max_uploads)
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: ENDPOINTS)
 
@@ -125,12 +125,20 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
         return {"object": "list", "data": data}
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        if settings.metrics_auth:
+            check_key(request)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def transcribe_upload(request: Request, task: str) -> Response:
         check_key(request)
-        async with receive_upload(request, app.state.upload_dir, max_bytes=settings.max_upload_bytes) as upload:
+        async with receive_upload(
+            request,
+            app.state.upload_dir,
+            max_bytes=settings.max_upload_bytes,
+            timeout_s=settings.read_timeout_s,
+            slots=slots,
+        ) as upload:
             params = _Params.parse(upload, engine, task)
             # Decode while the file exists; from here on only samples are kept.
             samples = await engine.decode(upload.path, model=params.model, name=upload.filename)
@@ -189,9 +197,9 @@ class _Params:
         if granularities - {"word", "segment"}:
             raise InvalidParameter("timestamp_granularities[] takes 'word' and 'segment'", "timestamp_granularities[]")
         changes: dict[str, Any] = {"task": task, "word_timestamps": "word" in granularities}
-        language = upload.get("language")
-        if language:
-            changes["language"] = language.strip().lower()
+        language = (upload.get("language") or "").strip().lower()
+        if language:  # empty: detect
+            changes["language"] = language
         window = upload.get("window")  # ours, not OpenAI's: "auto" or "full"
         if window:
             changes["window"] = window
@@ -204,10 +212,10 @@ class _Params:
                 value = float(temperature)
             except ValueError:
                 raise InvalidParameter(f"temperature must be a number, got {temperature!r}", "temperature") from None
+            if not (math.isfinite(value) and 0 <= value <= 1):  # NaN compares false: refuse it by name
+                raise InvalidParameter(f"temperature must be a number from 0 to 1, got {temperature!r}", "temperature")
             if value > 0:  # 0 keeps Whisper's fallback schedule, as OpenAI's API does
                 changes["temperature"] = (value,)
-            elif value < 0:
-                raise InvalidParameter("temperature must be between 0 and 1", "temperature")
         try:
             options = engine.options(model, **changes)
         except ConfigError as exc:

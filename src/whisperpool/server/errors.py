@@ -26,6 +26,7 @@ from ..errors import (
     TranscriptionError,
     Unauthorized,
     UnknownModel,
+    UploadTimeout,
     UploadTooLarge,
     WhisperPoolError,
     WorkerCrashed,
@@ -42,6 +43,7 @@ class _Mapping:
     type: str
     param: str | None = None
     retry: bool = False
+    close: bool = False  # end the connection: the client may still be sending the body
 
 
 # The one table: exception class -> HTTP status and OpenAI error type. First match wins.
@@ -52,6 +54,7 @@ HTTP_ERRORS: tuple[tuple[type[BaseException], _Mapping], ...] = (
     (Unauthorized, _Mapping(401, "invalid_request_error")),
     (UnknownModel, _Mapping(404, "invalid_request_error", param="model")),
     (UploadTooLarge, _Mapping(413, "invalid_request_error", param="file")),
+    (UploadTimeout, _Mapping(408, "invalid_request_error", close=True)),
     (ClientDisconnected, _Mapping(499, "invalid_request_error")),  # as nginx logs it
     (QueueFull, _Mapping(503, "server_error", retry=True)),
     (PoolNotReady, _Mapping(503, "server_error", retry=True)),  # PoolFailed too
@@ -72,7 +75,11 @@ def to_response(exc: BaseException) -> JSONResponse:
         if isinstance(exc, cls):
             param = getattr(exc, "param", None) or m.param
             code = getattr(exc, "code", None)
-            headers = {"Retry-After": str(RETRY_AFTER_S)} if m.retry else None
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if m.retry else {}
+            if m.close:
+                headers["Connection"] = "close"
+            if isinstance(exc, ClientDisconnected):  # nobody reads this answer: no traceback, no alarm
+                log.info("%s", exc)
             return JSONResponse(error_body(str(exc), m.type, param, code), status_code=m.status, headers=headers)
     log.error("unexpected error", exc_info=exc)
     return JSONResponse(error_body("internal server error", "server_error", None, "internal_error"), status_code=500)
@@ -106,6 +113,7 @@ __all__ = [
     "ClientDisconnected",
     "InvalidParameter",
     "Unauthorized",
+    "UploadTimeout",
     "UploadTooLarge",
     "error_body",
     "install",

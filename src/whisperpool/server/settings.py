@@ -33,8 +33,18 @@ def default_pool(**changes: Any) -> PoolConfig:
 class ServerSettings:
     """How the HTTP server runs. ``pool`` holds the worker pool's own settings.
 
-    ``api_key=None`` leaves the API open (the default binds loopback only).
-    ``grace_s`` is how long in-flight requests may run after SIGTERM/SIGINT.
+    ``api_key=None`` leaves the API open (the default binds loopback only);
+    ``metrics_auth=True`` puts ``/metrics`` behind the key too (it is open by default, as
+    Prometheus scrapers often carry no key and it holds counts only, no request content).
+    ``grace_s`` is how long in-flight requests may run after SIGTERM/SIGINT (any
+    fraction; 0 cancels them at once).
+
+    The price limits of a connection: at most ``max_connections`` open connections (more
+    are answered 503 by uvicorn), each given ``read_timeout_s`` to send its request line
+    and headers and again ``read_timeout_s`` to send its body (408 ``upload_timeout``
+    past it); at most ``max_uploads`` uploads are received or decoded at once (more get
+    503 ``queue_full``), so upload files hold at most ``max_uploads * max_upload_mb`` of
+    disk.
     ``wyoming_port`` also serves the Wyoming protocol on that TCP port of ``host``;
     ``http=False`` serves Wyoming only (``whisperpool wyoming``). ``models`` serves more
     model configurations beside ``pool``, each with its own workers, chosen by the
@@ -46,6 +56,10 @@ class ServerSettings:
     api_key: str | None = None
     max_upload_mb: float = 25.0
     grace_s: float = 30.0
+    read_timeout_s: float = 60.0  # for the headers, then for the body: 25 MiB in 60 s is about 3.5 Mbit/s
+    max_connections: int = 128
+    max_uploads: int = 16
+    metrics_auth: bool = False
     model_name: str | None = None  # the id /v1/models lists; default: the pool's model setting
     wyoming_port: int | None = None
     http: bool = True
@@ -63,8 +77,24 @@ class ServerSettings:
             raise ConfigError(f"ServerSettings.max_upload_mb must be > 0, got {self.max_upload_mb!r}")
         if self.grace_s < 0:
             raise ConfigError(f"ServerSettings.grace_s must be >= 0, got {self.grace_s!r}")
+        if not (isinstance(self.read_timeout_s, (int, float)) and self.read_timeout_s > 0):
+            raise ConfigError(f"ServerSettings.read_timeout_s must be seconds > 0, got {self.read_timeout_s!r}")
+        for name in ("max_connections", "max_uploads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"ServerSettings.{name} must be an integer >= 1, got {value!r}")
+        if self.max_uploads >= self.max_connections:
+            raise ConfigError(
+                f"ServerSettings.max_uploads ({self.max_uploads}) must be below max_connections "
+                f"({self.max_connections}), so other requests still get through"
+            )
         if self.api_key is not None and not self.api_key:
             raise ConfigError("ServerSettings.api_key must not be empty (leave it unset for no key)")
+
+    @property
+    def max_upload_disk_bytes(self) -> int:
+        """The most disk that upload files hold at once."""
+        return self.max_uploads * self.max_upload_bytes
 
     @property
     def max_upload_bytes(self) -> int:
@@ -84,6 +114,16 @@ class ServerSettings:
 DEFAULTS = ServerSettings()
 
 
+def boolean(raw: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case)."""
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 # name of the environment variable (after the prefix) -> (where it goes, how to parse it)
 _ENV: dict[str, tuple[str, Any]] = {
     "HOST": ("host", str),
@@ -91,6 +131,11 @@ _ENV: dict[str, tuple[str, Any]] = {
     "API_KEY": ("api_key", str),
     "MAX_UPLOAD_MB": ("max_upload_mb", float),
     "GRACE_S": ("grace_s", float),
+    "READ_TIMEOUT_S": ("read_timeout_s", float),
+    "MAX_CONNECTIONS": ("max_connections", int),
+    "MAX_UPLOADS": ("max_uploads", int),
+    "METRICS_AUTH": ("metrics_auth", boolean),
+    "BACKEND": ("pool.backend", str),  # "fake": the test backend (whisperpool load --fake)
     "WYOMING_PORT": ("wyoming_port", int),
     "WORKERS": ("pool.pool_size", int),
     "MODEL": ("pool.model", str),

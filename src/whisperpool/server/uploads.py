@@ -3,22 +3,40 @@
 The file never sits whole in memory, is written under a name the server chooses (mode
 0600, in a 0700 folder), stops at the size limit with :class:`UploadTooLarge`, and is
 removed when the request ends however it ends (success, error, client disconnect).
+A body that takes longer than the read timeout is cut with :class:`UploadTimeout`; a
+client that leaves mid-upload is :class:`ClientDisconnected` (499, logged at info);
+at most ``max_uploads`` run at once (:class:`UploadSlots`, 503 past it). Error messages
+name the client's file name, never the server's path.
+
+Each server's folder is ``<tempdir>/whisperpool-uploads-<pid>-<random>``: a server that
+was SIGKILLed leaves its folder behind, and the next server to start removes every such
+folder whose process is gone (:func:`make_upload_dir`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
+import shutil
+import stat
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
+from ..errors import ClientDisconnected, QueueFull, UploadTimeout, WhisperPoolError
 from .errors import InvalidParameter, UploadTooLarge
+
+log = logging.getLogger(__name__)
+
+UPLOAD_DIR_PREFIX = "whisperpool-uploads-"
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 64
@@ -112,11 +130,39 @@ class _Receiver:
             self._fd = None
 
 
+class UploadSlots:
+    """At most ``limit`` uploads received or decoded at once; one more is refused at once.
+
+    Used from one event loop only, so a counter is enough. Refusing (503, retry) rather
+    than waiting keeps a flood of uploads from holding connections and disk.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        if self.in_use >= self.limit:
+            raise QueueFull(f"too many uploads in progress (max_uploads={self.limit}); retry shortly")
+        self.in_use += 1
+        try:
+            yield
+        finally:
+            self.in_use -= 1
+
+
 @contextlib.asynccontextmanager
 async def receive_upload(
-    request: Request, folder: Path, *, max_bytes: int, file_field: str = "file"
+    request: Request,
+    folder: Path,
+    *,
+    max_bytes: int,
+    file_field: str = "file",
+    timeout_s: float | None = None,
+    slots: UploadSlots | None = None,
 ) -> AsyncIterator[Upload]:
-    """Parse the multipart body; yields the upload; removes its file on the way out."""
+    """Parse the multipart body within ``timeout_s``; yields the upload; removes its file on the way out."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidParameter("the request must be multipart/form-data with a 'file' part", file_field)
@@ -125,16 +171,82 @@ async def receive_upload(
         raise UploadTooLarge(f"the upload ({length} bytes) is larger than the limit of {max_bytes} bytes")
     receiver = _Receiver(folder, file_field, max_bytes)
     parser = MultipartParser(params[b"boundary"], receiver.callbacks())
-    try:
+
+    async def read_body() -> None:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+
+    with slots.hold() if slots is not None else contextlib.nullcontext():
         try:
-            async for chunk in request.stream():
-                parser.write(chunk)
-            parser.finalize()
-        except MultipartParseError as exc:
-            raise InvalidParameter(f"malformed multipart body: {exc}") from exc
-        receiver.close_file()
-        yield receiver.upload
-    finally:
-        receiver.close_file()
-        if receiver.upload.path is not None:
-            receiver.upload.path.unlink(missing_ok=True)
+            try:
+                await asyncio.wait_for(read_body(), timeout_s)
+            except MultipartParseError as exc:
+                raise InvalidParameter(f"malformed multipart body: {exc}") from exc
+            except asyncio.TimeoutError:
+                raise UploadTimeout(
+                    f"the request body did not arrive within {timeout_s:g} s (read_timeout_s); "
+                    f"{receiver.upload.size} bytes of the file came"
+                ) from None
+            except ClientDisconnect:
+                raise ClientDisconnected(
+                    f"the client disconnected during its upload ({receiver.upload.size} bytes of the file came)"
+                ) from None
+            receiver.close_file()
+            yield receiver.upload
+        except WhisperPoolError as exc:
+            _scrub(exc, folder, receiver.upload)
+            raise
+        finally:
+            receiver.close_file()
+            if receiver.upload.path is not None:
+                receiver.upload.path.unlink(missing_ok=True)
+
+
+def _scrub(exc: WhisperPoolError, folder: Path, upload: Upload) -> None:
+    """Put the client's file name where a message shows the server's path (a decoder may)."""
+    message = str(exc)
+    if str(folder) not in message:
+        return
+    if upload.path is not None:
+        message = message.replace(str(upload.path), upload.filename or "upload")
+    exc.args = (message.replace(str(folder), "<upload folder>"),)
+
+
+def make_upload_dir(parent: Path | None = None) -> Path:
+    """A new private folder (0700) for this process's uploads, under ``parent`` (the
+    temporary folder by default), after removing the folders of servers that are gone."""
+    parent = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    for stale in remove_stale_upload_dirs(parent):
+        log.info("removed the upload folder of a server that is gone: %s", stale)
+    return Path(tempfile.mkdtemp(prefix=f"{UPLOAD_DIR_PREFIX}{os.getpid()}-", dir=parent))
+
+
+def remove_stale_upload_dirs(parent: Path) -> list[Path]:
+    """Remove ``whisperpool-uploads-<pid>-*`` folders of ours whose process is gone."""
+    removed = []
+    for entry in parent.glob(f"{UPLOAD_DIR_PREFIX}*-*"):
+        pid, sep, _ = entry.name.removeprefix(UPLOAD_DIR_PREFIX).partition("-")
+        if not (sep and pid.isdigit()):
+            continue
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a pid at all: leave it
+    return True
