@@ -24,7 +24,8 @@ PIECE = 2 * SAMPLE_RATE  # samples in a full piece (piece_s=2)
 
 
 def long_config(**changes) -> PoolConfig:
-    return fake_config(**{"split_above_s": 3.0, "piece_s": 2.0, **changes})
+    """Pieces of 2 s, one a job (``piece_batch=1``) unless a test batches them."""
+    return fake_config(**{"split_above_s": 3.0, "piece_s": 2.0, "piece_batch": 1, **changes})
 
 
 def recording(seconds: float, marks: dict[int, float] | None = None) -> np.ndarray:
@@ -56,6 +57,33 @@ def test_a_long_recording_is_split_spread_and_stitched_in_order(make_pool):
     assert all(w.requests_served >= 1 for w in status.workers)  # both workers took pieces
     assert (status.requests_completed, status.long_requests, status.pieces_completed) == (1, 1, 5)
     assert status.requests == ()  # nothing in flight any more
+
+
+def test_pieces_go_in_batches_that_every_worker_shares(make_pool):
+    pool = make_pool(long_config(pool_size=2, piece_batch=4, fake=FakeBehavior(inference_delay_s=0.2)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    seen: list = []
+    progress: list = []
+    result = pool.submit(recording(9.0), on_segment=seen.append, on_progress=lambda *a: progress.append(a)).result(WAIT)
+    # Five pieces on two workers: batches of three and two (not four and one), one job each.
+    assert [(s.start, s.end) for s in result.segments] == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0), (6.0, 8.0), (8.0, 9.0)]
+    assert seen == list(result.segments) and [s.id for s in seen] == [1, 2, 3, 4, 5]
+    assert progress[0] == (0, 5) and progress[-1] == (5, 5) and len(progress) == 3
+    status = pool.get_status()
+    assert result.pieces == 5 and status.pieces_completed == 5
+    assert sorted(w.requests_served for w in status.workers) == [1, 2]  # the plan, then one batch each
+
+
+def test_a_recording_of_one_piece_is_decoded_as_short_audio_is_and_streams(make_pool):
+    # Long enough to plan (over split_above_s), short enough to be one piece: nothing to
+    # spread, so it goes whole through the ordinary path, its segments streamed as decoded.
+    pool = make_pool(long_config(pool_size=1, split_above_s=2.0, piece_s=3.0, piece_batch=4))
+    pool.warm_up_all_workers(timeout=WAIT)
+    seen: list = []
+    result = pool.submit(recording(2.5), on_segment=seen.append).result(WAIT)
+    assert result.pieces == 1 and [s.text for s in result.segments] == ["40000 samples"]
+    assert seen == list(result.segments)
+    assert pool.get_status().long_requests == 1
 
 
 def test_audio_up_to_the_threshold_is_decoded_whole(make_pool):

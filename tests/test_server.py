@@ -106,8 +106,8 @@ def openai_client(server):
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
-    """About 35 s of speech: more than one 30 s window, so several segments."""
-    parts = [load_audio(clip(n)) for n in ("weather", "library", "groceries", "fox")]
+    """About 70 s of speech: a long recording, decoded in pieces of up to 30 s on the workers."""
+    parts = [load_audio(clip(n)) for n in ("weather", "library", "groceries", "fox") * 2]
     gap = np.zeros(8000, np.float32)
     audio = np.concatenate([x for p in parts for x in (p, gap)])
     return encode(audio, tmp_path_factory.mktemp("long") / "long.wav")
@@ -208,7 +208,7 @@ def test_sse_deltas_arrive_before_the_final_event(server, long_clip, openai_clie
     assert kinds[-1] == "transcript.text.done" and kinds.count("transcript.text.delta") >= 3
     assert set(kinds[:-1]) == {"transcript.text.delta"}
     first_delta, done = arrivals[0][0], arrivals[-1][0]
-    assert done - first_delta > 0.3, arrivals  # the first words came while the rest was decoding
+    assert done - first_delta > 0.3, arrivals  # the first pieces' words came while the rest was decoding
     joined = "".join(e["delta"] for _, e in arrivals[:-1]).strip()
     assert joined == arrivals[-1][1]["text"] and "mountains" in joined
     # The openai client reads the same stream.
@@ -275,7 +275,8 @@ def test_bad_files_and_parameters_get_400_and_the_server_still_transcribes(serve
     r = post(client, clip("groceries"))
     assert r.status_code == 200 and good(r.json()["text"], "groceries", clip_texts)
     assert sorted(server.worker_pids()) == pids  # no worker was lost
-    leftovers = [p for p in server.tmp.rglob("*") if p.is_file()]
+    # (onnxruntime, under the workers' Silero VAD, keeps a small ".ses" file in TMPDIR: not an upload)
+    leftovers = [p for p in server.tmp.rglob("*") if p.is_file() and p.name != ".ses"]
     assert leftovers == []  # every upload was removed
 
 

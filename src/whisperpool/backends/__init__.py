@@ -34,6 +34,12 @@ class Backend(Protocol):
     ) -> TranscriptionResult:
         """Transcribe 16 kHz mono float32 samples; call ``on_segment`` as segments decode."""
 
+    def transcribe_pieces(
+        self, audio: np.ndarray, pieces: tuple[Piece, ...], options: DecodeOptions
+    ) -> TranscriptionResult:
+        """Decode the ``pieces`` of ``audio`` (speech cut at silences, each at most one
+        window) as one batch; segments on ``audio``'s timeline, in order."""
+
     def plan(
         self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float
     ) -> tuple[tuple[Piece, ...], str | None, float]:

@@ -91,3 +91,19 @@ class FakeBackend:
         step = int(max_piece_s * SAMPLE_RATE)
         regions = [(i, min(i + step, audio.size)) for i in range(0, audio.size, step)]
         return group_pieces(regions, step, 0), options.language or "en", 1.0
+
+    def transcribe_pieces(self, audio: np.ndarray, pieces, options: DecodeOptions) -> TranscriptionResult:
+        """One segment per piece, describing it (markers as in :meth:`transcribe`, per piece)."""
+        assert self.loaded, "load() first"
+        segments = []
+        for i, (start, end) in enumerate(pieces, 1):
+            piece = self.transcribe(audio[start:end], options)
+            segments.append(Segment(id=i, start=start / SAMPLE_RATE, end=end / SAMPLE_RATE, text=piece.text))
+        return TranscriptionResult(
+            text=" ".join(s.text for s in segments),
+            segments=tuple(segments),
+            language=options.language or "en",
+            language_probability=1.0,
+            duration=audio.size / SAMPLE_RATE,
+            window="full",
+        )

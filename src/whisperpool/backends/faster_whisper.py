@@ -19,6 +19,7 @@ the full window. The result says which window answered and, after a fallback, wh
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -101,10 +102,13 @@ def _windowed_model_class():
 
     class WindowedWhisperModel(WhisperModel):
         window_frames: int | None = None  # set for the duration of one short-window call
+        batch_window_frames: int | None = None  # set for one batch of a long recording's pieces
         _encoded: tuple[np.ndarray, object] | None = None
 
         def encode(self, features):
             if self.window_frames is None:
+                if self.batch_window_frames is not None:  # one encode per batch: nothing to cache
+                    features = features[..., : self.batch_window_frames]
                 return super().encode(features)
             # faster-whisper pads to 3000 frames; the encoder is given the window only.
             # Language detection and the first decoding pass encode the same window:
@@ -191,6 +195,7 @@ class FasterWhisperBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
         self.model = None
+        self._batched = None  # faster-whisper's BatchedInferencePipeline, made on first use
 
     def load(self) -> None:
         try:
@@ -256,6 +261,45 @@ class FasterWhisperBackend:
                 return self._full(audio, options, on_segment, fallback=exc.reason)
         return self._full(audio, options, on_segment, fallback=None)
 
+    def transcribe_pieces(self, audio: np.ndarray, pieces, options: DecodeOptions) -> TranscriptionResult:
+        """A long recording's pieces, as faster-whisper's batched mode decodes them: one
+        batch, one window per piece (trimmed to the longest piece, as the short window
+        is), the first temperature only, text without timestamp tokens; then the words
+        are aligned, and each piece's text is cut into sentences at the words' times."""
+        from faster_whisper import BatchedInferencePipeline
+
+        assert self.model is not None, "load() first"
+        if self._batched is None:
+            self._batched = BatchedInferencePipeline(self.model)
+        longest = max(end - start for start, end in pieces) / SAMPLE_RATE
+        window = short_window_seconds(longest, 30.0 - SHORT_WINDOW_TAIL_S)
+        clips = [{"start": start / SAMPLE_RATE, "end": end / SAMPLE_RATE} for start, end in pieces]
+        model = self.model
+        model.batch_window_frames = window * FRAMES_PER_SECOND if window is not None else None
+        try:
+            raw, info = self._batched.transcribe(
+                audio,
+                language=options.language,
+                task=options.task,
+                beam_size=options.beam_size,
+                temperature=options.temperature[0],
+                initial_prompt=options.initial_prompt,
+                clip_timestamps=clips,
+                batch_size=len(pieces),
+                without_timestamps=True,
+                word_timestamps=True,
+                vad_filter=False,
+            )
+            raw = list(raw)
+        finally:
+            model.batch_window_frames = None
+        duration = audio.size / SAMPLE_RATE
+        segments = [
+            dataclasses.replace(s, id=i)
+            for i, s in enumerate((s for r in raw for s in _sentences(r, options, duration)), start=1)
+        ]
+        return _result(segments, info, duration, window="short" if window is not None else "full", fallback=None)
+
     def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float):
         """faster-whisper's own Silero VAD finds the speech, as its batched mode does; the
         regions are grouped into pieces that a worker decodes in one window each."""
@@ -302,6 +346,38 @@ class FasterWhisperBackend:
         duration = audio.size / SAMPLE_RATE
         segments = _collect(raw, duration, on_segment)
         return _result(segments, info, duration, window="short", fallback=None)
+
+
+def _sentences(raw, options: DecodeOptions, duration: float) -> list[Segment]:
+    """One decoded piece (a faster-whisper segment with words) as segments of a sentence
+    each, cut after the words that end one (. ? !); words kept if the request asked."""
+    words = [Word(float(w.start), float(min(w.end, duration)), w.word, float(w.probability)) for w in raw.words or ()]
+    if not words:
+        groups: list[list[Word]] = []
+    else:
+        groups = [[]]
+        for word in words:
+            if not groups[-1] or not groups[-1][-1].word.rstrip().endswith((".", "?", "!")):
+                groups[-1].append(word)
+            else:
+                groups.append([word])
+    if not groups:
+        return [_segment(raw, duration)] if raw.text.strip() else []
+    return [
+        Segment(
+            id=0,
+            start=group[0].start,
+            end=group[-1].end,
+            text="".join(w.word for w in group),
+            seek=int(group[0].start * FRAMES_PER_SECOND),
+            temperature=options.temperature[0],
+            avg_logprob=float(raw.avg_logprob),
+            compression_ratio=float(raw.compression_ratio),
+            no_speech_prob=float(raw.no_speech_prob),
+            words=tuple(group) if options.word_timestamps else None,
+        )
+        for group in groups
+    ]
 
 
 def _nothing(audio: np.ndarray, options: DecodeOptions) -> TranscriptionResult:

@@ -47,6 +47,7 @@ class Job:
     kind: Literal["transcribe", "plan"] = "transcribe"  # plan: cut a long recording into pieces
     parent: LongRequest | None = None  # the long recording this job is a part (or the plan) of
     round: int = 0  # the piece's index: see the module docstring
+    pieces: tuple[tuple[int, int], ...] = ()  # a batch of a long recording's pieces, in ``audio``
 
     @property
     def counted(self) -> bool:

@@ -88,7 +88,7 @@ class Messages:
                     self._counts.completed += 1
                     self._counts.latencies.append(timings.total_s)
                 else:
-                    self._counts.pieces += 1
+                    self._counts.pieces += max(1, len(job.pieces))
             self._counts.short_windows += result.window == "short"
             if result.window in ("short", "full") and result.window not in w.warm_windows:
                 w.warm_windows += (result.window,)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -68,10 +69,12 @@ class LongRequest:
         self.on_segment = on_segment
         self.on_progress = on_progress
         self.pieces: tuple[tuple[int, int], ...] = ()
+        self.batches: list[tuple[tuple[int, int], ...]] = []  # the pieces each job decodes
         self.jobs: list[Job] = []
         self.results: list[TranscriptionResult | None] = []
         self.delivered = 0  # pieces whose segments went to on_segment, numbered on the recording
         self.segments = 0  # segments numbered so far
+        self.streamed = 0  # segments of a single piece already handed to on_segment
         self.language: str | None = options.language
         self.language_probability = 0.0
         self.plan_job = Job(
@@ -90,7 +93,12 @@ class LongRequest:
 
     @property
     def done_pieces(self) -> int:
-        return sum(r is not None for r in self.results)
+        return sum(len(b) for b, r in zip(self.batches, self.results, strict=True) if r is not None)
+
+    def _batch_size(self) -> int:
+        """Pieces per job: at most ``piece_batch``, and few enough that every worker gets some."""
+        workers = max(1, len(self.pool._capacity()))
+        return max(1, min(self.pool.config.piece_batch, math.ceil(len(self.pieces) / workers)))
 
     # -- callbacks ---------------------------------------------------------------------
     def _caller_done(self, future: Future) -> None:
@@ -109,15 +117,27 @@ class LongRequest:
         if self.options.language is None:
             self.language = planned.language
         self.language_probability = planned.language_probability
-        self.results = [None] * len(self.pieces)
-        log.info("request %d: %.0f s of audio in %d piece(s)", self.id, self.duration, len(self.pieces))
+        size = self._batch_size()
+        self.batches = [self.pieces[i : i + size] for i in range(0, len(self.pieces), size)]
+        self.results = [None] * len(self.batches)
+        log.info(
+            "request %d: %.0f s of audio in %d piece(s), %d batch(es)",
+            self.id,
+            self.duration,
+            len(self.pieces),
+            len(self.batches),
+        )
         self._progress()
         if not self.pieces:  # no speech: nothing to decode
             self._finish()
             return
         # The plan's VAD found the speech: no piece needs the gate or the filter again.
         options = self.options.replace(language=self.language, vad_filter=False, speech_gate=False)
-        for index, (start, end) in enumerate(self.pieces):
+        # One piece: nothing to spread. It is decoded as any audio up to 30 s is, and its
+        # segments stream as they decode.
+        alone = len(self.pieces) == 1
+        for index, batch in enumerate(self.batches):
+            start, end = batch[0][0], batch[-1][1]
             job = Job(
                 id=next(self.pool._job_ids),
                 audio=np.ascontiguousarray(self.audio[start:end]),
@@ -128,10 +148,19 @@ class LongRequest:
                 deadline=self.plan_job.deadline,
                 parent=self,
                 round=index,
+                pieces=() if alone else tuple((s - start, e - start) for s, e in batch),
+                on_segment=self._stream_alone if alone and self.on_segment is not None else None,
             )
             job.future.add_done_callback(lambda f, index=index: self._piece_done(index, f))
             self.jobs.append(job)
             self.pool._queue.push(job)
+
+    def _stream_alone(self, segment: Segment) -> None:
+        """A single piece's segment, as it decodes: on the recording's timeline, numbered."""
+        offset = self.pieces[0][0] / SAMPLE_RATE
+        self.streamed += 1
+        assert self.on_segment is not None
+        self.on_segment(_moved(segment, offset, self.pieces[0][0] // HOP, segment.id))
 
     def _piece_done(self, index: int, future: Future) -> None:
         if future.cancelled() or self.future.done():
@@ -145,7 +174,9 @@ class LongRequest:
             segments = tuple(dataclasses.replace(s, id=self.segments + i) for i, s in enumerate(piece.segments, 1))
             self.segments += len(segments)
             self.results[self.delivered] = dataclasses.replace(piece, segments=segments)
-            for segment in segments if self.on_segment is not None else ():
+            already = self.streamed  # a single piece's first segments went out as they decoded
+            self.streamed = 0
+            for segment in segments[already:] if self.on_segment is not None else ():
                 try:
                     self.on_segment(segment)
                 except Exception:
@@ -161,23 +192,10 @@ class LongRequest:
         return self.audio.size / SAMPLE_RATE
 
     def _on_timeline(self, index: int, piece: TranscriptionResult) -> TranscriptionResult:
-        """The piece's segments and words moved to the recording's timeline."""
-        start = self.pieces[index][0]
-        offset = start / SAMPLE_RATE
-
-        def move(segment: Segment) -> Segment:
-            words = segment.words
-            if words is not None:
-                words = tuple(dataclasses.replace(w, start=w.start + offset, end=w.end + offset) for w in words)
-            return dataclasses.replace(
-                segment,
-                start=segment.start + offset,
-                end=segment.end + offset,
-                seek=segment.seek + start // HOP,
-                words=words,
-            )
-
-        return dataclasses.replace(piece, segments=tuple(move(s) for s in piece.segments))
+        """The batch's segments and words moved to the recording's timeline."""
+        start = self.batches[index][0][0]
+        moved = tuple(_moved(s, start / SAMPLE_RATE, start // HOP, s.id) for s in piece.segments)
+        return dataclasses.replace(piece, segments=moved)
 
     def _finish(self) -> None:
         pieces = [r for r in self.results if r is not None]
@@ -198,7 +216,7 @@ class LongRequest:
             ),
             window="full" if any(r.window == "full" for r in pieces) else "short",
             fallback=next((r.fallback for r in pieces if r.fallback is not None), None),
-            pieces=len(pieces),
+            pieces=len(self.pieces),
         )
         if settle(self.future, result=result):
             self.pool._counts.completed += 1
@@ -218,6 +236,21 @@ class LongRequest:
                 self.on_progress(self.done_pieces, len(self.pieces))
             except Exception:
                 log.exception("an on_progress callback raised")
+
+
+def _moved(segment: Segment, offset: float, frames: int, number: int) -> Segment:
+    """``segment`` (and its words) ``offset`` seconds later, numbered ``number``."""
+    words = segment.words
+    if words is not None:
+        words = tuple(dataclasses.replace(w, start=w.start + offset, end=w.end + offset) for w in words)
+    return dataclasses.replace(
+        segment,
+        id=number,
+        start=segment.start + offset,
+        end=segment.end + offset,
+        seek=segment.seek + frames,
+        words=words,
+    )
 
 
 __all__ = ["LongRequest", "ProgressCallback"]

@@ -168,7 +168,8 @@ class Worker:
             assert job.parent is not None
             self._send(p.Plan(job.id, job.audio, job.options, job.parent.piece_s))
         else:
-            self._send(p.Transcribe(job.id, job.audio, job.options, stream=job.on_segment is not None))
+            message = p.Transcribe(job.id, job.audio, job.options, job.on_segment is not None, job.pieces)
+            self._send(message)
 
     def ping(self, now: float) -> None:
         """Send a health ping; the answer must come before ``ping_sent_at`` + timeout."""

@@ -109,7 +109,10 @@ def _serve(conn: Connection, backend, msg: p.Transcribe) -> None:
 
     started = time.perf_counter()
     try:
-        result = backend.transcribe(msg.audio, msg.options, on_segment if msg.stream else None)
+        if msg.pieces:
+            result = backend.transcribe_pieces(msg.audio, msg.pieces, msg.options)
+        else:
+            result = backend.transcribe(msg.audio, msg.options, on_segment if msg.stream else None)
     except Exception as exc:  # one bad request fails alone; the worker lives on
         log.warning("request %d failed: %s", msg.request_id, exc)
         conn.send(p.Failed(msg.request_id, ErrorInfo.from_exception(exc)))

@@ -47,10 +47,14 @@ class Boot:
 
 @dataclass(frozen=True, slots=True)
 class Transcribe:
+    """Transcribe ``audio``; with ``pieces`` (``(start, end)`` sample indices in it), decode
+    just those pieces of a long recording, as one batch."""
+
     request_id: int
     audio: np.ndarray
     options: DecodeOptions
     stream: bool = False
+    pieces: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
