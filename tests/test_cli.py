@@ -113,7 +113,7 @@ def test_wyoming_flags_map_to_a_wyoming_only_server():
 
     args = parse("wyoming", "--port", "10301", "--model", "/m", "--workers", "1", "--language", "en", "--host", "::1")
     settings = serve_settings(args, {"WHISPERPOOL_WORKERS": "3", "WHISPERPOOL_COMPUTE_TYPE": "float32"})
-    assert (settings.http, settings.wyoming_port, settings.host) == (False, 10301, "::1")
+    assert (settings.http, settings.wyoming_port, settings.wyoming_host) == (False, 10301, "::1")
     assert (settings.pool.model, settings.pool.pool_size, settings.pool.compute_type) == ("/m", 1, "float32")
     assert settings.pool.decode.language == "en"
     assert serve_settings(parse("wyoming"), {}).wyoming_port == 10300
