@@ -40,6 +40,7 @@ module is the one place that turns session events into Wyoming events
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from functools import partial
@@ -67,6 +68,7 @@ log = logging.getLogger(__name__)
 MAX_CHUNK_BYTES = 1 << 20  # 1 MiB: about 30 s of 16 kHz 16-bit mono
 MAX_DATA_BYTES = 1 << 16  # an event's JSON data
 MAX_HEADER_BYTES = 1 << 16  # the header line (asyncio's stream reader limit)
+LINGER_S, LINGER_BYTES = 1.0, 8 << 20  # after a fatal error: what is read and dropped before closing
 
 
 class BadEvent(Exception):
@@ -222,6 +224,7 @@ class WyomingHandler(AsyncEventHandler):
             await self.error(str(exc), exc.code)
         except BadEvent as exc:  # a frame that cannot be read: say why, then close
             await self.error(str(exc), exc.code)
+            await self._linger()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -229,6 +232,21 @@ class WyomingHandler(AsyncEventHandler):
                 slots.release(self.client)
             await self.disconnect()
             self.writer.close()
+
+    async def _linger(self) -> None:
+        """After a fatal error, let the client read it: end our side, then discard what it
+        still sends (at most ``LINGER_BYTES``, for ``LINGER_S``) before closing, so the
+        close does not reset the connection under the error (a lingering close)."""
+        loop = asyncio.get_running_loop()
+        deadline, discarded = loop.time() + LINGER_S, 0
+        with contextlib.suppress(Exception):
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            while discarded < LINGER_BYTES and (left := deadline - loop.time()) > 0:
+                data = await asyncio.wait_for(self.reader.read(1 << 16), left)
+                if not data:
+                    break
+                discarded += len(data)
 
     async def handle_event(self, event: Event) -> bool:
         try:
