@@ -1,5 +1,5 @@
-"""Malformed Realtime events (issue 13, item 5): each is answered with an ``error`` event
-naming the problem, and the session goes on and still transcribes.
+"""Malformed Realtime and Wyoming events (issue 13, item 5): each is answered with an
+``error`` event naming the problem, and the session goes on and still transcribes.
 
 First the probes as filed and the cases found beside them, as a table; then hypothesis
 puts arbitrary JSON into every field of ``session.update``. The contract: a reply to every
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import fake_config, wait_for
+from conftest import WAIT, fake_config, wait_for
 from whisperpool.server import ServerSettings, create_app
 
 REALTIME = "/v1/realtime?intent=transcription"
@@ -167,3 +168,102 @@ def test_any_json_in_any_session_field_is_answered(client, path, value, ga_form)
             assert event["error"]["message"] and event["error"]["code"] != "server_error", event
         ws.send_text(json.dumps({"type": "input_audio_buffer.clear"}))  # still answering
         assert ws.receive_json()["type"] == "input_audio_buffer.cleared"
+
+
+# -- Wyoming: any frame, as bytes on the wire ---------------------------------------------------
+@pytest.fixture(scope="module")
+def wyoming_port():
+    """A Wyoming server on the fake backend, in its own event loop on a thread."""
+    import asyncio
+    import socket
+    import threading
+
+    from whisperpool import TranscriptionEngine
+    from whisperpool.server.settings import StreamLimits
+    from whisperpool.server.wyoming import start_wyoming
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    started = threading.Event()
+
+    async def serve():
+        async with TranscriptionEngine(fake_config(pool_size=1)) as engine:
+            server = await start_wyoming(engine, "127.0.0.1", port, limits=StreamLimits(idle_timeout_s=5.0))
+            started.set()
+            try:
+                await stop.wait()
+            finally:
+                await server.stop()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert started.wait(WAIT)
+    yield port
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(WAIT)
+
+
+def exchange(port: int, data: bytes, *, timeout: float = 2.0, until: bytes | None = None) -> bytes:
+    """Send ``data``, then read what the server says within ``timeout`` (bounded), or until
+    ``until`` arrives."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+        except OSError:  # the server closed first (a refused frame): fine
+            pass
+        received = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(received) < 1 << 20:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, OSError):
+                break
+            if not chunk:
+                break
+            received += chunk
+            if until is not None and until in received:
+                break
+        return received
+
+
+headers = st.fixed_dictionaries(
+    {
+        "type": st.one_of(
+            st.sampled_from(["audio-chunk", "audio-start", "audio-stop", "transcribe"]), st.text(max_size=12)
+        )
+    },
+    optional={
+        "data": json_values,
+        "data_length": st.one_of(st.integers(-5, 1 << 30), json_values),
+        "payload_length": st.one_of(st.integers(-5, 1 << 30), json_values),
+    },
+)
+frames = st.one_of(
+    st.binary(max_size=256).map(lambda b: b + b"\n"),
+    st.tuples(headers, st.binary(max_size=64)).map(lambda h: json.dumps(h[0]).encode() + b"\n" + h[1]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frame=frames)
+def test_any_wyoming_frame_is_answered_or_ends_the_connection_never_the_server(wyoming_port, frame):
+    import io
+
+    from wyoming.event import read_event
+
+    replies = io.BytesIO(exchange(wyoming_port, frame, timeout=0.3))
+    for _ in range(20):  # well-framed events, each an error (or info, for a describe)
+        event = read_event(replies)
+        if event is None:
+            break
+        assert event.type in ("error", "info", "transcript-start"), event
+        if event.type == "error":
+            assert event.data["text"] and event.data["code"] != "server_error", event
+    # The server still serves: a describe gets its info.
+    info = b'"type": "info"'
+    assert info in exchange(wyoming_port, b'{"type": "describe"}\n', timeout=WAIT / 3, until=info)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import itertools
 import json
 import logging
@@ -255,8 +256,9 @@ class RealtimeConnection:
     async def _idle_close(self) -> None:
         seconds = self.limits.idle_timeout_s
         message = f"idle for {seconds:g} s without a client event (--stream-idle-timeout-s): closing"
-        await self.error(ProtocolError(message, "idle_timeout"))
-        await self.ws.close(code=NORMAL_CLOSURE, reason=f"idle for {seconds:g} s")
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # unless the client left meanwhile
+            await self.error(ProtocolError(message, "idle_timeout"))
+            await self.ws.close(code=NORMAL_CLOSURE, reason=f"idle for {seconds:g} s")
 
     async def _close(self) -> None:
         session, self.session = self.session, None

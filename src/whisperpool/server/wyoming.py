@@ -198,7 +198,10 @@ class WyomingHandler(AsyncEventHandler):
         self.pump: asyncio.Task[str] | None = None
 
     async def error(self, text: str, code: str) -> None:
-        await self.write_event(Error(text=text, code=code).event())
+        try:
+            await self.write_event(Error(text=text, code=code).event())
+        except (ConnectionError, OSError):  # the client left: nobody to tell
+            log.debug("wyoming: %s left before its error %r", self.client, code)
 
     async def run(self) -> None:
         """Read events (bounded, see :func:`read_event`) until the client leaves, goes
