@@ -17,6 +17,9 @@ from ..errors import UnknownModel
 
 DEFAULT_RATE = 24_000
 RATES = (8_000, 16_000, 24_000, 44_100, 48_000)
+MAX_PROMPT_CHARS = 4_096  # Whisper reads at most 224 tokens of it anyway
+MAX_NAME_CHARS = 256  # a model name, an include entry
+MAX_INCLUDE = 16
 
 
 class ProtocolError(Exception):
@@ -96,9 +99,11 @@ def _number(value: Any, param: str, low: float, high: float, *, low_open: bool =
     return float(value)
 
 
-def _text(value: Any, param: str) -> str | None:
+def _text(value: Any, param: str, limit: int = MAX_NAME_CHARS) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ProtocolError(f"{param} must be a string or null, got {_kind(value)}", "invalid_type", param)
+    if value is not None and len(value) > limit:
+        raise ProtocolError(f"{param} is {len(value)} characters, over the limit of {limit}", "too_large", param)
     return value
 
 
@@ -169,7 +174,7 @@ def updated(config: SessionConfig, event: dict[str, Any], kind: str, engine: Tra
             )
         new.language = language.lower() if language else None
     if "prompt" in transcription:
-        new.prompt = _text(transcription["prompt"], f"{tparam}.prompt") or None
+        new.prompt = _text(transcription["prompt"], f"{tparam}.prompt", MAX_PROMPT_CHARS) or None
     model = _text(transcription.get("model"), f"{tparam}.model")
     if model:
         try:
@@ -183,8 +188,10 @@ def updated(config: SessionConfig, event: dict[str, Any], kind: str, engine: Tra
         include = session["include"]
         if include is None:
             include = []
-        if not isinstance(include, list) or not all(isinstance(x, str) for x in include):
+        if not isinstance(include, list) or not all(isinstance(x, str) and len(x) <= MAX_NAME_CHARS for x in include):
             raise ProtocolError("session.include must be an array of strings", "invalid_type", "session.include")
+        if len(include) > MAX_INCLUDE:
+            raise ProtocolError(f"session.include has at most {MAX_INCLUDE} entries", "too_large", "session.include")
         new.include = list(include)
     return new
 
