@@ -113,7 +113,7 @@ def test_wyoming_flags_map_to_a_wyoming_only_server():
 
     args = parse("wyoming", "--port", "10301", "--model", "/m", "--workers", "1", "--language", "en", "--host", "::1")
     settings = serve_settings(args, {"WHISPERPOOL_WORKERS": "3", "WHISPERPOOL_COMPUTE_TYPE": "float32"})
-    assert (settings.http, settings.wyoming_port, settings.host) == (False, 10301, "::1")
+    assert (settings.http, settings.wyoming_port, settings.wyoming_host) == (False, 10301, "::1")
     assert (settings.pool.model, settings.pool.pool_size, settings.pool.compute_type) == ("/m", 1, "float32")
     assert settings.pool.decode.language == "en"
     assert serve_settings(parse("wyoming"), {}).wyoming_port == 10300
@@ -154,3 +154,25 @@ def test_the_library_and_cli_import_without_the_server_extra():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--port" in proc.stdout
+
+
+def test_stream_limit_flags_and_variables_reach_the_settings():
+    from whisperpool.cli import serve_settings
+
+    args = parse(
+        "serve", "--stream-max-sessions", "4", "--stream-max-sessions-per-client", "2", "--stream-idle-timeout-s", "9",
+        "--stream-max-audio-rate", "2", "--stream-audio-burst-s", "5", "--stream-max-buffered-s", "12",
+        "--allowed-origin", "https://a.example", "--allowed-origin", "https://b.example",
+        "--wyoming-port", "10301", "--wyoming-host", "0.0.0.0", "--wyoming-insecure", "--api-key", "k",
+    )  # fmt: skip
+    settings = serve_settings(args, {"WHISPERPOOL_STREAM_MAX_SESSIONS": "99"})
+    s = settings.streams
+    assert (s.max_sessions, s.max_sessions_per_client, s.idle_timeout_s) == (4, 2, 9.0)
+    assert (s.max_audio_rate, s.audio_burst_s, s.max_buffered_s) == (2.0, 5.0, 12.0)
+    assert s.allowed_origins == ("https://a.example", "https://b.example")
+    assert (settings.wyoming_host, settings.wyoming_insecure) == ("0.0.0.0", True)
+    environ = {"WHISPERPOOL_STREAM_MAX_SESSIONS": "99", "WHISPERPOOL_WYOMING_INSECURE": "1"}
+    from_env = serve_settings(parse("serve"), environ)
+    assert from_env.streams.max_sessions == 99 and from_env.wyoming_insecure is True
+    wyoming = serve_settings(parse("wyoming", "--stream-idle-timeout-s", "7"), {})
+    assert wyoming.streams.idle_timeout_s == 7.0 and wyoming.wyoming_host == "127.0.0.1"

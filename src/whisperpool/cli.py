@@ -196,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--wyoming-port", type=int, default=None, help="also serve the Wyoming protocol on this TCP port (e.g. 10300)"
     )
+    s.add_argument(
+        "--wyoming-host",
+        default=None,
+        help=f"address Wyoming binds, whatever --host is (default: {DEFAULTS.wyoming_host}); Wyoming has no "
+        "authentication: see --wyoming-insecure",
+    )
+    _add_stream_limits(s)
     s.add_argument("--min-workers", type=_positive_int, default=None, help="adaptive sizing: fewest workers")
     s.add_argument("--max-workers", type=_positive_int, default=None, help="adaptive sizing: most workers")
     s.add_argument("--max-total-rss-mb", type=float, default=None, help="memory budget of all workers, MiB")
@@ -237,7 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         "with transcript streaming. "
         "Takes the serve command's pool options and WHISPERPOOL_* variables.",
     )
-    wy.add_argument("--host", default=None, help=f"address to bind (default: {DEFAULTS.host}, loopback only)")
+    wy.add_argument(
+        "--host",
+        dest="wyoming_host",
+        default=None,
+        help=f"address to bind (default: {DEFAULTS.wyoming_host}, loopback only; also WHISPERPOOL_WYOMING_HOST)",
+    )
     wy.add_argument(
         "--port",
         dest="wyoming_port",
@@ -249,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         wy.add_argument(f"--{flag.replace('_', '-')}", default=None)
     wy.add_argument("--workers", type=_positive_int, default=None, help=f"worker processes (default: {pool.pool_size})")
     wy.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
+    _add_stream_limits(wy, origins=False)
 
     ld = sub.add_parser(
         "load",
@@ -557,6 +570,37 @@ async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> i
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+def _add_stream_limits(parser: argparse.ArgumentParser, *, origins: bool = True) -> None:
+    """The live streams' limits (Realtime and Wyoming), defaults from the one table."""
+    limits = DEFAULTS.streams
+    parser.add_argument(
+        "--wyoming-insecure",
+        action="store_true",
+        default=None,
+        help="allow Wyoming on a non-loopback address although an API key is set (Wyoming has no "
+        "authentication; prefer an SSH tunnel or a TLS proxy in front)",
+    )
+    for flag, kind, default, text in (
+        ("--stream-max-sessions", int, limits.max_sessions, "live streams at once, Realtime and Wyoming together"),
+        ("--stream-max-sessions-per-client", int, limits.max_sessions_per_client, "live streams from one address"),
+        ("--stream-idle-timeout-s", float, limits.idle_timeout_s, "close a stream silent this many seconds"),
+        ("--stream-max-audio-rate", float, limits.max_audio_rate, "audio a stream may send, times real time"),
+        ("--stream-audio-burst-s", float, limits.audio_burst_s, "seconds of audio a stream may send at once"),
+        ("--stream-max-buffered-s", float, limits.max_buffered_s, "seconds of untranscribed audio a stream holds"),
+    ):
+        parser.add_argument(flag, type=kind, default=None, help=f"{text} (default: {default:g})")
+    if origins:
+        parser.add_argument(
+            "--allowed-origin",
+            dest="allowed_origins",
+            action="append",
+            default=None,
+            metavar="ORIGIN",
+            help="a browser origin allowed to open the Realtime WebSocket (e.g. https://app.example); repeat for "
+            "more, '*' for any (default: none; clients that send no Origin header are not browsers and allowed)",
+        )
+
+
 _SERVE_FLAGS = {
     "host": "host",
     "port": "port",
@@ -578,6 +622,15 @@ _SERVE_FLAGS = {
     "language": "decode.language",
     "window": "decode.window",
     "wyoming_port": "wyoming_port",
+    "wyoming_host": "wyoming_host",
+    "wyoming_insecure": "wyoming_insecure",
+    "stream_max_sessions": "streams.max_sessions",
+    "stream_max_sessions_per_client": "streams.max_sessions_per_client",
+    "stream_idle_timeout_s": "streams.idle_timeout_s",
+    "stream_max_audio_rate": "streams.max_audio_rate",
+    "stream_audio_burst_s": "streams.audio_burst_s",
+    "stream_max_buffered_s": "streams.max_buffered_s",
+    "allowed_origins": "streams.allowed_origins",
     "min_workers": "pool.min_workers",
     "max_workers": "pool.max_workers",
     "max_total_rss_mb": "pool.max_total_rss_mb",

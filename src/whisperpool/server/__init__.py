@@ -103,8 +103,9 @@ def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
     app = create_app(settings, engine=engine)
     key = "on" if settings.api_key else "off (set --api-key or WHISPERPOOL_API_KEY)"
     served = ", ".join(repr(name) for name in engine.served_models)
+    wyoming = f" and Wyoming on tcp://{settings.wyoming_host}:{settings.wyoming_port}" if settings.wyoming_port else ""
     console.print(
-        f"whisperpool serving {served} on http://{settings.host}:{settings.port}/v1 "
+        f"whisperpool serving {served} on http://{settings.host}:{settings.port}/v1{wyoming} "
         f"with {settings.pool.pool_size} worker(s); API key {key}; warming up ...",
         highlight=False,
     )
@@ -134,12 +135,12 @@ def serve_wyoming(settings: ServerSettings, *, console: Console | None = None) -
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            server = await start_wyoming(engine, settings.host, settings.wyoming_port)
+            server = await start_wyoming(engine, settings.wyoming_host, settings.wyoming_port, limits=settings.streams)
         except OSError as exc:
-            console.print(f"cannot listen on {settings.host}:{settings.wyoming_port}: {exc}", highlight=False)
+            console.print(f"cannot listen on {settings.wyoming_host}:{settings.wyoming_port}: {exc}", highlight=False)
             return False
         console.print(
-            f"whisperpool serving Wyoming on tcp://{settings.host}:{settings.wyoming_port} "
+            f"whisperpool serving Wyoming on tcp://{settings.wyoming_host}:{settings.wyoming_port} "
             f"with {settings.pool.pool_size} worker(s); warming up ...",
             highlight=False,
         )

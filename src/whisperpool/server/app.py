@@ -78,7 +78,9 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
             if settings.wyoming_port is not None:
                 from .wyoming import start_wyoming
 
-                wyoming = await start_wyoming(engine, settings.host, settings.wyoming_port)
+                wyoming = await start_wyoming(
+                    engine, settings.wyoming_host, settings.wyoming_port, limits=settings.streams
+                )
             yield
         finally:
             if wyoming is not None:

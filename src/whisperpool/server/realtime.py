@@ -17,8 +17,19 @@ server -> client
 
 Audio is pcm16 little-endian mono at 24 kHz unless the session declares another rate
 (``audio.input.format.rate``, or ``input_audio_format: "pcm16_16000"``-style beta
-names); it is resampled to 16 kHz. A bad event gets an ``error`` event naming it and the
-session goes on; only a client that will not speak the protocol at all is disconnected.
+names); it is resampled to 16 kHz. A bad event (wrong type or value of any field, bad
+base64, JSON nested deeper than 16 levels, NaN) gets an ``error`` event naming the
+parameter and the session goes on; only a client that will not speak the protocol at all
+is disconnected.
+
+Limits (:class:`~whisperpool.server.settings.StreamLimits`, each with an error naming its
+setting): a browser's ``Origin`` must be listed (``--allowed-origin``), else the
+handshake is refused; over the session caps the socket is accepted, told why in an
+``error`` event (``session_limit``) and closed with 1013 (try again later); audio faster
+than ``max_audio_rate`` times real time is dropped with an ``error`` (``rate_limited``);
+an append that would hold more than ``max_buffered_s`` is dropped with an ``error``
+(``input_audio_buffer_too_large``); a client silent for ``idle_timeout_s`` gets an
+``error`` (``idle_timeout``) and a close (1000).
 
 The transcription ``model`` is routed by the engine (:meth:`TranscriptionEngine.resolve_model`):
 a served name, ``whisper-1`` or none picks a model; any other name gets an ``error`` event
@@ -36,26 +47,27 @@ import itertools
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from fastapi import WebSocket, WebSocketDisconnect
 
-from ..engine import OPENAI_ALIAS, TranscriptionEngine
+from ..engine import TranscriptionEngine
 from ..errors import ConfigError, UnknownModel, WhisperPoolError
 from ..streaming import StreamingSession
 from ..streaming.realtime import RealtimeEvents
 from .auth import authorized
+from .limits import AudioBudget, LimitExceeded, check_json_depth, session_slots
+from .realtime_config import DEFAULT_RATE, ProtocolError, SessionConfig, updated
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RATE = 24_000
-RATES = (8_000, 16_000, 24_000, 44_100, 48_000)
-MAX_CHUNK_BYTES = 15 * 24_000 * 2  # 15 s of 24 kHz pcm16 in one append
+MAX_CHUNK_BYTES = 15 * DEFAULT_RATE * 2  # 15 s of 24 kHz pcm16 in one append
 MAX_MESSAGE_CHARS = 4 * MAX_CHUNK_BYTES // 3 + 4096
+NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 _ids = itertools.count(1)
 
 
@@ -63,62 +75,8 @@ def _event_id() -> str:
     return f"event_{next(_ids)}"
 
 
-@dataclass
-class _Config:
-    """A session's effective configuration, as the protocol shows it."""
-
-    rate: int = DEFAULT_RATE
-    language: str | None = None
-    prompt: str | None = None
-    model: str = OPENAI_ALIAS
-    vad: bool = True
-    threshold: float = 0.5
-    prefix_padding_ms: int = 300
-    silence_duration_ms: int = 500
-    include: list[str] = field(default_factory=list)
-
-    def turn_detection(self) -> dict[str, Any] | None:
-        if not self.vad:
-            return None
-        return {
-            "type": "server_vad",
-            "threshold": self.threshold,
-            "prefix_padding_ms": self.prefix_padding_ms,
-            "silence_duration_ms": self.silence_duration_ms,
-        }
-
-    def beta(self, session_id: str) -> dict[str, Any]:
-        return {
-            "id": session_id,
-            "object": "realtime.transcription_session",
-            "input_audio_format": "pcm16" if self.rate == DEFAULT_RATE else f"pcm16_{self.rate}",
-            "input_audio_transcription": {"model": self.model, "language": self.language, "prompt": self.prompt or ""},
-            "turn_detection": self.turn_detection(),
-            "input_audio_noise_reduction": None,
-            "include": self.include,
-        }
-
-    def ga(self, session_id: str) -> dict[str, Any]:
-        return {
-            "id": session_id,
-            "object": "realtime.session",
-            "type": "transcription",
-            "audio": {
-                "input": {
-                    "format": {"type": "audio/pcm", "rate": self.rate},
-                    "transcription": {"model": self.model, "language": self.language, "prompt": self.prompt or ""},
-                    "turn_detection": self.turn_detection(),
-                    "noise_reduction": None,
-                }
-            },
-            "include": self.include,
-        }
-
-
-class ProtocolError(Exception):
-    def __init__(self, message: str, code: str = "invalid_request", param: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.param = code, param
+def _no_constants(name: str) -> float:
+    raise ProtocolError(f"not valid JSON: {name} is not a number JSON allows", "invalid_json")
 
 
 class RealtimeConnection:
@@ -128,12 +86,15 @@ class RealtimeConnection:
         self.ws = websocket
         self.engine = engine
         self.settings = settings
-        self.config = _Config(language=engine.options().language)
+        self.limits = settings.streams
+        self.budget = AudioBudget(self.limits)
+        self.config = SessionConfig(language=engine.options().language)
         self.id = f"sess_{int(time.time() * 1000):x}{next(_ids)}"
         self.session: StreamingSession | None = None
         self.pumps: list[asyncio.Task[None]] = []
         self.events = RealtimeEvents()
         self.send_lock = asyncio.Lock()
+        self.event_id: str | None = None  # the client event being handled, for its error
 
     async def send(self, event: dict[str, Any]) -> None:
         event = {"event_id": _event_id(), **event}
@@ -189,21 +150,30 @@ class RealtimeConnection:
 
     # -- client events -------------------------------------------------------------------
     async def handle(self, raw: str) -> None:
+        self.event_id = None
         if len(raw) > MAX_MESSAGE_CHARS:
             raise ProtocolError(f"event of {len(raw)} characters is over the limit of {MAX_MESSAGE_CHARS}", "too_large")
         try:
-            event = json.loads(raw)
-        except json.JSONDecodeError as exc:
+            check_json_depth(raw)
+            event = json.loads(raw, parse_constant=_no_constants)
+        except LimitExceeded as exc:
+            raise ProtocolError(f"not accepted: {exc}", exc.code) from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer of 4300+ digits
             raise ProtocolError(f"not valid JSON: {exc}", "invalid_json") from None
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             raise ProtocolError("an event is a JSON object with a string 'type'", "invalid_event", "type")
+        if isinstance(event.get("event_id"), str):
+            self.event_id = event["event_id"][:128]
         kind = event["type"]
         if kind in ("transcription_session.update", "session.update"):
             await self._update(event, kind)
         elif kind == "input_audio_buffer.append":
             self._append(event)
         elif kind == "input_audio_buffer.commit":
-            item = self.session.commit() if self.session is not None else None
+            item = None
+            if self.session is not None:
+                await self.session.flush()  # the appended audio the VAD is still reading counts
+                item = self.session.commit()
             if item is None:
                 raise ProtocolError(
                     "buffer too small: no audio was appended since the last commit", "input_audio_buffer_commit_empty"
@@ -214,7 +184,7 @@ class RealtimeConnection:
                 self.session.clear()
             await self.send({"type": "input_audio_buffer.cleared"})
         else:
-            raise ProtocolError(f"unknown event type {kind!r}", "unknown_event", "type")
+            raise ProtocolError(f"unknown event type {kind[:64]!r}", "unknown_event", "type")
 
     def _append(self, event: dict[str, Any]) -> None:
         audio = event.get("audio")
@@ -233,76 +203,18 @@ class RealtimeConnection:
         if not data:
             return
         samples = np.frombuffer(data, dtype="<i2")
+        session = self._ensure_session()
         try:
-            self._ensure_session().feed(samples, self.config.rate)
+            self.budget.take(samples.size / self.config.rate, session.buffered_s)
+        except LimitExceeded as exc:
+            raise ProtocolError(str(exc), exc.code, "audio") from None
+        try:
+            session.feed(samples, self.config.rate)
         except WhisperPoolError as exc:
-            raise ProtocolError(str(exc), "invalid_audio", "audio") from None
+            raise ProtocolError(str(exc), exc.code, "audio") from None
 
     async def _update(self, event: dict[str, Any], kind: str) -> None:
-        session = event.get("session")
-        if not isinstance(session, dict):
-            raise ProtocolError(f"{kind} needs a 'session' object", "invalid_value", "session")
-        new = _Config(**{k: getattr(self.config, k) for k in self.config.__dataclass_fields__})
-        if kind == "session.update":
-            if session.get("type", "transcription") != "transcription":
-                raise ProtocolError(
-                    "this server transcribes only: session.type must be 'transcription'",
-                    "invalid_value",
-                    "session.type",
-                )
-            audio_in = (session.get("audio") or {}).get("input") or {}
-            fmt = audio_in.get("format") or {}
-            if fmt:
-                if fmt.get("type", "audio/pcm") != "audio/pcm":
-                    raise ProtocolError(
-                        "only audio/pcm input is supported", "invalid_value", "session.audio.input.format"
-                    )
-                new.rate = _rate(fmt.get("rate", new.rate), "session.audio.input.format.rate")
-            transcription = audio_in.get("transcription") or {}
-            model_param = "session.audio.input.transcription.model"
-            has_turns = "turn_detection" in audio_in
-            turns = audio_in.get("turn_detection")
-        else:
-            fmt_name = session.get("input_audio_format")
-            if fmt_name is not None:
-                new.rate = _beta_rate(fmt_name)
-            transcription = session.get("input_audio_transcription") or {}
-            model_param = "session.input_audio_transcription.model"
-            has_turns = "turn_detection" in session
-            turns = session.get("turn_detection")
-        if "language" in transcription:
-            language = transcription["language"]
-            if language is not None and (not isinstance(language, str) or not language.isalpha()):
-                raise ProtocolError(
-                    f"language must be a code such as 'en', got {language!r}", "invalid_value", "language"
-                )
-            new.language = language.lower() if language else None
-        if "prompt" in transcription:
-            new.prompt = transcription["prompt"] or None
-        if transcription.get("model"):
-            new.model = str(transcription["model"])
-            try:
-                self.engine.resolve_model(new.model)
-            except UnknownModel as exc:
-                raise ProtocolError(str(exc), exc.code, model_param) from None
-        if has_turns:
-            if turns is None:
-                new.vad = False
-            elif isinstance(turns, dict) and turns.get("type", "server_vad") == "server_vad":
-                new.vad = True
-                new.threshold = float(turns.get("threshold", new.threshold))
-                new.prefix_padding_ms = int(turns.get("prefix_padding_ms", new.prefix_padding_ms))
-                new.silence_duration_ms = int(turns.get("silence_duration_ms", new.silence_duration_ms))
-                if not 0.0 < new.threshold < 1.0 or not 0 < new.silence_duration_ms <= 10_000:
-                    raise ProtocolError(
-                        "turn_detection: threshold in (0, 1), silence_duration_ms in (0, 10000]",
-                        "invalid_value",
-                        "turn_detection",
-                    )
-            else:
-                raise ProtocolError("turn_detection must be server_vad or null", "invalid_value", "turn_detection")
-        if "include" in session and isinstance(session["include"], list):
-            new.include = [str(x) for x in session["include"]]
+        new = updated(self.config, event, kind, self.engine)
         if new != self.config:
             await self._end_session()  # what was said keeps its settings; the next audio gets the new ones
             self.config = new
@@ -316,7 +228,11 @@ class RealtimeConnection:
         await self.send({"type": "transcription_session.created", "session": self.config.beta(self.id)})
         try:
             while True:
-                message = await self.ws.receive()
+                try:
+                    message = await asyncio.wait_for(self.ws.receive(), self.limits.idle_timeout_s)
+                except TimeoutError:
+                    await self._idle_close()
+                    break
                 if message["type"] == "websocket.disconnect":
                     break
                 raw = message.get("text")
@@ -326,14 +242,23 @@ class RealtimeConnection:
                 try:
                     await self.handle(raw)
                 except ProtocolError as exc:
-                    event_id = None
-                    with contextlib.suppress(Exception):
-                        event_id = json.loads(raw).get("event_id")
-                    await self.error(exc, event_id)
+                    await self.error(exc, self.event_id)
+                except (WebSocketDisconnect, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # a bug of ours must not end the session
+                    log.exception("%s: event failed", self.id)
+                    await self.error(ProtocolError(f"the server failed on this event: {exc}", "server_error"))
         except WebSocketDisconnect:
             pass
         finally:
             await self._close()
+
+    async def _idle_close(self) -> None:
+        seconds = self.limits.idle_timeout_s
+        message = f"idle for {seconds:g} s without a client event (--stream-idle-timeout-s): closing"
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # unless the client left meanwhile
+            await self.error(ProtocolError(message, "idle_timeout"))
+            await self.ws.close(code=NORMAL_CLOSURE, reason=f"idle for {seconds:g} s")
 
     async def _close(self) -> None:
         session, self.session = self.session, None
@@ -345,33 +270,41 @@ class RealtimeConnection:
         await asyncio.gather(*self.pumps, return_exceptions=True)
 
 
-def _rate(value: Any, param: str) -> int:
-    if not isinstance(value, int) or value not in RATES:
-        raise ProtocolError(f"rate must be one of {', '.join(map(str, RATES))}, got {value!r}", "invalid_value", param)
-    return value
-
-
-def _beta_rate(name: Any) -> int:
-    if name == "pcm16":
-        return DEFAULT_RATE
-    if isinstance(name, str) and name.startswith("pcm16_") and name[6:].isdigit():
-        return _rate(int(name[6:]), "input_audio_format")
-    raise ProtocolError(
-        f"input_audio_format must be pcm16 (or pcm16_RATE), got {name!r}", "invalid_value", "input_audio_format"
-    )
+def _origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    """A handshake without ``Origin`` is not a browser's; a browser's origin must be listed."""
+    if origin is None:
+        return True
+    return "*" in allowed or origin.rstrip("/") in allowed
 
 
 async def realtime_endpoint(websocket: WebSocket, engine: TranscriptionEngine, settings: ServerSettings) -> None:
     intent = websocket.query_params.get("intent", "transcription")
     subprotocol = "realtime" if "realtime" in websocket.scope.get("subprotocols", []) else None
+    origin = websocket.headers.get("origin")
     if not authorized(websocket, settings.api_key):
         await websocket.close(code=POLICY_VIOLATION, reason="missing or wrong API key")
         return
     if intent != "transcription":
         await websocket.close(code=POLICY_VIOLATION, reason="this server serves ?intent=transcription only")
         return
+    if not _origin_allowed(origin, settings.streams.allowed_origins):
+        log.warning("realtime: refused a browser WebSocket from origin %r", origin)
+        await websocket.close(code=POLICY_VIOLATION, reason=f"origin {origin[:60]!r} is not allowed (--allowed-origin)")
+        return
+    client = websocket.client.host if websocket.client else "unknown"
+    slots = session_slots(engine, settings.streams)
     await websocket.accept(subprotocol=subprotocol)
-    await RealtimeConnection(websocket, engine, settings).run()
+    try:
+        slots.acquire(client)
+    except LimitExceeded as exc:
+        connection = RealtimeConnection(websocket, engine, settings)
+        await connection.error(ProtocolError(str(exc), exc.code))
+        await websocket.close(code=TRY_AGAIN_LATER, reason=str(exc)[:120])
+        return
+    try:
+        await RealtimeConnection(websocket, engine, settings).run()
+    finally:
+        slots.release(client)
 
 
 __all__ = ["RealtimeConnection", "realtime_endpoint"]

@@ -8,6 +8,8 @@ server extra, so the CLI can show them without it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,56 @@ def default_pool(**changes: Any) -> PoolConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class StreamLimits:
+    """What one live stream (a Realtime WebSocket or a Wyoming connection) may cost.
+
+    ``max_sessions`` streams at once on the server, Realtime and Wyoming together;
+    ``max_sessions_per_client`` of them from one client address. A stream that sends no
+    event for ``idle_timeout_s`` is closed. Audio may arrive at most ``max_audio_rate``
+    times real time, with a burst of ``audio_burst_s`` seconds (a token bucket): audio
+    beyond it is dropped with an error event. ``max_buffered_s`` caps the audio of the
+    current utterance not yet transcribed (with ``turn_detection: null`` it grows until
+    the client commits): an append beyond it is refused with an error event.
+    ``allowed_origins`` lists the browser origins a Realtime WebSocket may come from
+    (``"*"`` for any); a handshake without an ``Origin`` header is not a browser's and is
+    allowed (the API key still applies).
+    """
+
+    max_sessions: int = 32
+    max_sessions_per_client: int = 8
+    idle_timeout_s: float = 60.0
+    max_audio_rate: float = 4.0
+    audio_burst_s: float = 20.0
+    max_buffered_s: float = 30.0
+    allowed_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "max_sessions_per_client"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"StreamLimits.{name} must be a whole number >= 1, got {value!r}")
+        for name in ("idle_timeout_s", "max_audio_rate", "audio_burst_s", "max_buffered_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"StreamLimits.{name} must be a finite number > 0, got {value!r}")
+        if self.max_buffered_s < 1.0:
+            raise ConfigError(f"StreamLimits.max_buffered_s must be >= 1 s, got {self.max_buffered_s!r}")
+        if isinstance(self.allowed_origins, str):
+            raise ConfigError("StreamLimits.allowed_origins is a tuple of origins, not one string")
+        object.__setattr__(self, "allowed_origins", tuple(o.strip().rstrip("/") for o in self.allowed_origins))
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ServerSettings:
     """How the HTTP server runs. ``pool`` holds the worker pool's own settings.
 
@@ -45,8 +97,11 @@ class ServerSettings:
     past it); at most ``max_uploads`` uploads are received or decoded at once (more get
     503 ``queue_full``), so upload files hold at most ``max_uploads * max_upload_mb`` of
     disk.
-    ``wyoming_port`` also serves the Wyoming protocol on that TCP port of ``host``;
-    ``http=False`` serves Wyoming only (``whisperpool wyoming``). ``models`` serves more
+    ``wyoming_port`` also serves the Wyoming protocol on that TCP port of ``wyoming_host``
+    (loopback unless told otherwise, whatever ``host`` is). Wyoming has no authentication:
+    with an ``api_key``, a non-loopback ``wyoming_host`` is refused unless
+    ``wyoming_insecure`` says so. ``http=False`` serves Wyoming only (``whisperpool wyoming``).
+    ``streams`` limits each live stream (see :class:`StreamLimits`). ``models`` serves more
     model configurations beside ``pool``, each with its own workers, chosen by the
     request's ``model`` field (see :func:`parse_model_spec`).
     """
@@ -62,7 +117,10 @@ class ServerSettings:
     metrics_auth: bool = False
     model_name: str | None = None  # the id /v1/models lists; default: the pool's model setting
     wyoming_port: int | None = None
+    wyoming_host: str = "127.0.0.1"
+    wyoming_insecure: bool = False
     http: bool = True
+    streams: StreamLimits = field(default_factory=StreamLimits)
     models: dict[str, PoolConfig] = field(default_factory=dict)  # more model configurations, by name
     pool: PoolConfig = field(default_factory=default_pool)
 
@@ -90,6 +148,18 @@ class ServerSettings:
             )
         if self.api_key is not None and not self.api_key:
             raise ConfigError("ServerSettings.api_key must not be empty (leave it unset for no key)")
+        if (
+            self.wyoming_port is not None
+            and self.api_key is not None
+            and not is_loopback(self.wyoming_host)
+            and not self.wyoming_insecure
+        ):
+            raise ConfigError(
+                f"ServerSettings.wyoming_host={self.wyoming_host!r}: the Wyoming protocol has no authentication, "
+                "so the API key cannot protect it on a non-loopback address; bind it to 127.0.0.1 and put a "
+                "TLS/auth proxy or an SSH tunnel in front, or accept an open port with wyoming_insecure "
+                "(--wyoming-insecure)"
+            )
 
     @property
     def max_upload_disk_bytes(self) -> int:
@@ -137,6 +207,15 @@ _ENV: dict[str, tuple[str, Any]] = {
     "METRICS_AUTH": ("metrics_auth", boolean),
     "BACKEND": ("pool.backend", str),  # "fake": the test backend (whisperpool load --fake)
     "WYOMING_PORT": ("wyoming_port", int),
+    "WYOMING_HOST": ("wyoming_host", str),
+    "WYOMING_INSECURE": ("wyoming_insecure", lambda raw: _flag(raw, "WYOMING_INSECURE")),
+    "STREAM_MAX_SESSIONS": ("streams.max_sessions", int),
+    "STREAM_MAX_SESSIONS_PER_CLIENT": ("streams.max_sessions_per_client", int),
+    "STREAM_IDLE_TIMEOUT_S": ("streams.idle_timeout_s", float),
+    "STREAM_MAX_AUDIO_RATE": ("streams.max_audio_rate", float),
+    "STREAM_AUDIO_BURST_S": ("streams.audio_burst_s", float),
+    "STREAM_MAX_BUFFERED_S": ("streams.max_buffered_s", float),
+    "ALLOWED_ORIGINS": ("streams.allowed_origins", lambda raw: [x for x in raw.split(",") if x.strip()]),
     "WORKERS": ("pool.pool_size", int),
     "MODEL": ("pool.model", str),
     "THREADS": ("pool.threads_per_worker", int),
@@ -155,6 +234,15 @@ _ENV: dict[str, tuple[str, Any]] = {
     "BEAM_SIZE": ("decode.beam_size", int),
     "WINDOW": ("decode.window", str),
 }
+
+
+def _flag(raw: str, name: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{ENV_PREFIX}{name}={raw!r}: use 1/true/yes/on or 0/false/no/off")
 
 
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -201,11 +289,14 @@ def build_settings(values: Mapping[str, Any]) -> ServerSettings:
     top = {k: v for k, v in values.items() if "." not in k}
     pool = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pool.")}
     decode = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("decode.")}
+    streams = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("streams.")}
+    if "allowed_origins" in streams:
+        streams["allowed_origins"] = tuple(streams["allowed_origins"])
     pool_config = default_pool(decode=DecodeOptions(**decode), **pool)
     models = dict(parse_model_spec(spec, pool_config) for spec in extra)
     if len(models) < len(extra):
         raise ConfigError("two extra model configurations have the same name")
-    return ServerSettings(pool=pool_config, models=models, **top)
+    return ServerSettings(pool=pool_config, models=models, streams=StreamLimits(**streams), **top)
 
 
 __all__ = [
@@ -214,7 +305,9 @@ __all__ = [
     "DEFAULT_WYOMING_PORT",
     "ENV_PREFIX",
     "ServerSettings",
+    "StreamLimits",
     "build_settings",
     "env_overrides",
+    "is_loopback",
     "parse_model_spec",
 ]

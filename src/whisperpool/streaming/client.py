@@ -72,6 +72,9 @@ async def play_local(
         feeder.cancel()
 
 
+QUIET_S = 1.0  # after the last chunk: how long to wait for the server's last events when nothing is open
+
+
 async def play_realtime(
     url: str,
     audio: np.ndarray,
@@ -88,8 +91,8 @@ async def play_realtime(
 
     ``model`` names one of the server's models (None: its default, as ``whisper-1``).
 
-    Ends when every committed utterance is completed after the last sample was sent
-    (or ``timeout_s`` after it).
+    Ends once the last sample was sent and every utterance is completed, with no event
+    for ``QUIET_S`` (or ``timeout_s`` after the last sample, or when the server closes).
     """
     try:
         import websockets
@@ -133,17 +136,22 @@ async def play_realtime(
         sender = asyncio.create_task(send())
         open_items: set[str] = set()
         deadline: float | None = None
+        quiet_at = 0.0  # when sending ended: nothing open and quiet for QUIET_S after it ends the play
         try:
             while True:
+                now = time.perf_counter()
                 if done_sending.is_set() and deadline is None:
-                    deadline = time.perf_counter() + timeout_s
-                wait = 0.25 if deadline is None else max(0.0, deadline - time.perf_counter())
+                    deadline, quiet_at = now + timeout_s, now + QUIET_S
+                wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - now))
                 try:
                     raw = await asyncio.wait_for(ws.recv(), timeout=wait)
                 except asyncio.TimeoutError:
-                    if deadline is not None and (time.perf_counter() >= deadline or not open_items):
+                    now = time.perf_counter()
+                    if deadline is not None and (now >= deadline or (not open_items and now >= quiet_at)):
                         break
                     continue
+                except websockets.ConnectionClosed:  # the server ended the session (idle, shutdown)
+                    break
                 event = json.loads(raw)
                 kind = event.get("type")
                 if kind in ("input_audio_buffer.committed", "input_audio_buffer.speech_started"):

@@ -23,6 +23,12 @@ Scheduling. A session never has two updates in flight: updates asked for while o
 coalesce into one, made with the newest audio when the running one returns. Updates go
 to the pool at realtime priority, ahead of file transcriptions, and hold no worker
 between updates. A failed update gives an :class:`StreamError` event; the session goes on.
+
+Threads. :meth:`StreamingSession.feed` only checks and resamples a chunk; the Silero VAD
+runs frame by frame on a small shared thread pool, one chunk of a session at a time and
+in order, so a flood of audio costs its own session time, not the event loop's. At most
+``max_backlog_s`` of audio may wait for it (the servers' rate limits keep it far lower).
+The commit policy is in :mod:`.agreement`, the events in :mod:`.events`.
 """
 
 from __future__ import annotations
@@ -30,130 +36,31 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
+import os
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..audio import SAMPLE_RATE, ChunkResampler, from_array
 from ..config import DecodeOptions
-from ..errors import ErrorInfo, InvalidAudio, WhisperPoolError
+from ..errors import ErrorInfo, InvalidAudio, QueueFull, WhisperPoolError
 from ..pool import PRIORITY_REALTIME, ProcessPool
 from ..results import TranscriptionResult
-from .vad import StreamingVad
+from .agreement import Agreement, TimedWord, appended, join
+from .events import Final, Partial, SpeechStarted, SpeechStopped, StreamError, StreamEvent
+from .vad import StreamingVad, VadEvent
 
 log = logging.getLogger(__name__)
 
 PROMPT_CHARS = 200  # committed text given as the prompt, at most
 PREROLL_S = 1.0  # audio kept before speech starts, for the VAD's padding
+MAX_VAD_BACKLOG_S = 30.0  # audio waiting for the VAD, at most; the servers' rate limits keep it far lower
 
-
-# -- events ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    item_id: str
-    start_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Partial:
-    """The current utterance so far: ``stable`` (committed, never changes) + the rest."""
-
-    item_id: str
-    text: str
-    stable: str
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStopped:
-    item_id: str
-    end_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Final:
-    """The committed text of a whole utterance, with its times in the stream."""
-
-    item_id: str
-    text: str
-    start_s: float
-    end_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class StreamError:
-    item_id: str | None
-    error: ErrorInfo
-
-
-StreamEvent = SpeechStarted | Partial | SpeechStopped | Final | StreamError
-
-
-# -- LocalAgreement-2 ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class TimedWord:
-    start: float  # seconds in the stream
-    end: float
-    text: str  # as Whisper writes it, with its leading space
-
-    @property
-    def key(self) -> str:
-        return re.sub(r"[^\w']+", "", self.text.lower())
-
-
-def join(words: list[TimedWord]) -> str:
-    return "".join(w.text for w in words).strip()
-
-
-def appended(sent: str, text: str) -> str:
-    """What ``text`` adds after ``sent``, for protocols whose deltas only ever append
-    ("" when it adds nothing, or no longer starts with what was sent)."""
-    return text[len(sent) :] if text.startswith(sent) else ""
-
-
-class Agreement:
-    """Commits the longest common prefix of the last two hypotheses (LocalAgreement-2)."""
-
-    def __init__(self) -> None:
-        self.committed: list[TimedWord] = []
-        self.tentative: list[TimedWord] = []  # the last hypothesis beyond what is committed
-
-    def _new_part(self, words: list[TimedWord]) -> list[TimedWord]:
-        """The words of a hypothesis that come after what is committed."""
-        if not self.committed:
-            return list(words)
-        last_end = self.committed[-1].end
-        new = [w for w in words if w.start > last_end - 0.1]
-        # A hypothesis may repeat the last committed words: drop that overlap (1-5 words).
-        for n in range(min(5, len(self.committed), len(new)), 0, -1):
-            if [w.key for w in self.committed[-n:]] == [w.key for w in new[:n]]:
-                return new[n:]
-        return new
-
-    def update(self, words: list[TimedWord]) -> list[TimedWord]:
-        """Take a new hypothesis; return the words it commits.
-
-        The last word of a hypothesis is never committed: it may be cut off, and it
-        carries the punctuation of a sentence that may go on.
-        """
-        new = self._new_part(words)
-        agreed = []
-        for a, b in zip(new[:-1], self.tentative, strict=False):
-            if a.key != b.key:
-                break
-            agreed.append(a)
-        self.committed += agreed
-        self.tentative = new[len(agreed) :]
-        return agreed
-
-    def finish(self, words: list[TimedWord], buffer_start_s: float) -> None:
-        """The last hypothesis, of the audio from ``buffer_start_s``: it replaces what was
-        committed from there (a whole utterance decoded at once reads better than one
-        stitched from commits), and everything is committed."""
-        self.committed = [w for w in self.committed if w.end <= buffer_start_s + 0.05] + list(words)
-        self.tentative = []
+# The VAD runs here, off the event loop: one chunk of a session at a time, in order.
+_VAD_THREADS = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="whisperpool-vad")
 
 
 # -- the session --------------------------------------------------------------------------
@@ -184,6 +91,7 @@ class StreamingSession:
         vad_threshold: float = 0.5,
         min_silence_s: float = 0.4,
         final_beam_size: int = 5,
+        max_backlog_s: float = MAX_VAD_BACKLOG_S,
     ) -> None:
         self.pool = pool
         self.final_beam_size = final_beam_size
@@ -202,8 +110,16 @@ class StreamingSession:
         self._last_update_s = 0.0  # stream time the last update of the current utterance covered
         self._resampler: ChunkResampler | None = None
         self._items = 0
-        self._closing = False
+        self._closing = False  # feed() refuses from now on
+        self._input_done = False  # closing, and the last utterance ended: finish when idle
         self._closed = asyncio.Event()
+        self.max_backlog_s = max_backlog_s
+        self._backlog: deque[np.ndarray] = deque()  # 16 kHz chunks waiting for the VAD, in order
+        self._backlog_s = 0.0  # their seconds, the one being analysed included
+        self._vad_task: asyncio.Task[None] | None = None
+        self._vad_idle = asyncio.Event()
+        self._vad_idle.set()
+        self._epoch = 0  # clear() bumps it: a chunk analysed across a clear is dropped
         self.id = f"stream-{next(self._ids)}"
 
     # -- input -------------------------------------------------------------------------
@@ -212,15 +128,27 @@ class StreamingSession:
         """Seconds of audio fed so far."""
         return self._audio_start_s + self._audio.size / SAMPLE_RATE
 
+    @property
+    def buffered_s(self) -> float:
+        """Seconds of audio held for transcription: the current utterance's buffer, the
+        ended utterances waiting for their final, and audio waiting for the VAD. A
+        server caps it (see :class:`~whisperpool.server.settings.StreamLimits`)."""
+        held = self.time_s - self._current.buffer_start_s if self._current is not None else 0.0
+        held += sum(u.final_audio.size for u in self._ending if u.final_audio is not None) / SAMPLE_RATE
+        return held + self._backlog_s
+
     def feed(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
         """Add a chunk of mono PCM (float in [-1, 1], or int16) at any sample rate.
 
-        Raises :class:`~whisperpool.errors.InvalidAudio` for a chunk that is not audio;
-        the session is unchanged and goes on.
+        With the VAD on, the chunk is analysed on a VAD thread, off the event loop, and
+        its events follow (chunks keep their order; :meth:`flush` waits for them).
+        Raises :class:`~whisperpool.errors.InvalidAudio` for a chunk that is not audio,
+        and :class:`~whisperpool.errors.QueueFull` when more than ``max_backlog_s`` of
+        audio waits for the VAD; either way the chunk is dropped and the session goes on.
         """
         if self._closing:
             raise WhisperPoolError("the stream is closed")
-        if not isinstance(sample_rate, int) or not 8_000 <= sample_rate <= 192_000:
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or not 8_000 <= sample_rate <= 192_000:
             raise InvalidAudio(f"stream chunk: sample rate must be 8000-192000 Hz, got {sample_rate!r}")
         samples = np.asarray(samples)
         if samples.size == 0:
@@ -231,13 +159,52 @@ class StreamingSession:
         chunk = self._resampler(chunk)
         if chunk.size == 0:
             return
+        if self.vad is None:
+            self._take(chunk, [])
+            return
+        seconds = chunk.size / SAMPLE_RATE
+        if self._backlog_s + seconds > self.max_backlog_s:
+            raise QueueFull(
+                f"stream: {self._backlog_s:.1f} s of audio already wait for the VAD (at most "
+                f"{self.max_backlog_s:g} s); this chunk was dropped"
+            )
+        self._backlog.append(chunk)
+        self._backlog_s += seconds
+        if self._vad_task is None:
+            self._vad_idle.clear()
+            self._vad_task = self._loop.create_task(self._run_vad(), name=f"{self.id}-vad")
+
+    async def _run_vad(self) -> None:
+        """Analyse the backlog on a VAD thread, one chunk at a time, and take each result."""
+        assert self.vad is not None
+        try:
+            while self._backlog:
+                chunk, epoch = self._backlog.popleft(), self._epoch
+                try:
+                    events = await self._loop.run_in_executor(_VAD_THREADS, self.vad.feed, chunk)
+                except Exception as exc:  # the VAD failed on this chunk: say so, go on
+                    log.warning("%s: VAD failed: %s", self.id, exc)
+                    self._emit(StreamError(None, ErrorInfo.from_exception(exc)))
+                    events = []
+                finally:
+                    self._backlog_s = max(0.0, self._backlog_s - chunk.size / SAMPLE_RATE)
+                if epoch != self._epoch:  # cleared meanwhile: the clock moves on, the audio is dropped
+                    self._audio_start_s += chunk.size / SAMPLE_RATE
+                    continue
+                self._take(chunk, events)
+        finally:
+            self._vad_task = None
+            self._vad_idle.set()
+
+    def _take(self, chunk: np.ndarray, events: list[VadEvent]) -> None:
+        """Add an analysed chunk and its VAD events (in the event loop)."""
         now = self.time_s
         self._audio = np.concatenate([self._audio, chunk])
         if self.vad is None:
             if self._current is None:
                 self._start(now)
         else:
-            for event in self.vad.feed(chunk):
+            for event in events:
                 if event.speech and self._current is None:
                     self._start(event.time_s)
                     self._emit(SpeechStarted(self._current.item_id, event.time_s))
@@ -249,10 +216,15 @@ class StreamingSession:
         self._trim_audio()
         self._schedule()
 
+    async def flush(self) -> None:
+        """Wait until every chunk fed so far has been through the VAD (at once without it)."""
+        await self._vad_idle.wait()
+
     def commit(self) -> str | None:
         """End the current utterance now (for clients that decide turns themselves).
 
-        Returns its item id, or None when nothing was said since the last commit.
+        Returns its item id, or None when nothing was said since the last commit. With
+        the VAD on, ``await flush()`` first so that the chunks still analysed count.
         """
         if self._current is None:
             return None
@@ -262,7 +234,10 @@ class StreamingSession:
         return item
 
     def clear(self) -> None:
-        """Drop the audio of the current utterance, uncommitted."""
+        """Drop the audio of the current utterance, uncommitted, and what waits for the VAD."""
+        self._epoch += 1
+        self._backlog_s -= sum(c.size for c in self._backlog) / SAMPLE_RATE
+        self._backlog.clear()
         self._current = None
         self._update_wanted = False
         self._audio = np.zeros(0, dtype=np.float32)
@@ -272,8 +247,10 @@ class StreamingSession:
         """End the stream: the current utterance gets its final, then iteration ends."""
         if not self._closing:
             self._closing = True
+            await self.flush()  # what was fed is heard before the end
             if self._current is not None:
                 self._end(self.time_s)
+            self._input_done = True
             self._schedule()
         await self._closed.wait()
 
@@ -346,7 +323,7 @@ class StreamingSession:
             self._update_wanted = False
             self._last_update_s = self.time_s
         else:
-            if self._closing:
+            if self._input_done:
                 self._finish()
             return
         assert audio is not None
