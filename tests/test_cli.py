@@ -89,6 +89,8 @@ def test_serve_flags_win_over_environment_variables_and_both_reach_the_settings(
     assert (pool.request_timeout_s, pool.max_queue, pool.min_workers, pool.max_workers) == (9, 7, 1, 3)
     assert pool.state_file == "/tmp/s.json" and pool.max_audio_s == 60
     assert serve_settings(parse("serve", "--max-audio-s", "90"), environ).pool.max_audio_s == 90
+    assert serve_settings(parse("serve", "--max-batch", "4"), environ).pool.max_batch == 4
+    assert serve_settings(parse("serve"), {"WHISPERPOOL_MAX_BATCH": "3"}).pool.max_batch == 3
     assert (pool.decode.language, pool.decode.window) == ("de", "full")
     assert settings.models["f32"].compute_type == "float32" and settings.models["f32"].pool_size == 1
     assert settings.served_model == "/m"

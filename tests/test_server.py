@@ -110,7 +110,7 @@ def long_clip(tmp_path_factory) -> Path:
     parts = [load_audio(clip(n)) for n in ("weather", "library", "groceries", "fox") * 2]
     gap = np.zeros(8000, np.float32)
     audio = np.concatenate([x for p in parts for x in (p, gap)])
-    return encode(audio, tmp_path_factory.mktemp("long") / "long.wav")
+    return encode(audio, tmp_path_factory.mktemp("long") / "long.flac")  # under the fixture's 2 MB upload limit
 
 
 def post(client, path: Path | None = None, **fields):

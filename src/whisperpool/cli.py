@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-queue", type=int, default=None, help=f"requests that may wait; more get 503 (default: {pool.max_queue})"
     )
     s.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=None,
+        help=f"queued short requests a worker may decode as one batch; pays on a GPU, not on a CPU "
+        f"(default: {pool.max_batch})",
+    )
+    s.add_argument(
         "--max-audio-s",
         type=float,
         default=None,
@@ -612,6 +619,7 @@ _SERVE_FLAGS = {
     "max_uploads": "max_uploads",
     "metrics_auth": "metrics_auth",
     "max_queue": "pool.max_queue",
+    "max_batch": "pool.max_batch",
     "max_audio_s": "pool.max_audio_s",
     "model": "pool.model",
     "workers": "pool.pool_size",

@@ -133,7 +133,9 @@ class PoolConfig:
     Long audio: a recording longer than ``split_above_s`` (``None``: never) is cut at its
     silences into pieces of at most ``piece_s`` seconds, which are decoded in parallel on
     the idle workers, up to ``piece_batch`` pieces in one batch, and stitched in order (see
-    :mod:`whisperpool.pool.pieces`).
+    :mod:`whisperpool.pool.pieces`). With ``max_batch`` above 1, a worker decodes up to
+    that many queued short requests with the same options as one batch (see
+    :mod:`whisperpool.pool.batching`; off by default: on a CPU it does not pay).
 
     Supervision: a worker that dies is replaced at once; one that fails to warm up is
     restarted after ``restart_backoff_s``, doubling up to ``restart_backoff_max_s``, and
@@ -169,6 +171,7 @@ class PoolConfig:
     split_above_s: float | None = 30.0
     piece_s: float = 30.0
     piece_batch: int = 1
+    max_batch: int = 1
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     backend: BackendName = "faster-whisper"
     fake: FakeBehavior = field(default_factory=FakeBehavior)
@@ -220,6 +223,8 @@ class PoolConfig:
             _fail(owner, "piece_s", "must be a number of seconds from 1 to 30 (one Whisper window)", self.piece_s)
         if not isinstance(self.piece_batch, int) or isinstance(self.piece_batch, bool) or self.piece_batch < 1:
             _fail(owner, "piece_batch", "must be an integer >= 1", self.piece_batch)
+        if not isinstance(self.max_batch, int) or isinstance(self.max_batch, bool) or self.max_batch < 1:
+            _fail(owner, "max_batch", "must be an integer >= 1", self.max_batch)
         if self.max_queue is not None and (not isinstance(self.max_queue, int) or self.max_queue < 0):
             _fail(owner, "max_queue", "must be an integer >= 0 or None", self.max_queue)
         for name in ("max_restarts", "max_requests_jitter"):

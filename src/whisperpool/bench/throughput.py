@@ -16,10 +16,16 @@ timed. Reported: wall time, the ratios, and the word error rate against the text
 
 Fairness. Every worker of the default pool is busy with a long recording; a short
 request's latency is compared with its latency on the idle pool.
+
+Batching. 16 concurrent requests of 3-10 s clips, sent through the HTTP API of a real
+server on loopback, in rounds, with workers x threads x ``max_batch`` layouts of this
+machine's cores: throughput, latency p50/p95 and word error rate, against the same
+pool with batching off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -98,6 +104,76 @@ def _fairness(decode: DecodeOptions, long_audio: np.ndarray, runs: int, log: Con
     return {"idle_s": idle, "busy_s": busy, "workers": pool.config.pool_size}
 
 
+CONCURRENT = 16
+LAYOUTS = {  # label -> (workers, threads per worker, max_batch), for 2 cores
+    "2 workers x 1 thread, no batching": (2, 1, 1),
+    "2 workers x 1 thread, batches of 4": (2, 1, 4),
+    "1 worker x 2 threads, batches of 8": (1, 2, 8),
+}
+
+
+def _short_clips() -> list[tuple[bytes, str]]:
+    """3-10 s clips, as the files a client would send: the short fixtures and the sentences."""
+    texts = json.loads((CLIPS / "short" / "texts.json").read_text())
+    clips = [
+        ((CLIPS / "short" / f"{n}.wav").read_bytes(), t) for n, t in sorted(texts.items()) if n[:2] in ("s3", "s5")
+    ]
+    sentences = json.loads((CLIPS / "texts.json").read_text())
+    clips += [((CLIPS / f"{n}.wav").read_bytes(), sentences[n]) for n in ("fox", "groceries", "weather")]
+    return clips
+
+
+async def _concurrent(url: str, clips: list[tuple[bytes, str]], rounds: int) -> dict[str, Any]:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # bounded wait for the first warm worker
+            try:
+                if (await client.get("/health/ready")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+
+        async def one(data: bytes) -> tuple[float, str]:
+            started = time.perf_counter()
+            r = await client.post("/v1/audio/transcriptions", files={"file": ("clip.wav", data)})
+            r.raise_for_status()
+            return time.perf_counter() - started, r.json()["text"]
+
+        await one(clips[0][0])  # the first request of a pool warms what warm-up did not
+        latencies, errors, walls = [], [], []
+        for k in range(rounds):
+            batch = [clips[(k * CONCURRENT + i) % len(clips)] for i in range(CONCURRENT)]
+            started = time.perf_counter()
+            answers = await asyncio.gather(*(one(data) for data, _ in batch))
+            walls.append(time.perf_counter() - started)
+            latencies += [s for s, _ in answers]
+            errors += [word_error_rate(text, said) for (_, text), (_, said) in zip(batch, answers, strict=True)]
+    return {"wall_s": walls, "latency_s": latencies, "wer": float(np.mean(errors)), "requests": rounds * CONCURRENT}
+
+
+def _batching(options: BenchOptions, log: Console) -> dict[str, Any]:
+    from ..loadtest import start_server
+
+    clips = _short_clips()
+    out = {}
+    for label, (workers, threads, batch) in LAYOUTS.items():
+        proc, url = start_server(workers, threads, options.language, extra=["--max-batch", str(batch)])
+        try:
+            out[label] = asyncio.run(_concurrent(url, clips, max(2, min(options.runs, 4))))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        row = out[label]
+        log.print(
+            f"  {label}: {row['requests'] / sum(row['wall_s']):.2f} requests/s, "
+            f"p95 {np.percentile(row['latency_s'], 95):.2f} s, WER {100 * row['wer']:.1f}%"
+        )
+    return out
+
+
 def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     decode = DecodeOptions(language=options.language)
     sets = recordings()
@@ -135,6 +211,8 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     log.print("fairness ...")
     held_out = next(n for n, (_, _, s) in sets.items() if s == "held-out")
     out["fairness"] = _fairness(decode, audio[held_out], max(1, min(options.runs, 3)), log)
+    log.print(f"batching: {CONCURRENT} concurrent 3-10 s requests over HTTP ...")
+    out["batching"] = _batching(options, log)
     return out
 
 
@@ -152,6 +230,13 @@ def targets(r: dict[str, Any]) -> list[Target]:
     default = _total(long["pool, default"], names)
     mean_wer = {k: float(np.mean([long[k][n]["wer"] for n in names])) for k in long}
     fair = r["fairness"]
+    rates = {k: v["requests"] / sum(v["wall_s"]) for k, v in r["batching"].items()}
+    base = next(iter(r["batching"]))
+    base_rate = rates[base]
+    best_label = max((k for k in rates if k != base), key=rates.__getitem__)
+    best = rates[best_label]
+    best_p95 = float(np.percentile(r["batching"][best_label]["latency_s"], 95))
+    base_p95 = float(np.percentile(r["batching"][base]["latency_s"], 95))
     return [
         Target(
             "default pool / faster-whisper batched (time)",
@@ -172,6 +257,8 @@ def targets(r: dict[str, Any]) -> list[Target]:
         Target(
             "short request, every worker busy / idle (p50)", median(fair["busy_s"]) / median(fair["idle_s"]), 3.0, False
         ),
+        Target("batching: best batched layout / no batching (throughput)", best / base_rate, 1.3, True),
+        Target("batching: that layout's p95 / no batching's p95", best_p95 / base_p95, 1.0, False),
     ]
 
 
@@ -189,3 +276,14 @@ def report(r: dict[str, Any], out: Console) -> None:
     f.add_row("idle", f"{median(fair['idle_s']):.2f}", str(len(fair["idle_s"])))
     f.add_row(f"{fair['workers']} workers busy", f"{median(fair['busy_s']):.2f}", str(len(fair["busy_s"])))
     out.print(f)
+    b = table(f"{CONCURRENT} concurrent 3-10 s requests over HTTP", ("layout", "requests/s", "p50 s", "p95 s", "WER %"))
+    for label, row in r["batching"].items():
+        lat = row["latency_s"]
+        b.add_row(
+            label,
+            f"{row['requests'] / sum(row['wall_s']):.2f}",
+            f"{np.percentile(lat, 50):.2f}",
+            f"{np.percentile(lat, 95):.2f}",
+            f"{100 * row['wer']:.1f}",
+        )
+    out.print(b)

@@ -48,11 +48,17 @@ class Job:
     parent: LongRequest | None = None  # the long recording this job is a part (or the plan) of
     round: int = 0  # the piece's index: see the module docstring
     pieces: tuple[tuple[int, int], ...] = ()  # a batch of a long recording's pieces, in ``audio``
+    members: tuple[Job, ...] = ()  # a batch of callers' requests (see .batching): their spans are ``pieces``
+    alone: bool = False  # its batch's worker died: it is retried, and batched no more
 
     @property
     def counted(self) -> bool:
         """A request of a caller's own: counted in the status (a piece counts with its recording)."""
-        return self.parent is None and self.background is None
+        return self.parent is None and self.background is None and not self.members
+
+    def requests(self) -> tuple[Job, ...]:
+        """The callers' requests this job carries: its batch's members, or itself."""
+        return self.members or (self,)
 
     def sort_key(self) -> tuple[int, int, int]:
         return (self.priority, self.round, self.id)

@@ -86,11 +86,10 @@ class Lifecycle:
                 w.ask_to_stop(now, grace)
             elif past_grace:
                 job, w.job = w.job, None
-                if (
-                    settle(job.future, error=PoolClosed("the pool was closed before the request finished"))
-                    and job.counted
-                ):
-                    self._counts.failed += 1
+                for request in job.requests():
+                    closed = PoolClosed("the pool was closed before the request finished")
+                    if settle(request.future, error=closed) and request.counted:
+                        self._counts.failed += 1
                 w.stop_now()
         self._restart_at.clear()
         for w in self._retired:
@@ -114,8 +113,8 @@ class Lifecycle:
         self._closing = True
         self._fail_queue(error)
         for w in self._workers + self._retired:
-            if w.job is not None:
-                settle(w.job.future, error=error)
+            for request in w.job.requests() if w.job is not None else ():
+                settle(request.future, error=error)
             if w.alive:
                 w.kill()
                 w.reap()

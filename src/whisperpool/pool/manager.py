@@ -33,6 +33,7 @@ from ..worker import Worker, WorkerState
 from ..worker import protocol as p
 from .autoscaler import Autoscaler
 from .background import Background
+from .batching import Batching
 from .jobs import PRIORITY_DEFAULT, Job, RequestQueue
 from .lifecycle import Lifecycle
 from .messages import Messages
@@ -45,7 +46,7 @@ from .warmstart import WarmStartState
 log = logging.getLogger(__name__)
 
 
-class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
+class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batching):
     """A pool of warm Whisper worker processes. See :mod:`whisperpool.pool`."""
 
     def __init__(self, config: PoolConfig | None = None, **overrides: Any) -> None:
@@ -417,6 +418,7 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background):
             job = self._queue.pop()
             if not job.future.running() and not job.future.set_running_or_notify_cancel():
                 continue  # cancelled while it waited (a retried request is already running)
+            job = self._with_company(job)
             if self._scaler.enabled:  # the most recently busy: keeps extra workers idle, so they can go
                 w = max(idle, key=lambda x: x.idle_since)
             else:  # the longest idle: spreads the load

@@ -71,7 +71,15 @@ class Messages:
             self._background_done(w, job, msg, now)
             return
         w.last_request_at = now
-        if isinstance(msg, p.Planned):  # a long recording's pieces: its LongRequest queues them
+        if job.members:  # a batch of requests: each gets its part
+            if isinstance(msg, p.Done):
+                self._scaler.served(msg.inference_s)
+                w.rss_bytes = msg.rss_bytes
+                result = dataclasses.replace(msg.result, timings=Timings(inference_s=msg.inference_s))
+                self._batch_answered(job, result, None, w.id, now)
+            else:
+                self._batch_answered(job, None, msg.error.to_exception(), w.id, now)
+        elif isinstance(msg, p.Planned):  # a long recording's pieces: its LongRequest queues them
             self._scaler.served(msg.inference_s)
             settle(job.future, result=msg)
         elif isinstance(msg, p.Done):

@@ -36,6 +36,8 @@ class Counters:
     background: int = 0  # re-warm and health-check inferences
     pieces: int = 0  # pieces of long recordings decoded
     long_requests: int = 0  # recordings decoded in pieces
+    batches: int = 0  # batches of requests decoded together
+    batched_requests: int = 0  # the requests in them
     short_windows: int = 0  # requests answered by the short-audio window
     window_fallbacks: dict[str, int] = field(default_factory=dict)  # by reason
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
@@ -110,6 +112,8 @@ class PoolStatus:
     stopping_workers: int = 0
     pieces_completed: int = 0
     long_requests: int = 0
+    batches: int = 0
+    batched_requests: int = 0
     workers: tuple[WorkerStatus, ...] = field(default_factory=tuple)
     requests: tuple[RequestProgress, ...] = field(default_factory=tuple)  # queued, and long ones running
 
@@ -231,6 +235,8 @@ def snapshot(
         background_inferences=counts.background,
         pieces_completed=counts.pieces,
         long_requests=counts.long_requests,
+        batches=counts.batches,
+        batched_requests=counts.batched_requests,
         workers=tuple(worker_status(w, now) for w in workers),
         requests=requests_progress(queue, long_requests),
     )

@@ -46,8 +46,9 @@ class Supervision:
                 self._worker_failed(w, f"did not take a message within {cfg.send_timeout_s:g} s (stopped or hung)")
             elif w.job is not None and w.job.deadline is not None and now >= w.job.deadline:
                 job = w.job
-                if settle(job.future, error=RequestTimeout(timeout_message(job, now))) and job.counted:
-                    self._counts.failed += 1
+                for request in job.requests():
+                    if settle(request.future, error=RequestTimeout(timeout_message(request, now))) and request.counted:
+                        self._counts.failed += 1
                 w.job = None
                 what = job.background or f"request {job.id}"
                 self._worker_failed(w, f"{what} timed out; the worker was stopped")
@@ -124,6 +125,11 @@ class Supervision:
 
     def _requeue_or_fail(self: ProcessPool, job: Job, w: Worker, reason: str) -> None:
         """The worker serving ``job`` died: try it elsewhere, unless it is poison."""
+        if job.members:  # each request of the batch on its own: which one crashed it is unknown
+            for member in job.members:
+                member.alone = True
+                self._requeue_or_fail(member, w, reason)
+            return
         job.crashes += 1
         if job.future.done() or job.background is not None:
             return

@@ -31,6 +31,8 @@ _COUNTERS = (
     ("whisperpool_background_inferences", "Re-warms and health-check inferences", "background_inferences"),
     ("whisperpool_long_requests", "Recordings decoded in pieces", "long_requests"),
     ("whisperpool_pieces", "Pieces of long recordings decoded", "pieces_completed"),
+    ("whisperpool_batches", "Batches of requests decoded together", "batches"),
+    ("whisperpool_batched_requests", "Requests decoded in a batch", "batched_requests"),
 )
 
 

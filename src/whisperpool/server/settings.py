@@ -222,6 +222,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "COMPUTE_TYPE": ("pool.compute_type", str),
     "DEVICE": ("pool.device", str),
     "MAX_QUEUE": ("pool.max_queue", int),
+    "MAX_BATCH": ("pool.max_batch", int),
     "MAX_AUDIO_S": ("pool.max_audio_s", float),
     "REQUEST_TIMEOUT_S": ("pool.request_timeout_s", float),
     "WARMUP_TIMEOUT_S": ("pool.warmup_timeout_s", float),

@@ -1,0 +1,83 @@
+"""Requests decoded together (``max_batch``): what is queued goes in one batch, split back exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import WAIT, fake_config, samples, wait_for
+from whisperpool import DecodeOptions, WorkerCrashed
+from whisperpool.testing import FakeBehavior
+
+MARKERS = FakeBehavior()
+
+
+def busy_pool(make_pool, **changes):
+    """One worker, kept busy by a first request, so that what follows queues."""
+    pool = make_pool(fake_config(pool_size=1, max_batch=4, fake=FakeBehavior(inference_delay_s=0.4), **changes))
+    pool.warm_up_all_workers(timeout=WAIT)
+    first = pool.submit(samples(1000))
+    assert wait_for(lambda: pool.get_status().busy_workers == 1)
+    return pool, first
+
+
+def test_queued_requests_go_in_one_batch_and_each_gets_its_own_answer(make_pool):
+    pool, first = busy_pool(make_pool)
+    queued = [pool.submit(samples(2000 + 100 * i)) for i in range(5)]
+    results = [f.result(WAIT) for f in [first, *queued]]
+    assert [r.text for r in results] == ["1000 samples"] + [f"{2000 + 100 * i} samples" for i in range(5)]
+    for r, n in zip(results[1:], (2000, 2100, 2200, 2300, 2400), strict=True):
+        assert r.duration == pytest.approx(n / 16_000)
+        assert [(s.id, s.start, pytest.approx(s.end)) for s in r.segments] == [(1, 0.0, n / 16_000)]
+    status = pool.get_status()
+    assert status.batches >= 1 and status.batched_requests >= 4  # four rode together, the fifth after
+    assert status.requests_completed == 6 and status.requests_failed == 0
+
+
+def test_a_lone_request_is_not_held_back_for_company(make_pool):
+    pool = make_pool(fake_config(pool_size=1, max_batch=8))
+    pool.warm_up_all_workers(timeout=WAIT)
+    assert pool.transcribe(samples(3000), timeout=WAIT).text == "3000 samples"
+    assert pool.get_status().batches == 0
+
+
+def test_requests_with_other_options_or_long_audio_are_not_batched_together(make_pool):
+    pool, first = busy_pool(make_pool)
+    german = pool.submit(samples(2000), DecodeOptions(language="de"))
+    english = [pool.submit(samples(2100 + i), DecodeOptions(language="en")) for i in range(2)]
+    results = [f.result(WAIT) for f in [first, german, *english]]
+    assert [r.language for r in results[1:]] == ["de", "en", "en"]
+    assert pool.get_status().batched_requests == 2  # the two English ones only
+
+
+def test_a_batch_whose_worker_dies_retries_each_request_alone(make_pool):
+    pool, first = busy_pool(make_pool, max_crashes_per_request=2)
+    poison = samples(2000, first=MARKERS.crash_marker)
+    futures = [pool.submit(samples(2100)), pool.submit(poison), pool.submit(samples(2200))]
+    assert first.result(WAIT).text == "1000 samples"
+    assert futures[0].result(WAIT).text == "2100 samples"
+    assert futures[2].result(WAIT).text == "2200 samples"
+    with pytest.raises(WorkerCrashed, match="poison"):
+        futures[1].result(WAIT)
+    status = pool.get_status()
+    assert status.requests_completed == 3 and status.requests_failed == 1
+    assert wait_for(lambda: pool.get_status().warm_workers == 1)
+
+
+@pytest.mark.real_model
+def test_a_batch_of_real_speech_gives_each_request_its_own_words(clip_texts):
+    from conftest import MAX_WER, clip
+    from whisperpool import PoolConfig, ProcessPool
+    from whisperpool.audio import load_audio
+    from whisperpool.wer import word_error_rate
+
+    names = ["fox", "groceries", "weather"]
+    with ProcessPool(PoolConfig(pool_size=1, max_batch=4, decode=DecodeOptions(language="en"))) as pool:
+        first = pool.submit(load_audio(clip("library")))
+        assert wait_for(lambda: pool.get_status().busy_workers == 1)
+        futures = [pool.submit(load_audio(clip(n))) for n in names]
+        results = [f.result(120) for f in futures]
+        first.result(120)
+        assert pool.get_status().batched_requests == 3
+    for name, result in zip(names, results, strict=True):
+        assert word_error_rate(clip_texts[name], result.text) <= MAX_WER, (name, result.text)
+        assert result.segments and result.segments[-1].end <= result.duration + 0.5
