@@ -1,7 +1,8 @@
 """``whisperpool load --abuse`` stays working: a tiny run on the fake backend (bounded).
 
-It starts its own ``whisperpool serve`` (fake backend) on a free loopback port, replays
-every probe with small counts, and must find every answer expected and the server serving.
+It starts its own ``whisperpool serve`` (fake backend) on a free loopback port with
+Wyoming on another, replays every probe (HTTP, Realtime, Wyoming) with small counts, and
+must find every answer expected and the server serving.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def test_abuse_run_on_the_fake_backend_reports_every_probe_and_the_server_kept_s
         max_connections=16,
         max_uploads=4,
         max_audio_s=30,
+        stream_max_sessions=2,
         limit_s=150,
         output=tmp_path / "abuse.json",
     )
@@ -42,6 +44,16 @@ def test_abuse_run_on_the_fake_backend_reports_every_probe_and_the_server_kept_s
     assert probes["slow_uploads"]["answers"] == {"408 upload_timeout": 2}
     assert probes["idle_connections"]["answers"] == {"408": 8}
     assert all(p["normal_ok"] > 0 for p in result["probes"])
+    # the live streams: each abuse answered, each session kept, the caps held
+    bad = probes["realtime_bad_events"]["answers"]
+    assert bad == {"error invalid_type": 3, "error invalid_value": 1, "error too_deep": 1, "session alive": 1}, bad
+    flood = probes["realtime_flood"]["answers"]  # 10 appends of 15 s at once: 20 s burst, 30 s buffer
+    assert flood["completed"] == 1 and flood["session alive"] == 1 and flood["error rate_limited"] >= 5, flood
+    assert probes["realtime_sessions"]["answers"] == {"created": 2, "error session_limit": 2}
+    wyoming = probes["wyoming_flood"]["answers"]
+    assert wyoming == {"error input_audio_buffer_too_large": 9, "transcript": 1}, wyoming  # 16 s chunks
+    assert probes["wyoming_huge_payload"]["answers"] == {"error too_large": 2, "closed": 2}
+    assert all(p["rss_mb"]["after"] - p["rss_mb"]["before"] < 200 for p in result["probes"])
     counted = result["server_counted"]
     assert counted.get("499") == 2 and not any(s.startswith("5") and s != "503" for s in counted)
     assert result["rss_mb"]["before"] > 0

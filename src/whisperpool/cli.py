@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--abuse",
         action="store_true",
         help="replay the attack probes (bad fields, slow and abandoned uploads, connection floods, a tiny file "
-        "that decodes to hours) while normal requests go on; exit code 1 if the server stopped serving or a "
+        "that decodes to hours; Realtime and Wyoming floods, malformed events, a 300 MiB Wyoming header, more "
+        "sessions than the cap) while normal requests go on; exit code 1 if the server stopped serving or a "
         "probe got an unexpected answer",
     )
     ld.add_argument("--fake", action="store_true", help="start the server on the fake backend (no model; for tests)")
@@ -309,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=2.0,
         help="--abuse: the started server's --read-timeout; with --url, the server's, to bound the waits (default: 2)",
+    )
+    ld.add_argument(
+        "--stream-max-sessions",
+        type=_positive_int,
+        default=4,
+        help="--abuse: the started server's --stream-max-sessions; with --url, the server's: the sessions probe "
+        "opens --probe-count more (default: 4)",
     )
 
     b = sub.add_parser(
@@ -764,6 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 probe_s=args.probe_s,
                 probe_count=args.probe_count,
                 read_timeout_s=args.read_timeout,
+                stream_max_sessions=args.stream_max_sessions,
             )
             result = run(load, out)
             good = result["ok"] if load.abuse else result["lost"] == 0

@@ -24,6 +24,7 @@ From Python: ``run(LoadOptions(requests=30), Console())`` returns the result as 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import os
@@ -47,6 +48,7 @@ from rich.table import Table
 from .audio import load_audio
 from .bench.common import CLIPS
 from .errors import ConfigError
+from .streaming.realtime import COMPLETED, FAILED
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -77,15 +79,18 @@ class LoadOptions:
     max_connections: int = 64
     max_uploads: int = 8
     max_audio_s: float = 600.0
+    stream_max_sessions: int = 4  # of the started server; with --url, the server's (the sessions probe opens more)
+    stream_max_buffered_s: float = 30.0  # of the started server; with --url, the server's (a final's bound)
 
     def __post_init__(self) -> None:
-        for name in ("requests", "concurrency", "workers", "probe_count", "max_connections", "max_uploads"):
+        names = ("requests", "concurrency", "workers", "probe_count", "max_connections", "max_uploads")
+        for name in (*names, "stream_max_sessions"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"LoadOptions.{name} must be an integer >= 1, got {value!r}")
         if self.chaos_every_s is not None and not self.chaos_every_s > 0:
             raise ConfigError(f"LoadOptions.chaos_every_s must be > 0, got {self.chaos_every_s!r}")
-        for name in ("probe_s", "read_timeout_s", "max_audio_s"):
+        for name in ("probe_s", "read_timeout_s", "max_audio_s", "stream_max_buffered_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"LoadOptions.{name} must be > 0, got {getattr(self, name)!r}")
         if not self.limit_s > 0:
@@ -263,19 +268,24 @@ def run(options: LoadOptions, out: Console) -> dict[str, Any]:
     write ``options.output``; return the result."""
     server = None
     url = options.url
+    wyoming_port = None  # the Wyoming probes run only against a server started here
     if url is None:
         extra = []
         if options.abuse:
+            wyoming_port = free_port()
             extra = [
                 "--read-timeout", str(options.read_timeout_s), "--max-connections", str(options.max_connections),
                 "--max-uploads", str(options.max_uploads), "--max-audio-s", str(options.max_audio_s),
+                "--stream-max-sessions", str(options.stream_max_sessions),
+                "--stream-max-buffered-s", str(options.stream_max_buffered_s), "--wyoming-port", str(wyoming_port),
             ]  # fmt: skip
         server, url = start_server(
             options.workers, options.threads, options.language, options.max_queue, fake=options.fake, extra=extra
         )
     try:
         if options.abuse:
-            result = asyncio.run(run_abuse(url, options, server.pid if server is not None else None))
+            pid = server.pid if server is not None else None
+            result = asyncio.run(run_abuse(url, options, pid, wyoming_port))
         else:
             result = asyncio.run(
                 run_load(url, options.requests, options.concurrency, options.chaos_every_s, options.limit_s)
@@ -359,9 +369,11 @@ def _raw_answer(data: bytes) -> str:
 class _Abuse:
     """The probes, each bounded in count and time; ``normal`` is the clip a normal request sends."""
 
-    def __init__(self, url: str, options: LoadOptions, normal: bytes) -> None:
+    def __init__(self, url: str, options: LoadOptions, normal: bytes, wyoming_port: int | None = None) -> None:
         parsed = urlparse(url)
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.ws_url = url.replace("http", "ws", 1).rstrip("/") + REALTIME
+        self.wyoming_port = wyoming_port
         self.options, self.normal = options, normal
         self.wait_s = options.read_timeout_s + 5  # the longest a slow probe waits for the server's answer
         self.client = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(60.0, connect=10.0))
@@ -500,6 +512,191 @@ class _Abuse:
 
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
+    # --- the live streams: Realtime (WebSocket) and Wyoming (TCP) ----------------------
+
+    async def _realtime(self):
+        """A Realtime session, its ``created`` event read; GA ``session.update`` with
+        ``turn_detection: null`` and pcm16 at 24 kHz (as ``streaming/client.py`` speaks)."""
+        import websockets
+
+        ws = await asyncio.wait_for(websockets.connect(self.ws_url, max_size=2**24), 10)
+        try:
+            first = json.loads(await asyncio.wait_for(ws.recv(), self.wait_s))
+        except BaseException:
+            await ws.close()
+            raise
+        return ws, first
+
+    async def _recv(self, ws, wait_s: float | None = None) -> dict[str, Any] | None:
+        """The next event, or None if the session closed or nothing came in time."""
+        import websockets
+
+        try:
+            return json.loads(await asyncio.wait_for(ws.recv(), wait_s or self.wait_s))
+        except (asyncio.TimeoutError, websockets.ConnectionClosed):
+            return None
+
+    async def _alive(self, ws) -> str:
+        """``"session alive"`` if the session still answers (``input_audio_buffer.clear``)."""
+        try:
+            await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        except Exception:
+            return "closed"
+        for _ in range(1_000):  # bounded: skip what the session still had to say
+            event = await self._recv(ws)
+            if event is None:
+                return "closed"
+            if event.get("type") == "input_audio_buffer.cleared":
+                return "session alive"
+        return "no answer (held)"
+
+    async def realtime_flood(self) -> list[str]:
+        """Minutes of audio (probe_count x 5 appends of 15 s, the most one append holds) as
+        fast as the socket takes them with ``turn_detection: null``, then a commit."""
+        ws, _ = await self._realtime()
+        answers: list[str] = []
+        try:
+            update = {"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24_000}}}}
+            update["audio"]["input"]["turn_detection"] = None
+            await ws.send(json.dumps({"type": "session.update", "session": update}))
+            event = await self._recv(ws)
+            if event is None or event.get("type") != "session.updated":
+                return [f"update answered {event and event.get('type')}"]
+            chunk = base64.b64encode(np.zeros(15 * 24_000, "<i2").tobytes()).decode()
+            append = json.dumps({"type": "input_audio_buffer.append", "audio": chunk})
+
+            async def read() -> None:
+                for _ in range(10_000):  # bounded
+                    event = await self._recv(ws, self.wait_s + 120)
+                    if event is None:
+                        answers.append("closed")
+                        return
+                    kind = event.get("type")
+                    if kind == "error":
+                        answers.append(f"error {event['error'].get('code')}")
+                    elif kind == COMPLETED:
+                        audio_s = event["end_s"] - event["start_s"]
+                        bounded = audio_s <= self.options.stream_max_buffered_s + 0.5
+                        answers.append("completed" + ("" if bounded else f" UNBOUNDED ({audio_s:.0f} s)"))
+                        return
+                    elif kind == FAILED:
+                        answers.append(f"failed {event['error'].get('code')}")
+                        return
+
+            reader = asyncio.ensure_future(read())
+            for _ in range(5 * self.options.probe_count):
+                await ws.send(append)
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            await reader
+            answers.append(await self._alive(ws))
+        finally:
+            await ws.close()
+        return answers
+
+    async def realtime_bad_events(self) -> list[str]:
+        """The malformed events of issue 13, each answered with an ``error``; then alive."""
+        ws, _ = await self._realtime()
+        answers = []
+        try:
+            for raw in BAD_EVENTS:
+                await ws.send(raw)
+                event = await self._recv(ws)
+                if event is None:
+                    answers.append("closed")
+                    break
+                kind = event.get("type")
+                answers.append(f"error {event['error'].get('code')}" if kind == "error" else f"answered {kind}")
+            answers.append(await self._alive(ws))
+        finally:
+            await ws.close()
+        return answers
+
+    async def realtime_sessions(self) -> list[str]:
+        """Sessions up to the cap and probe_count more, held at once: those over it are
+        refused (``session_limit``)."""
+        sockets, answers = [], []
+        try:
+            for _ in range(self.options.stream_max_sessions + self.options.probe_count):
+                try:
+                    ws, first = await self._realtime()
+                except Exception as exc:
+                    answers.append(f"refused {type(exc).__name__}")
+                    continue
+                sockets.append(ws)
+                kind = first.get("type")
+                answers.append(f"error {first['error'].get('code')}" if kind == "error" else kind.split(".")[-1])
+        finally:
+            await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        await asyncio.sleep(0.2)  # let the server count them closed before the next probe
+        return answers
+
+    async def _wyoming(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.wait_for(asyncio.open_connection(self.host, self.wyoming_port), 10)
+
+    async def wyoming_flood(self) -> list[str]:
+        """One utterance of probe_count x 5 audio-chunks of 16 s (0.5 MiB) at once, then
+        audio-stop: the chunks over the rate or the buffer are refused, the transcript bounded."""
+        from wyoming.audio import AudioChunk, AudioStart, AudioStop
+        from wyoming.event import async_read_event, async_write_event
+
+        reader, writer = await self._wyoming()
+        answers: list[str] = []
+        try:
+            await async_write_event(AudioStart(rate=16_000, width=2, channels=1).event(), writer)
+
+            async def read() -> None:
+                for _ in range(10_000):  # bounded
+                    try:
+                        event = await asyncio.wait_for(async_read_event(reader), self.wait_s + 120)
+                    except (asyncio.TimeoutError, OSError):
+                        event = None
+                    if event is None:
+                        answers.append("closed")
+                        return
+                    if event.type == "error":
+                        answers.append(f"error {event.data.get('code')}")
+                    elif event.type == "transcript":
+                        answers.append("transcript")
+                    elif event.type == "transcript-stop":
+                        return
+
+            task = asyncio.ensure_future(read())
+            pcm = np.zeros(16 * 16_000, "<i2").tobytes()
+            for _ in range(5 * self.options.probe_count):
+                await async_write_event(AudioChunk(rate=16_000, width=2, channels=1, audio=pcm).event(), writer)
+            await async_write_event(AudioStop().event(), writer)
+            await task
+        finally:
+            writer.close()
+        return answers
+
+    async def wyoming_huge_payload(self) -> list[str]:
+        """A header declaring 300 MiB of payload, then up to 8 MiB of it: refused
+        (``too_large``) without being read, and the connection closed."""
+        from wyoming.event import async_read_event
+
+        answers = []
+        for _ in range(min(self.options.probe_count, 3)):
+            reader, writer = await self._wyoming()
+            header = {"type": "audio-chunk", "data": {"rate": 16_000, "width": 2, "channels": 1}}
+            writer.write(json.dumps({**header, "payload_length": 300 << 20}).encode() + b"\n")
+            try:
+                event = await asyncio.wait_for(async_read_event(reader), self.wait_s)
+            except (asyncio.TimeoutError, OSError):
+                event = None
+            answers.append(f"error {event.data.get('code')}" if event and event.type == "error" else "no error")
+            closed = False
+            try:
+                for _ in range(8):  # the rest, 1 MiB at a time, until the server hangs up
+                    writer.write(b"\0" * (1 << 20))
+                    await asyncio.wait_for(writer.drain(), self.wait_s)
+                closed = await asyncio.wait_for(reader.read(1), self.wait_s) == b""
+            except (OSError, asyncio.TimeoutError):
+                closed = True
+            answers.append("closed" if closed else "held open")
+            writer.close()
+        return answers
+
 
 P95_TARGET = 2.0  # a normal request's p95 during a probe, as a multiple of idle: reported, not an exit code
 
@@ -514,13 +711,41 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "slow_headers": ("408",),
     "idle_connections": ("408",),
     "connection_burst": ("200", "503"),
+    "realtime_bad_events": ("error invalid_type", "error invalid_value", "error too_deep", "session alive"),
+    "realtime_flood": ("error rate_limited", "error input_audio_buffer_too_large", "completed", "session alive"),
+    "wyoming_flood": ("error rate_limited", "error input_audio_buffer_too_large", "transcript"),
+    "wyoming_huge_payload": ("error too_large", "closed"),
+    "realtime_sessions": ("created", "error session_limit"),
 }
+# probe -> the answers it must get at least once (each: one of these)
+REFUSED = ("error rate_limited", "error input_audio_buffer_too_large")
+REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "realtime_bad_events": (("session alive",),),
+    "realtime_flood": (REFUSED, ("completed",), ("session alive",)),
+    "wyoming_flood": (REFUSED, ("transcript",)),
+    "wyoming_huge_payload": (("error too_large",), ("closed",)),
+    "realtime_sessions": (("created",), ("error session_limit",)),
+}
+WYOMING_PROBES = ("wyoming_flood", "wyoming_huge_payload")  # only against a server started here
+
+REALTIME = "/v1/realtime?intent=transcription"
+# the malformed Realtime events of issue 13: each must get an error event
+BAD_EVENTS = (
+    json.dumps({"type": "transcription_session.update", "session": {"turn_detection": {"threshold": "abc"}}}),
+    json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": "x"}}),
+    json.dumps({"type": "transcription_session.update", "session": {"input_audio_transcription": "x"}}),
+    '{"type": "transcription_session.update", "session": {"turn_detection": {"silence_duration_ms": 1e309}}}',
+    "[" * 100_000 + "]" * 100_000,
+)
 
 
-async def run_abuse(url: str, options: LoadOptions, server_pid: int | None) -> dict[str, Any]:
-    """Each probe against a trickle of normal requests; see the module docstring."""
+async def run_abuse(
+    url: str, options: LoadOptions, server_pid: int | None, wyoming_port: int | None = None
+) -> dict[str, Any]:
+    """Each probe against a trickle of normal requests; see the module docstring.
+    The Wyoming probes run only with ``wyoming_port`` (a server started by :func:`run`)."""
     normal = clips()["3s"]
-    abuse = _Abuse(url, options, normal)
+    abuse = _Abuse(url, options, normal, wyoming_port)
     deadline = time.monotonic() + options.limit_s
     try:
         await _wait_ready(abuse.client)
@@ -534,7 +759,9 @@ async def run_abuse(url: str, options: LoadOptions, server_pid: int | None) -> d
         for name in EXPECTED:
             if time.monotonic() > deadline:
                 break
-            probes.append(await _probe(abuse, name, idle_p95))
+            if name in WYOMING_PROBES and wyoming_port is None:
+                continue
+            probes.append(await _probe(abuse, name, idle_p95, server_pid))
         after = [await abuse.normal_request() for _ in range(3)]
         serving = all(a == "200" for a, _ in after)
         statuses_after = await _status_counts(abuse.client)
@@ -580,8 +807,9 @@ async def _status_counts(client: httpx.AsyncClient) -> dict[str, float] | None:
     return counts
 
 
-async def _probe(abuse: _Abuse, name: str, idle_p95: float) -> dict[str, Any]:
+async def _probe(abuse: _Abuse, name: str, idle_p95: float, server_pid: int | None = None) -> dict[str, Any]:
     """Run one probe while normal requests go on (at least one, and for at least probe_s)."""
+    rss_before = rss_mb(server_pid)
     done = asyncio.Event()
     normals: list[tuple[str, float]] = []
 
@@ -608,11 +836,13 @@ async def _probe(abuse: _Abuse, name: str, idle_p95: float) -> dict[str, Any]:
     ok_times = [t for a, t in normals if a == "200"]
     p95 = _p95(ok_times)
     expected = EXPECTED[name]
+    missing = [" or ".join(group) for group in REQUIRED.get(name, ()) if not any(a in counted for a in group)]
     return {
         "probe": name,
         "sent": len(answers),
         "answers": counted,
-        "unexpected": any(not a.startswith(expected) or "LEAKED" in a for a in answers),
+        "missing": missing,
+        "unexpected": any(not a.startswith(expected) or "LEAKED" in a for a in answers) or bool(missing),
         "probe_s": round(took, 2),
         "normal_requests": len(normals),
         "normal_ok": len(ok_times),
@@ -620,6 +850,7 @@ async def _probe(abuse: _Abuse, name: str, idle_p95: float) -> dict[str, Any]:
         "normal_p95_s": p95,
         "p95_ratio": p95 / idle_p95 if idle_p95 > 0 else float("nan"),
         "within_target": bool(p95 <= P95_TARGET * idle_p95),
+        "rss_mb": {"before": rss_before, "after": rss_mb(server_pid)},
     }
 
 
@@ -635,17 +866,21 @@ def report_abuse(result: dict[str, Any], out: Console) -> None:
     idle = result["idle"]
     table = Table(title=f"abuse probes (idle p50 {idle['p50_s'] * 1000:.0f} ms, p95 {idle['p95_s'] * 1000:.0f} ms)")
     others = any(p["normal_other"] for p in result["probes"])
-    columns = ("probe", "answers", "normal ok") + (("normal other",) if others else ()) + ("p95 ms", "/ idle", "")
+    columns = ("probe", "answers", "normal ok") + (("normal other",) if others else ())
+    columns += ("p95 ms", "/ idle", "RSS MiB", "")
     for col in columns:
         left = col in ("probe", "answers", "normal other")
-        table.add_column(col, justify="left" if left else "right", no_wrap=col in ("probe", "answers", "/ idle"))
+        table.add_column(col, justify="left" if left else "right", no_wrap=col in ("probe", "/ idle", "RSS MiB"))
     for p in result["probes"]:
         answers = ", ".join(f"{n}x {a}" for a, n in sorted(p["answers"].items()))
         other = (", ".join(f"{n}x {a}" for a, n in sorted(p["normal_other"].items())) or "-",) if others else ()
+        before, after = p["rss_mb"]["before"], p["rss_mb"]["after"]
+        rss = f"{before:.0f} -> {after:.0f}" if before is not None and after is not None else "-"
+        verdict = "UNEXPECTED" if p["unexpected"] else "ok"
         table.add_row(
             p["probe"], answers, str(p["normal_ok"]), *other, f"{p['normal_p95_s'] * 1000:.0f}",
-            f"{p['p95_ratio']:.2f}" + ("" if p["within_target"] else " (>2x)"),
-            "UNEXPECTED" if p["unexpected"] else "ok",
+            f"{p['p95_ratio']:.2f}" + ("" if p["within_target"] else " (>2x)"), rss,
+            verdict + (f" (missing: {', '.join(p['missing'])})" if p["missing"] else ""),
         )  # fmt: skip
     out.print(table)
     rss = result["rss_mb"]
