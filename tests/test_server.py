@@ -355,3 +355,45 @@ def test_sigterm_during_a_request_lets_it_finish_and_leaves_no_process(tmp_path,
     while any(map(pid_alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(map(pid_alive, pids))
+
+
+def test_nothing_from_nothing_over_http(server, client, tmp_path):
+    from test_no_speech import wav_bytes
+    from whisperpool.audio import TOO_SHORT
+
+    silence = wav_bytes(np.zeros(5 * 16_000, np.float32))
+    r = client.post("/v1/audio/transcriptions", files={"file": ("silence.wav", silence)}, data={"model": "whisper-1"})
+    assert r.status_code == 200 and r.json()["text"] == ""
+    r = client.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("silence.wav", silence)},
+        data={"model": "whisper-1", "response_format": "verbose_json"},
+    )
+    assert (r.json()["text"], r.json()["segments"], r.json()["language"]) == ("", [], "en")
+    tiny = wav_bytes(np.zeros(8, np.float32), declared_s=10.0)  # a header promising 10 s, 8 samples in it
+    r = client.post("/v1/audio/transcriptions", files={"file": ("tiny.wav", tiny)}, data={"model": "whisper-1"})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "audio_too_short" and error["param"] == "file"
+    assert TOO_SHORT in error["message"] and "tiny.wav" in error["message"]
+    cut = wav_bytes(load_audio(clip("fox")), declared_s=10.0)
+    r = client.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("cut.wav", cut)},
+        data={"model": "whisper-1", "response_format": "verbose_json"},
+    )
+    assert r.status_code == 200 and "fox" in r.json()["text"].lower()
+    assert "truncated" in r.headers["x-whisperpool-warning"] and "truncated" in r.json()["warnings"][0]
+
+
+def test_the_cli_reports_a_file_under_a_tenth_of_a_second(tmp_path, capsys):
+    from test_no_speech import wav_bytes
+    from whisperpool.cli import main
+
+    tiny = tmp_path / "tiny.wav"
+    tiny.write_bytes(wav_bytes(np.zeros(8, np.float32), declared_s=10.0))
+    good = tmp_path / "fox.wav"
+    good.write_bytes(clip("fox").read_bytes())
+    code = main(["transcribe", "--workers", "1", "--language", "en", "--no-progress", str(tiny), str(good)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "Minimum audio length is 0.1 seconds" in err and "tiny.wav" in err
+    assert "fox" in out.lower()

@@ -192,3 +192,20 @@ def test_the_stream_command_speaks_realtime_to_a_server_model(server):
     assert "'model': 'base'" in str(updated["session"])  # the model the server now uses for this session
     assert events[-1]["type"] == COMPLETED
     assert {"remind", "milk", "bananas"} <= set(normalize(events[-1]["transcript"]))
+
+
+@pytest.mark.parametrize(
+    "name,audio",
+    [
+        ("digital zero", np.zeros(3 * 16_000, np.float32)),
+        ("hiss", (np.random.default_rng(4).standard_normal(3 * 16_000) * 0.01).astype(np.float32)),
+    ],
+)
+def test_a_committed_turn_without_speech_is_completed_empty(server, name, audio):
+    async def run():
+        return [r async for r in play_realtime(server.url, audio, pace=3.0, api_key=KEY, vad=False, rate=16_000)]
+
+    events = [e for _, e in asyncio.run(asyncio.wait_for(run(), 120))]
+    finals = [e for e in events if e["type"] == COMPLETED]
+    assert [f["transcript"] for f in finals] == [""], (name, events)
+    assert not [e for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]

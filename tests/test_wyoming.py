@@ -109,3 +109,21 @@ def test_bad_events_get_errors_and_the_connection_goes_on(wyoming):
     codes, transcript = asyncio.run(asyncio.wait_for(run(), 120))
     assert codes == ["no_audio_start", "no_audio_start", "unknown_event", "invalid_value"]
     assert {"quick", "brown", "fox"} <= set(normalize(transcript))
+
+
+@pytest.mark.parametrize(
+    "name,audio",
+    [
+        ("digital zero", np.zeros(3 * RATE, np.float32)),
+        ("hiss", (np.random.default_rng(3).standard_normal(3 * RATE) * 0.01).astype(np.float32)),
+        ("under 0.1 s", np.full(800, 0.1, np.float32)),
+    ],
+)
+def test_an_utterance_without_speech_gives_no_words(wyoming, name, audio):
+    async def run():
+        async with AsyncTcpClient("127.0.0.1", wyoming) as client:
+            return await _utterance(client, audio)
+
+    events = asyncio.run(asyncio.wait_for(run(), 120))
+    assert Transcript.from_event(events[-2]).text == "", name
+    assert not any(TranscriptChunk.is_type(e.type) for e in events), name
