@@ -46,8 +46,8 @@
         else if (source && source.readyState === EventSource.CLOSED) { source = null; setTimeout(connect, 2000); }
       }).catch(() => {});
     });
-    source.addEventListener("snapshot", (e) => status(JSON.parse(e.data), true));
-    source.addEventListener("status", (e) => status(JSON.parse(e.data), false));
+    source.addEventListener("snapshot", (e) => status(JSON.parse(e.data)));
+    source.addEventListener("status", (e) => status(JSON.parse(e.data)));
     source.addEventListener("worker_state_changed", (e) => {
       const d = JSON.parse(e.data);
       for (const c of cardsOf(d.worker_id)) {
@@ -82,7 +82,7 @@
     });
     source.addEventListener("ready", (e) => {
       const d = JSON.parse(e.data);
-      $("warmup-text").textContent = `warm-up ended: ${d.warm_workers} warm worker(s) in ${Number(d.elapsed_s).toFixed(1)} s`;
+      $("warmup-done").textContent = `warm-up ended: ${d.warm_workers} warm worker(s) in ${Number(d.elapsed_s).toFixed(1)} s`;
     });
   }
   const pending = new Map(); // a new worker's note, until its card exists
@@ -159,7 +159,7 @@
   }
 
   // -- a status snapshot -----------------------------------------------------------------
-  function status(snap, first) {
+  function status(snap) {
     defaultModel = snap.default;
     const now = Date.now();
     const seen = new Set();
@@ -186,11 +186,9 @@
     const pill = $("readiness");
     pill.dataset.state = ready.status === "warming" ? "warming" : ready.status;
     pill.textContent = ready.status;
-    $("warmup").hidden = st.warm_up_progress >= 100 && ready.status !== "warming" && !first;
     $("warmup-bar").style.width = st.warm_up_progress + "%";
-    if (ready.status === "warming" || !$("warmup-text").textContent) {
-      $("warmup-text").textContent = `${st.warm_up_progress}% warmed up: ${st.warm_workers + st.busy_workers} of ${st.total_workers} worker(s) warm, ${st.warming_workers} warming, ${st.failed_workers} failed`;
-    }
+    $("warmup-bar").dataset.state = st.warm_up_progress >= 100 ? "warm" : "warming";
+    $("warmup-text").textContent = `${st.warm_up_progress}% warmed up: ${st.warm_workers + st.busy_workers} of ${st.total_workers} worker(s) warm, ${st.warming_workers + st.cold_workers} starting, ${st.failed_workers} failed`;
     gauges(snap, st);
     history.push({ t: now, p50: st.latency_p50_s, p95: st.latency_p95_s });
     while (history.length && now - history[0].t > HISTORY_S * 1000) history.shift();
@@ -267,7 +265,7 @@
     for (const f of [0, 0.5, 1]) {
       const v = max * f;
       g.beginPath(); g.moveTo(0, y(v)); g.lineTo(w, y(v)); g.stroke();
-      g.fillText((v * 1000).toFixed(0) + " ms", 2, y(v) - 2);
+      g.fillText((v * 1000).toFixed(0) + " ms", 2, f === 1 ? y(v) + 11 : y(v) - 2);
     }
     g.fillText("-5 min", 2, h - 2); g.fillText("now", w - 24, h - 2);
     for (const [field, color] of [["p50", "--processing"], ["p95", "--stopping"]]) {
