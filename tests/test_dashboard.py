@@ -155,6 +155,17 @@ def test_the_feed_starts_with_a_snapshot_then_sends_pool_events(live):
     assert wait_for(lambda: not app.state.dashboard.clients, timeout=10)
 
 
+def test_without_a_key_the_page_is_open():
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(ServerSettings(pool=fake_config(pool_size=1)))) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and 'data-auth="open"' in page.text
+        assert client.get("/dashboard/session").status_code == 204
+        css = client.get("/dashboard/static/dashboard.css")
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+
 def test_the_bearer_key_opens_the_feed_too(live):
     url, _ = live
     headers = {"Authorization": f"Bearer {KEY}"}

@@ -233,7 +233,7 @@ def install_dashboard(
 
     async def dashboard_page(request: Request) -> HTMLResponse:
         ok = allowed(request)
-        body = page.replace("{{auth}}", "ok" if ok else "login")
+        body = page.replace("{{auth}}", "open" if settings.api_key is None else "ok" if ok else "login")
         headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
         return HTMLResponse(body, status_code=200 if ok else 401, headers=headers)
 
