@@ -196,3 +196,35 @@ def test_the_feed_is_bounded_slow_clients_are_dropped_and_clients_are_capped():
         assert chunks[0].startswith(b"retry:") and b not in feed.clients
 
     asyncio.run(asyncio.wait_for(main(), WAIT))
+
+
+def test_pool_events_reach_every_feed_as_named_json_events():
+    from whisperpool.engine import TranscriptionEngine
+    from whisperpool.events import PoolScaled, WarmUpFailedEvent
+
+    engine = TranscriptionEngine(fake_config(pool_size=1))  # not started: no process
+
+    async def main() -> None:
+        feed = Feed(lambda: {"n": 1}, period_s=60)
+        feed.subscribe(engine)
+        engine.emitter.emit("pool_scaled", PoolScaled("up", 1, 2, "queue depth 3", (7,)))  # nobody watches
+        a, b = feed.open(), feed.open()
+        engine.emitter.emit("pool_scaled", PoolScaled("up", 1, 2, "queue depth 3", (7,)))
+        engine.emitter.emit("warm_up_failed", WarmUpFailedEvent(3, "boom"))
+        for client in (a, b):
+            assert client.queue.get_nowait().startswith(b"event: snapshot\n")
+            scaled = client.queue.get_nowait().decode()
+            assert scaled.startswith("event: pool_scaled\ndata: ") and scaled.endswith("\n\n")
+            assert json.loads(scaled.split("data: ", 1)[1]) == {
+                "direction": "up",
+                "workers_before": 1,
+                "workers_after": 2,
+                "reason": "queue depth 3",
+                "worker_ids": [7],
+            }
+            failed = client.queue.get_nowait().decode()
+            assert json.loads(failed.split("data: ", 1)[1]) == {"worker_id": 3, "error": "boom"}
+            assert client.queue.empty()
+        feed.closing = True
+
+    asyncio.run(asyncio.wait_for(main(), WAIT))
