@@ -110,6 +110,13 @@ def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
         highlight=False,
     )
     server = uvicorn.Server(uvicorn_config(settings, app))
+    handle_exit = server.handle_exit
+
+    def on_exit(sig: int, frame: Any) -> None:  # end the dashboard feeds, or shutdown waits for them
+        app.state.dashboard.closing = True
+        handle_exit(sig, frame)
+
+    server.handle_exit = on_exit  # type: ignore[method-assign]
     server.run()
     return server.started
 

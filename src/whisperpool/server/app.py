@@ -11,6 +11,7 @@
     GET  /health/ready              200 once a worker is warm, else 503
     GET  /metrics                   Prometheus
     WS   /v1/realtime               OpenAI's Realtime transcription protocol (see realtime.py)
+    GET  /, /dashboard              the live dashboard, its feed /v1/dashboard/events (see dashboard.py)
 
 The port is bound at once; the pool warms in the background, and a request that arrives
 meanwhile waits for the first warm worker within its timeout. Every endpoint goes through
@@ -43,6 +44,7 @@ from ..errors import ClientDisconnected, ConfigError, InvalidParameter, Unauthor
 from ..results import Segment, TranscriptionResult
 from . import errors, formats
 from .auth import authorized
+from .dashboard import install_dashboard
 from .metrics import Metrics, MetricsMiddleware
 from .realtime import realtime_endpoint
 from .settings import ServerSettings
@@ -94,9 +96,10 @@ def create_app(settings: ServerSettings, *, engine: TranscriptionEngine | None =
     slots = UploadSlots(settings.max_uploads)
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=lambda: ENDPOINTS)
+    dashboard = install_dashboard(app, engine, settings)  # its session cookie is a key too
 
     def check_key(request: Request) -> None:
-        if not authorized(request, settings.api_key):
+        if not (authorized(request, settings.api_key) or dashboard.authorized(request)):
             raise Unauthorized("missing or wrong API key: send the header 'Authorization: Bearer <key>'")
 
     @app.get("/health/live")
