@@ -153,3 +153,15 @@ def test_the_vad_helpers_run_as_the_backend_calls_them():
         "faster_whisper.transcribe.restore_speech_timestamps",
         f"put 0.1-0.3 s of speech at {restored.start}-{restored.end} s of the audio",
     )
+
+
+def test_the_fallback_samples_through_self_model_generate_as_the_deterministic_wrapper_expects():
+    # backends.faster_whisper.DeterministicFallback rewrites the sampling steps of the
+    # temperature fallback: they must still be calls of self.model.generate that sample
+    # best_of hypotheses with sampling_topk=0 at sampling_temperature.
+    code = source(WhisperModel.generate_with_fallback)
+    for needle in ('"num_hypotheses":options.best_of', '"sampling_topk":0', '"sampling_temperature":temperature'):
+        assert needle in code, changed("WhisperModel.generate_with_fallback", f"no longer samples with {needle}")
+    assert "self.model.generate(" in code, changed(
+        "WhisperModel.generate_with_fallback", "no longer calls self.model.generate"
+    )

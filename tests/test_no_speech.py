@@ -1,4 +1,4 @@
-"""Nothing from nothing.
+"""Nothing from nothing, and the same text from the same audio.
 
 Silence, digital zero and noise give no words (the decoder never sees them); audio under
 0.1 s is refused as OpenAI's API refuses it; a truncated file is transcribed as far as
@@ -94,3 +94,23 @@ def test_a_truncated_file_is_transcribed_with_its_warning(engine, tmp_path):
     assert "fox" in result.text.lower() and len(result.warnings) == 1 and "truncated" in result.warnings[0]
     with pytest.raises(AudioTooShort):
         run(engine, lambda e: e.transcribe(wav_bytes(np.zeros(8, np.float32), declared_s=10.0)))
+
+
+@pytest.mark.real_model
+def test_the_fallback_is_deterministic_so_every_run_and_worker_gives_the_same_text(engine):
+    # Temperature 1 only: where faster-whisper would sample at random, the default decodes
+    # deterministically (a beam search with a repetition penalty).
+    from whisperpool.audio import load_audio as load
+
+    audio = load(clip("weather"))
+    options = DecodeOptions(language="en", temperature=(1.0,), window="full")
+
+    async def many(e, opts):
+        return await asyncio.gather(*(e.transcribe(audio, options=opts) for _ in range(4)))
+
+    results = run(engine, lambda e: many(e, options))
+    assert len({r.worker_id for r in results}) == 2  # both workers took some
+    assert len({r.text for r in results}) == 1, [r.text for r in results]
+    assert "mountains" in results[0].text
+    fresh = run(engine, lambda e: many(e, options.replace(sampling="random")))
+    assert all(r.text for r in fresh)  # faster-whisper's own sampling, still asked for by name

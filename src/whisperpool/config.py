@@ -19,6 +19,7 @@ Task = Literal["transcribe", "translate"]
 Device = Literal["cpu", "cuda", "auto"]
 BackendName = Literal["faster-whisper", "fake"]
 Window = Literal["auto", "full", "short"]
+Sampling = Literal["deterministic", "random"]
 
 
 def _fail(owner: str, name: str, message: str, value: Any) -> None:
@@ -57,7 +58,11 @@ class DecodeOptions:
 
     ``speech_gate`` (on by default): audio in which Silero VAD hears no speech, or that
     is shorter than 0.1 s, gives no text and never reaches the decoder, which would
-    otherwise make up words ("you") from silence.
+    otherwise make up words ("you") from silence. ``sampling``: when a window fails its
+    checks, faster-whisper decodes it again at rising temperatures, sampling at random;
+    ``"deterministic"`` (the default) makes those steps beam searches with a growing
+    repetition penalty instead, so the same audio gives the same text on every run and
+    worker; ``"random"`` keeps faster-whisper's sampling (fresh each time).
     """
 
     language: str | None = None
@@ -72,10 +77,12 @@ class DecodeOptions:
     window: Window = "auto"
     short_window_max_s: float = 24.0  # at 21 s the short window was still 1.3x faster (bench --windows)
     speech_gate: bool = True
+    sampling: Sampling = "deterministic"
 
     def __post_init__(self) -> None:
         owner = "DecodeOptions"
         _check_literal(owner, "window", self.window, Window)
+        _check_literal(owner, "sampling", self.sampling, Sampling)
         limit = self.short_window_max_s
         if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit <= 30:
             _fail(owner, "short_window_max_s", "must be seconds above 0 and at most 30", self.short_window_max_s)

@@ -93,6 +93,39 @@ def _segment(seg, duration: float) -> Segment:  # faster_whisper.transcribe.Segm
     )
 
 
+class DeterministicFallback:
+    """The CTranslate2 model as faster-whisper calls it, with the temperature fallback's
+    random sampling replaced by deterministic decoding, so the same audio gives the same
+    text on every run and worker.
+
+    CTranslate2 seeds each of its decoding threads once, so a request cannot be given a
+    seed of its own. Instead, a fallback step at temperature T > 0 (faster-whisper
+    samples ``best_of`` candidates there) becomes beam search with ``best_of`` beams and
+    a repetition penalty that grows with T, and from T = 0.6 on no 4-gram may repeat:
+    what makes a window fail its checks is mostly a loop or a guess, which these
+    push the decoder out of. ``DecodeOptions.sampling="random"`` asks for faster-whisper's
+    own sampling instead (fresh each time).
+    """
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self.deterministic = True
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def generate(self, *args, **kwargs):
+        if self.deterministic and kwargs.get("sampling_topk", 1) != 1:
+            temperature = float(kwargs.pop("sampling_temperature", 1.0))
+            kwargs.pop("sampling_topk")
+            kwargs["beam_size"] = max(2, int(kwargs.pop("num_hypotheses", 5)))
+            kwargs["num_hypotheses"] = 1
+            kwargs["repetition_penalty"] = max(kwargs.get("repetition_penalty", 1.0), 1.0 + 0.25 * temperature)
+            if temperature >= 0.6:
+                kwargs["no_repeat_ngram_size"] = kwargs.get("no_repeat_ngram_size") or 4
+        return self._model.generate(*args, **kwargs)
+
+
 def _windowed_model_class():
     """faster-whisper's ``WhisperModel``, able to encode a window shorter than 30 s.
 
@@ -101,6 +134,10 @@ def _windowed_model_class():
     from faster_whisper import WhisperModel
 
     class WindowedWhisperModel(WhisperModel):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.model = DeterministicFallback(self.model)
+
         window_frames: int | None = None  # set for the duration of one short-window call
         batch_window_frames: int | None = None  # set for one batch of a long recording's pieces
         _encoded: tuple[np.ndarray, object] | None = None
@@ -232,6 +269,7 @@ class FasterWhisperBackend:
         # With vad_filter the VAD runs below anyway: it gates then too.
         if options.speech_gate and not options.vad_filter and not self.hears_speech(audio):
             return _nothing(audio, options)
+        self.model.model.deterministic = options.sampling == "deterministic"
         speech_chunks = None
         if options.vad_filter and options.window != "full":
             # The VAD runs first so that the window is sized to the speech it keeps.
