@@ -15,7 +15,9 @@ machines are noisy; the targets are ratios. Suites:
   all the workers against faster-whisper's sequential and batched modes (time, WER),
   and a short request's latency while every worker decodes a long one
 
-Each suite has ``measure(options, log) -> dict`` (``options`` a :class:`BenchOptions`),
+Each suite writes ``SUITE.json`` and, with the ``bench`` extra (matplotlib), a plot of its
+main comparison beside it (``SUITE.png``, :mod:`.plots`). Each suite has
+``measure(options, log) -> dict`` (``options`` a :class:`BenchOptions`),
 ``targets(result) -> list[Target]`` and ``report(result, console)``. The suites use the
 public API only (the engine, the pool, the options and results) and the example clips
 shipped as package data (:data:`CLIPS`), so they run wherever whisperpool is installed::
@@ -82,6 +84,8 @@ def run_bench(suite: str, options: BenchOptions, out: Console, *, output: Path |
     """Run one suite, print its tables and targets to ``out``; return the JSON file written.
 
     ``output`` defaults to ``benchmarks/results/SUITE.json`` under the current directory.
+    Beside it goes ``SUITE.png``, the suite's main comparison (:mod:`.plots`), where
+    matplotlib is installed (the ``bench`` extra).
     """
     if suite not in SUITES:
         raise ConfigError(f"unknown benchmark suite {suite!r}: one of {', '.join(SUITES)}")
@@ -96,6 +100,10 @@ def run_bench(suite: str, options: BenchOptions, out: Console, *, output: Path |
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     log.print(f"wrote {output}")
+    from .plots import plot  # matplotlib is imported only here, and only if installed
+
+    png = plot(suite, results, output.with_suffix(".png"))
+    log.print(f"wrote {png}" if png else "no plot: matplotlib is not installed (pip install 'whisperpool[bench]')")
     return output
 
 
