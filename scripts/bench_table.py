@@ -173,16 +173,16 @@ def adaptive_md(path: Path) -> str:
 
 def _wer_rows(title: str, rows: dict) -> list[str]:
     lines = [
-        f"| {title} | clips | WER full | WER auto | auto - full | auto fell back | full / auto time "
-        "| tune: WER full | WER auto | auto - full |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {title} | clips | WER full | WER auto | auto - full | clips worse / better under auto "
+        "| auto fell back | full / auto time | tune: WER full | WER auto | auto - full |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, (h, t) in rows.items():
         if not h["clips"]:
             continue
         lines.append(
             f"| {key} | {h['clips']} | {h['wer_full']:.1f} | {h['wer_auto']:.1f} | {h['auto_minus_full']:+.2f} "
-            f"| {h['auto_fallbacks']} | {h['full_over_auto']:.2f} "
+            f"| {h['auto_worse']} / {h['auto_better']} | {h['auto_fallbacks']} | {h['full_over_auto']:.2f} "
             f"| {t['wer_full']:.1f} | {t['wer_auto']:.1f} | {t['auto_minus_full']:+.2f} |"
         )
     return lines
@@ -221,7 +221,14 @@ def accuracy_md(path: Path) -> str:
                 f"| {split}, {key} | {v['clips']} | {v['wer_stream']:.1f} | {v['wer_auto']:.1f} | {v['wer_full']:.1f} "
                 f"| {v['latency_p50_s']:.2f} | {v['latency_p95_s']:.2f} | {v['final_fallbacks']}/{v['finals']} | {why} |"
             )
-    lines += ["", *_targets(accuracy.targets(r))]
+    low, high = h["all"]["auto_minus_full_ci95"]
+    lines += [
+        "",
+        f"Held-out, all clips: auto - full = {h['all']['auto_minus_full']:+.2f} points, 95% interval "
+        f"{low:+.2f} to {high:+.2f} (clips resampled, paired).",
+        "",
+        *_targets(accuracy.targets(r)),
+    ]
     return "\n".join(lines)
 
 

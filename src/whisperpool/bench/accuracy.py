@@ -173,8 +173,22 @@ def _wer(entries: list[dict[str, Any]], text: Any) -> float:
     return 100.0 * errors / words if words else float("nan")
 
 
+def _clip_wer(entry: dict[str, Any], window: str) -> float:
+    return word_error_rate(entry["text"], entry[window]["text"])
+
+
+def _bootstrap(entries: list[dict[str, Any]], draws: int = 2000) -> tuple[float, float]:
+    """A 95% interval of auto - full WER points, clips resampled with replacement (paired, seeded)."""
+    words = np.array([len(normalize(e["text"])) for e in entries], dtype=float)
+    diff = np.array([(_clip_wer(e, "auto") - _clip_wer(e, "full")) for e in entries]) * words
+    picks = np.random.default_rng(0).integers(0, len(entries), size=(draws, len(entries)))
+    points = 100.0 * diff[picks].sum(axis=1) / np.maximum(words[picks].sum(axis=1), 1)
+    low, high = np.percentile(points, [2.5, 97.5])
+    return round(float(low), 2), round(float(high), 2)
+
+
 def group(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """WER full and auto, their difference, auto's fallbacks and full / auto time over ``entries``."""
+    """WER full and auto, their difference, clips worse and better under auto, auto's fallbacks, full / auto time."""
     if not entries:
         return {"clips": 0}
     full = _wer(entries, lambda e: e["full"]["text"])
@@ -186,6 +200,11 @@ def group(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "wer_auto": auto,
         "auto_minus_full": auto - full,
         "auto_fallbacks": sum(e["auto"]["fallback"] is not None for e in entries),
+        # paired, clip by clip: how many lost words under auto, how many gained, how many came back empty
+        "auto_worse": sum(_clip_wer(e, "auto") > _clip_wer(e, "full") for e in entries),
+        "auto_better": sum(_clip_wer(e, "auto") < _clip_wer(e, "full") for e in entries),
+        "auto_empty": sum(not normalize(e["auto"]["text"]) and bool(normalize(e["full"]["text"])) for e in entries),
+        "auto_minus_full_ci95": _bootstrap(entries),
         "full_over_auto": median([e["full"]["inference_s"] / max(e["auto"]["inference_s"], 1e-6) for e in entries]),
     }
 
@@ -258,7 +277,7 @@ def _f(value: Any, digits: int = 1) -> str:
 def _group_table(title: str, rows: dict[str, dict[str, dict[str, Any]]], out: Console) -> None:
     t = table(
         title,
-        ("", "clips", "full", "auto", "diff", "fb", "time x", "tune full", "auto", "diff"),
+        ("", "clips", "full", "auto", "diff", "worse/better", "fb", "time x", "tune full", "auto", "diff"),
     )
     for key, by_split in rows.items():
         h, tune = by_split["held-out"], by_split["tune"]
@@ -270,6 +289,7 @@ def _group_table(title: str, rows: dict[str, dict[str, dict[str, Any]]], out: Co
             _f(h.get("wer_full")),
             _f(h.get("wer_auto")),
             _f(h.get("auto_minus_full"), 2),
+            f"{h['auto_worse']}/{h['auto_better']}" if h["clips"] else "",
             str(h.get("auto_fallbacks", "")),
             _f(h.get("full_over_auto"), 2),
             _f(tune.get("wer_full")),
@@ -283,7 +303,7 @@ def report(r: dict[str, Any], out: Console) -> None:
     s = summary(r)
     held, tune = s["held-out"], s["tune"]
     both = lambda part, key: {"held-out": held[part][key], "tune": tune[part][key]}  # noqa: E731
-    title = "WER % held-out (clips held-out + tune; diff auto - full; fb auto's fallbacks; time x full / auto)"
+    title = "WER % held-out (clips held-out + tune; diff auto - full; worse/better: clips; fb auto's fallbacks; time x full / auto)"
     _group_table(f"{title}, by length class", {f"{n} s": both("length", str(n)) for n in LENGTHS}, out)
     _group_table(f"{title}, by condition", {c: both("condition", c) for c in held["condition"]}, out)
     languages = {c: both("language", c) for c in held["language"]} | {
