@@ -1,7 +1,7 @@
 """The README's benchmark tables (markdown) from benchmarks/results/*.json.
 
 python scripts/bench_table.py [pool.json] > /tmp/table.md     # the pool suite, printed
-python scripts/bench_table.py --write README.md                # windows and streaming, in place
+python scripts/bench_table.py --write README.md                # windows, streaming, ... in place (where marked)
 """
 
 import json
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from whisperpool.bench import adaptive, streaming, windows  # noqa: E402
+from whisperpool.bench import accuracy, adaptive, streaming, windows  # noqa: E402
 from whisperpool.bench.pool import LONG, SHORT, targets  # noqa: E402
 
 
@@ -171,13 +171,80 @@ def adaptive_md(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _wer_rows(title: str, rows: dict) -> list[str]:
+    lines = [
+        f"| {title} | clips | WER full | WER auto | auto - full | clips worse / better under auto "
+        "| auto fell back | full / auto time | tune: WER full | WER auto | auto - full |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, (h, t) in rows.items():
+        if not h["clips"]:
+            continue
+        lines.append(
+            f"| {key} | {h['clips']} | {h['wer_full']:.1f} | {h['wer_auto']:.1f} | {h['auto_minus_full']:+.2f} "
+            f"| {h['auto_worse']} / {h['auto_better']} | {h['auto_fallbacks']} | {h['full_over_auto']:.2f} "
+            f"| {t['wer_full']:.1f} | {t['wer_auto']:.1f} | {t['auto_minus_full']:+.2f} |"
+        )
+    return lines
+
+
+def accuracy_md(path: Path) -> str:
+    r = json.loads(path.read_text())
+    st, s = r["settings"], accuracy.summary(r)
+    h, t = s["held-out"], s["tune"]
+    lines = [
+        f"Measured {r['date'][:10]} on a {r['machine']['cores']}-core machine (`{path}`): {len(r['clips'])} clips, "
+        f"one warm worker ({st['threads']} threads, int8, beam {st['beam_size']}), each clip's language set; "
+        "WER in % over the words of each group; the held-out half first, the tune half's WER for comparison.",
+        "",
+        *_wer_rows("length", {f"{n} s": (h["length"][str(n)], t["length"][str(n)]) for n in accuracy.LENGTHS}),
+        "",
+        *_wer_rows("condition", {c: (h["condition"][c], t["condition"][c]) for c in h["condition"]}),
+        "",
+        *_wer_rows(
+            "language", {c: (h["language"][c], t["language"][c]) for c in h["language"]} | {"all": (h["all"], t["all"])}
+        ),
+        "",
+        "| live streams, 3-10 s clips | clips | WER finals | WER offline auto | WER offline full "
+        "| final after end of speech p50 s | p95 s | finals fell back | why |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for split in accuracy.SPLITS:
+        rows = {"all": s[split]["streams"]} | {
+            f"{n} s": s[split]["streams_by_length"][str(n)] for n in accuracy.STREAMED_LENGTHS
+        }
+        for key, v in rows.items():
+            if not v["clips"]:
+                continue
+            why = ", ".join(f"{k} {n}" for k, n in v["final_fallback_reasons"].items())
+            lines.append(
+                f"| {split}, {key} | {v['clips']} | {v['wer_stream']:.1f} | {v['wer_auto']:.1f} | {v['wer_full']:.1f} "
+                f"| {v['latency_p50_s']:.2f} | {v['latency_p95_s']:.2f} | {v['final_fallbacks']}/{v['finals']} | {why} |"
+            )
+    low, high = h["all"]["auto_minus_full_ci95"]
+    lines += [
+        "",
+        f"Held-out, all clips: auto - full = {h['all']['auto_minus_full']:+.2f} points, 95% interval "
+        f"{low:+.2f} to {high:+.2f} (clips resampled, paired).",
+        "",
+        *_targets(accuracy.targets(r)),
+    ]
+    return "\n".join(lines)
+
+
 def write(readme: Path) -> None:
     text = readme.read_text()
-    for name, render in (("windows", windows_md), ("streaming", streaming_md), ("adaptive", adaptive_md)):
+    renders = (
+        ("windows", windows_md),
+        ("streaming", streaming_md),
+        ("adaptive", adaptive_md),
+        ("accuracy", accuracy_md),
+    )
+    for name, render in renders:
         source = Path(f"benchmarks/results/{name}.json")
-        if not source.is_file():
-            continue
         start, end = f"<!-- bench-{name}:start -->", f"<!-- bench-{name}:end -->"
+        if not source.is_file() or start not in text:
+            continue
         head, rest = text.split(start, 1)
         _, tail = rest.split(end, 1)
         text = f"{head}{start}\n{render(source)}\n{end}{tail}"

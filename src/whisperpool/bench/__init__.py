@@ -14,6 +14,10 @@ machines are noisy; the targets are ratios. Suites:
 * ``throughput`` (``--throughput``, :mod:`.throughput`) - long recordings in pieces on
   all the workers against faster-whisper's sequential and batched modes (time, WER),
   and a short request's latency while every worker decodes a long one
+* ``accuracy`` (``--accuracy``, :mod:`.accuracy`) - word error rate on a varied dev set
+  (voices, lengths, noise, music, babble, languages; a tune half and a held-out half):
+  ``auto`` against ``full``, and streaming finals against offline, with their latency
+  and fallbacks
 
 Each suite writes ``SUITE.json`` and, with the ``bench`` extra (matplotlib), a plot of its
 main comparison beside it (``SUITE.png``, :mod:`.plots`). Each suite has
@@ -33,6 +37,7 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -40,7 +45,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from .common import CLIPS, Target
 
-SUITES = ("pool", "windows", "streaming", "adaptive", "throughput")
+SUITES = ("pool", "windows", "streaming", "adaptive", "throughput", "accuracy")
 RESULTS = Path("benchmarks/results")
 
 
@@ -51,7 +56,10 @@ class BenchOptions:
     ``runs``: timed runs per steady-state measure (``pool``, ``windows``);
     ``cold_runs``: new processes for the cold measure and ``batch``: clips in the
     throughput batch (``pool``); ``quiet_s``: seconds of quiet before the re-warm test
-    (``adaptive``); ``language``: the decoding language of every suite.
+    (``adaptive``); ``language``: the decoding language of every suite (``accuracy``
+    uses each clip's own); ``quick``: a few clips only, for tests (``accuracy``);
+    ``stream_splits``: the halves of the dev set whose 3-10 s clips are streamed
+    (``accuracy``).
     """
 
     language: str | None = "en"
@@ -59,6 +67,8 @@ class BenchOptions:
     cold_runs: int = 3
     batch: int = 8
     quiet_s: float = 120.0
+    quick: bool = False
+    stream_splits: tuple[Literal["held-out", "tune"], ...] = ("held-out",)
 
     def __post_init__(self) -> None:
         for name in ("runs", "cold_runs", "batch"):
@@ -67,6 +77,11 @@ class BenchOptions:
                 raise ConfigError(f"BenchOptions.{name} must be an integer >= 1, got {value!r}")
         if not self.quiet_s >= 0:
             raise ConfigError(f"BenchOptions.quiet_s must be >= 0, got {self.quiet_s!r}")
+        if not isinstance(self.quick, bool):
+            raise ConfigError(f"BenchOptions.quick must be a bool, got {self.quick!r}")
+        splits = self.stream_splits
+        if not isinstance(splits, tuple) or not set(splits) <= {"held-out", "tune"} or len(set(splits)) != len(splits):
+            raise ConfigError(f"BenchOptions.stream_splits must be a tuple of 'held-out' and/or 'tune', got {splits!r}")
 
 
 def print_targets(targets: list[Target], out: Console) -> None:

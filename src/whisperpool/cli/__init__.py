@@ -69,7 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..bench import BenchOptions, run_bench
 
         bench = BenchOptions(
-            language=args.language, runs=args.runs, cold_runs=args.cold_runs, batch=args.batch, quiet_s=args.quiet
+            language=args.language,
+            runs=args.runs,
+            cold_runs=args.cold_runs,
+            batch=args.batch,
+            quiet_s=args.quiet,
+            quick=args.quick,
+            stream_splits=("held-out", "tune") if args.stream_splits == "both" else ("held-out",),
         )
         run_bench(args.suite, bench, out, output=args.output)
         return EXIT_OK

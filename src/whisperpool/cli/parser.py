@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput",
+        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy",
         description=(
             "Runs a benchmark suite on the packaged model and the example clips; prints tables and writes JSON. "
             "Default suite: cold, warm and direct latency, start-up, throughput, memory, HTTP overhead."
@@ -329,7 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
         const="throughput",
         help="long recordings in pieces on all workers vs faster-whisper sequential and batched; fairness",
     )
+    suite.add_argument(
+        "--accuracy",
+        dest="suite",
+        action="store_const",
+        const="accuracy",
+        help="WER on the dev set (voices, lengths, noise, languages): auto vs full, stream finals vs offline",
+    )
     b.set_defaults(suite="pool")
+    b.add_argument("--quick", action="store_true", help="--accuracy: a few clips only, for a smoke test")
+    b.add_argument(
+        "--stream-splits",
+        choices=("held-out", "both"),
+        default="held-out",
+        help="--accuracy: which half of the dev set to stream, besides transcribing all (default: held-out)",
+    )
     b.add_argument(
         "--quiet", type=float, default=120.0, help="--adaptive: seconds of quiet before the re-warm test (default: 120)"
     )

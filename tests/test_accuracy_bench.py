@@ -1,0 +1,99 @@
+"""The accuracy dev set is complete and consistent, and ``bench --accuracy`` measures on the real model."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+
+import pytest
+from rich.console import Console
+
+from whisperpool.audio import SAMPLE_RATE, load_audio
+from whisperpool.bench import BenchOptions, accuracy
+from whisperpool.errors import ConfigError
+from whisperpool.wer import normalize, word_error_rate
+
+CLIPS = accuracy.eval_set()
+CONDITIONS = {"clean", "white-20db", "pink-10db", "brown-5db", "babble-10db", "music-10db"}
+
+
+def test_every_clip_exists_and_lasts_about_its_declared_length():
+    on_disk = {p.stem for p in accuracy.EVAL.glob("*.opus")}
+    assert on_disk == set(CLIPS)
+    for name, clip in CLIPS.items():
+        seconds = load_audio(accuracy.EVAL / f"{name}.opus").size / SAMPLE_RATE
+        assert abs(seconds - clip["seconds"]) < 0.1, name
+        assert 0.5 * clip["length_class"] < seconds < 1.3 * clip["length_class"] + 1, name
+        assert 0 <= clip["speech_start_s"] < clip["speech_end_s"] <= seconds + 0.02, name
+
+
+def test_every_clip_has_a_reference_and_its_description():
+    for name, clip in CLIPS.items():
+        assert normalize(clip["text"]), name
+        assert clip["language"] in {"en", "de", "es", "fr"}, name
+        assert clip["length_class"] in accuracy.LENGTHS, name
+        assert clip["condition"] in CONDITIONS, name
+        assert clip["split"] in accuracy.SPLITS, name
+        assert (clip["snr_db"] is None) == (clip["condition"] == "clean"), name
+        assert clip["voice"], name
+
+
+def test_both_halves_cover_every_condition_length_and_language_and_share_no_text():
+    for split in accuracy.SPLITS:
+        mine = [c for c in CLIPS.values() if c["split"] == split]
+        assert {c["condition"] for c in mine} == CONDITIONS
+        assert {c["length_class"] for c in mine} == set(accuracy.LENGTHS)
+        assert {c["language"] for c in mine} == {"en", "de", "es", "fr"}
+        for condition in CONDITIONS:  # every length class too, within each noisy condition
+            assert {c["length_class"] for c in mine if c["condition"] == condition} == set(accuracy.LENGTHS)
+    halves = Counter(c["split"] for c in CLIPS.values())
+    assert abs(halves["tune"] - halves["held-out"]) <= 2
+    texts = Counter(c["text"] for c in CLIPS.values())
+    assert texts.most_common(1)[0][1] == 1, "a sentence is read in more than one clip"
+    assert 120 <= len(CLIPS) <= 200
+
+
+def test_the_references_are_written_as_whisper_is_scored():
+    """Numbers are words in the references; the digits Whisper writes are spelled out."""
+    assert word_error_rate("Set an alarm for seven thirty tomorrow.", "Set an alarm for 7:30 tomorrow.") == 0
+    assert word_error_rate("My flight leaves on the fourth of July.", "My flight leaves on the 4th of July.") == 0
+    assert word_error_rate("Send forty dollars to Jennifer Walsh.", "Send $40 to Jennifer Walsh.") == 0
+    assert word_error_rate("We need two hundred chairs.", "We need 200 chairs.") == 0
+    assert word_error_rate("Call Doctor Chen.", "Call Dr. Chen.") == 0
+    assert normalize("1,500 people, 25% off, the 21st, 007") == (
+        "one thousand five hundred people twenty five percent off the twenty first zero zero seven".split()
+    )
+    assert normalize("¿Dónde está la estación?") == ["dónde", "está", "la", "estación"]
+    assert normalize("Don't 'quote' me") == ["don't", "quote", "me"]
+
+
+def test_the_options_are_checked():
+    with pytest.raises(ConfigError, match="stream_splits"):
+        BenchOptions(stream_splits=("train",))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="quick"):
+        BenchOptions(quick=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.real_model
+def test_the_suite_measures_a_few_clips_with_the_real_model(tmp_path):
+    result = accuracy.measure(BenchOptions(quick=True), Console(file=io.StringIO()))
+    json.dumps(result)  # plain data
+    by_name = {e["name"]: e for e in result["clips"]}
+    assert set(by_name) == set(accuracy.QUICK)
+    for entry in by_name.values():
+        assert entry["full"]["window"] == "full"
+        assert entry["auto"]["window"] in ("short", "full")
+        assert entry["full"]["inference_s"] > 0 and entry["auto"]["inference_s"] > 0
+    (streamed,) = accuracy.QUICK_STREAMED
+    stream = by_name[streamed]["stream"]
+    assert stream["finals"] >= 1 and stream["latency_s"] is not None and 0 < stream["latency_s"] < 10
+    assert len(stream["final_windows"]) >= 1
+    summary = accuracy.summary(result)
+    assert summary["held-out"]["all"]["clips"] + summary["tune"]["all"]["clips"] == len(accuracy.QUICK)
+    assert 0 <= summary["held-out"]["all"]["wer_full"] <= 100
+    names = [t.name for t in accuracy.targets(result)]
+    assert names[0] == "held-out: WER of auto minus WER of full"
+    out = Console(record=True, width=160)
+    accuracy.report(result, out)
+    assert "by length class" in out.export_text()
