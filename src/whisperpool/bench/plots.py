@@ -275,7 +275,29 @@ def _throughput(r: dict[str, Any], fig: Figure) -> None:
     batch_ax.margins(y=0.2)
 
 
+def _accuracy(r: dict[str, Any], fig: Figure) -> None:
+    """Held-out WER by length class, full window against auto (clips, not a suite's summary)."""
+    from ..wer import word_error_rate
+
+    held = [c for c in r["clips"] if c["split"] == "held-out"]
+    classes = sorted({c["length_class"] for c in held})
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.38
+    for i, mode in enumerate(("full", "auto")):
+        values = []
+        for k in classes:
+            clips = [c for c in held if c["length_class"] == k]
+            values.append(100 * sum(word_error_rate(c["text"], c[mode]["text"]) for c in clips) / len(clips))
+        bars = ax.bar([x + (i - 0.5) * width for x in range(len(classes))], values, width, label=f"window={mode}")
+        _label_bars(ax, bars, "{:.0f}")
+    ax.set_xticks(range(len(classes)), [f"{k} s" for k in classes])
+    ax.set_ylabel("WER % (held-out half)")
+    ax.set_title("accuracy dev set: word error rate by clip length")
+    ax.legend()
+
+
 _DRAWERS: dict[str, Callable[[dict[str, Any], Figure], None]] = {
+    "accuracy": _accuracy,
     "pool": _pool,
     "windows": _windows,
     "streaming": _streaming,
