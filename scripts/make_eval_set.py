@@ -26,7 +26,6 @@ Usage: ``python scripts/make_eval_set.py``.
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import re
@@ -35,11 +34,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from whisperpool.audio import SAMPLE_RATE, load_audio  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_long_clips import opus  # noqa: E402  (the same Ogg Opus writer)
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "whisperpool" / "bench" / "clips" / "eval"
 SEED = 20261128
@@ -265,23 +266,6 @@ def mix(speech: np.ndarray, bed: np.ndarray, snr_db: float, rng: random.Random) 
     noise *= np.sqrt(speech_power(speech) / (np.mean(noise**2) * 10 ** (snr_db / 10)))
     mixed = speech + noise
     return (mixed / max(1.0, np.abs(mixed).max() / 0.95)).astype(np.float32)
-
-
-def opus(audio: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="ogg") as out:
-        stream = out.add_stream("libopus", rate=SAMPLE_RATE, layout="mono")
-        stream.bit_rate = 24_000
-        pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-        for start in range(0, pcm.size, SAMPLE_RATE):
-            frame = av.AudioFrame.from_ndarray(pcm[None, start : start + SAMPLE_RATE], format="s16", layout="mono")
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
 
 
 def passage(pool: list[str], target_s: float, voice: str, wpm: int) -> tuple[np.ndarray, str]:

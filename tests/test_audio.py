@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 
-import av
 import numpy as np
 import pytest
 
 from conftest import clip, encode
 from whisperpool import AudioTooLong, InvalidAudio
 from whisperpool.audio import SAMPLE_RATE, decode_file, from_array, load_audio, resample
+from whisperpool.testing import silent_flac
 
 
 def tone(seconds: float, rate: int, freq: float = 440.0) -> np.ndarray:
@@ -103,27 +103,6 @@ def test_arrays_are_checked_scaled_mixed_and_resampled():
 
 
 # -- a bound on decoded audio: a few kilobytes must not decode to gigabytes -------------
-def silent_flac(seconds: int, *, declare_length: bool = True) -> bytes:
-    """FLAC of silence: about 200 bytes a second. Without ``declare_length`` its header's
-    total-samples field is zeroed (unknown), as a stream written without seeking leaves it."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=16_000, layout="mono")
-        for _ in range(seconds):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 16_000), np.int16), format="s16", layout="mono")
-            frame.sample_rate = 16_000
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    data = bytearray(buf.getvalue())
-    if not declare_length:
-        at = 4 + 4 + 10  # "fLaC", the block header, the block and frame sizes: then rate, channels, bits, total
-        value = int.from_bytes(data[at : at + 8], "big") & ~((1 << 36) - 1)
-        data[at : at + 8] = value.to_bytes(8, "big")
-    return bytes(data)
-
-
 def test_a_header_declaring_more_than_the_limit_is_refused_before_decoding():
     data = silent_flac(600)
     assert len(data) < 200_000

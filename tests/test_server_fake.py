@@ -192,7 +192,7 @@ def test_readiness_comes_from_the_engine():
 def test_a_tiny_upload_that_decodes_to_hours_is_refused_and_the_server_goes_on(tmp_path):
     # A few kilobytes of FLAC can declare (or decode to) hours of silence: the server
     # refuses it with 400 at a bounded cost, whether the header says so or not.
-    from test_audio import silent_flac
+    from whisperpool.testing import silent_flac
 
     app = app_for(pool_size=1, max_audio_s=60)
     with TestClient(app) as client:

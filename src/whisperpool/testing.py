@@ -7,7 +7,10 @@ crash or hang. Not for production use.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -43,4 +46,28 @@ class FakeBehavior:
             object.__setattr__(self, name, frozenset(getattr(self, name)))
 
 
-__all__ = ["FakeBehavior"]
+def silent_flac(seconds: int, *, declare_length: bool = True) -> bytes:
+    """FLAC of silence: about 200 bytes a second. Without ``declare_length`` its header's
+    total-samples field is zeroed (unknown), as a stream written without seeking leaves it.
+    For tests and the abuse probes: a few kilobytes that decode to as long as asked."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=16_000, layout="mono")
+        for _ in range(seconds):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 16_000), np.int16), format="s16", layout="mono")
+            frame.sample_rate = 16_000
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    data = bytearray(buf.getvalue())
+    if not declare_length:
+        at = 4 + 4 + 10  # "fLaC", the block header, the block and frame sizes: then rate, channels, bits, total
+        value = int.from_bytes(data[at : at + 8], "big") & ~((1 << 36) - 1)
+        data[at : at + 8] = value.to_bytes(8, "big")
+    return bytes(data)
+
+
+__all__ = ["FakeBehavior", "silent_flac"]

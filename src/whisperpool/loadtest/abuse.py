@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import time
 from pathlib import Path
@@ -15,35 +14,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from ..testing import silent_flac
 from .options import LoadOptions
 from .server import _wait_ready, clips
 from .streams import REALTIME, StreamProbes
 
 TRANSCRIBE = "/v1/audio/transcriptions"
 UPLOAD_PATH_MARKERS = ("whisperpool-uploads-", ".upload")  # what a leaked server path looks like
-
-
-def silent_flac(seconds: int) -> bytes:
-    """FLAC of silence (about 200 bytes a second) whose header leaves the length unknown,
-    so only decoding finds out how long it is."""
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=16_000, layout="mono")
-        zeros = np.zeros((1, 16_000), np.int16)
-        for _ in range(seconds):
-            frame = av.AudioFrame.from_ndarray(zeros, format="s16", layout="mono")
-            frame.sample_rate = 16_000
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    data = bytearray(buf.getvalue())
-    at = 4 + 4 + 10  # "fLaC", the block header, the block and frame sizes: then rate, channels, bits, total
-    value = int.from_bytes(data[at : at + 8], "big") & ~((1 << 36) - 1)
-    data[at : at + 8] = value.to_bytes(8, "big")
-    return bytes(data)
 
 
 def rss_mb(pid: int | None) -> float | None:
@@ -135,7 +112,8 @@ class _Abuse(StreamProbes):
         return answers
 
     async def tiny_flac_hours(self) -> list[str]:
-        data = silent_flac(int(self.options.max_audio_s * 1.2) + 1)  # decodes past the server's max_audio_s
+        # decodes past the server's max_audio_s, with nothing in its header to say so
+        data = silent_flac(int(self.options.max_audio_s * 1.2) + 1, declare_length=False)
         answers = []
         for _ in range(min(self.options.probe_count, 3)):
             r = await self.client.post(TRANSCRIBE, files={"file": ("tiny.flac", data)})
