@@ -27,6 +27,8 @@ The parts, one module each:
 ``scaling``        adaptive sizing: the pool's side of the autoscaler
 ``autoscaler``     the sizing policy, as plain logic
 ``background``     re-warm and health-check inferences on idle workers
+``pieces``         long recordings: planned, cut at silences, decoded in pieces, stitched
+``batching``       queued short requests decoded together as one batch
 ``status``         the counters and the status snapshots
 ``warmstart``      warm-up timings and memory kept across restarts
 =================  ==================================================================
