@@ -114,3 +114,24 @@ def test_the_fallback_is_deterministic_so_every_run_and_worker_gives_the_same_te
     assert "mountains" in results[0].text
     fresh = run(engine, lambda e: many(e, options.replace(sampling="random")))
     assert all(r.text for r in fresh)  # faster-whisper's own sampling, still asked for by name
+
+
+def test_the_gate_agrees_with_faster_whispers_vad_and_stops_at_the_first_speech():
+    from faster_whisper.vad import get_speech_timestamps
+
+    from whisperpool.backends.faster_whisper import FasterWhisperBackend
+
+    rng = np.random.default_rng(11)
+    speech = load_audio(clip("weather"))
+    cases = {
+        "speech": speech,
+        "speech after 9 s of hiss": np.concatenate([(rng.standard_normal(9 * SAMPLE_RATE) * 0.003), speech]),
+        "hiss": rng.standard_normal(10 * SAMPLE_RATE) * 0.01,
+        "hum": 0.2 * np.sin(2 * np.pi * 120 * np.arange(5 * SAMPLE_RATE) / SAMPLE_RATE),
+        "white noise": rng.standard_normal(5 * SAMPLE_RATE) * 0.1,
+    }
+    gate = FasterWhisperBackend.__new__(FasterWhisperBackend)  # no model: the gate needs only the VAD
+    for name, audio in cases.items():
+        audio = audio.astype(np.float32)
+        assert gate.hears_speech(audio) == bool(get_speech_timestamps(audio, None)), name
+    assert gate.hears_speech(speech) and not gate.hears_speech(cases["hiss"].astype(np.float32))
