@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,30 @@ def wait_for(predicate, timeout: float = WAIT) -> bool:
             return True
         time.sleep(0.02)
     return bool(predicate())
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """A real uvicorn serving ``app`` in a thread on a free loopback port; yields its URL
+    once it listens, and stops it (bounded) after."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: server.started)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(WAIT)
+        assert not thread.is_alive()
 
 
 def pid_alive(pid: int) -> bool:

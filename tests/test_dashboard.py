@@ -10,15 +10,13 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from conftest import WAIT, encode, fake_config, samples, wait_for
+from conftest import WAIT, encode, fake_config, samples, serving, wait_for
 from whisperpool.server import ServerSettings, create_app
 from whisperpool.server.dashboard import COOKIE, Feed
 
@@ -27,25 +25,13 @@ KEY = "sesame-0123456789"
 
 @pytest.fixture
 def live():
-    import uvicorn
-
     settings = ServerSettings(pool=fake_config(pool_size=2), api_key=KEY)
     app = create_app(settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_for(lambda: server.started)
-        yield url, app
-    finally:
-        app.state.dashboard.closing = True  # as `whisperpool serve` does on SIGTERM: the feeds end
-        server.should_exit = True
-        thread.join(WAIT)
-        assert not thread.is_alive()
+    with serving(app) as url:
+        try:
+            yield url, app
+        finally:
+            app.state.dashboard.closing = True  # as `whisperpool serve` does on SIGTERM: the feeds end
 
 
 def events(response: httpx.Response) -> Iterator[tuple[str, dict]]:

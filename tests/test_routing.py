@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import WAIT, encode, fake_config, samples, wait_for
+from conftest import WAIT, encode, fake_config, samples, serving, wait_for
 from whisperpool import TranscriptionEngine
 from whisperpool.errors import ConfigError, UnknownModel
 from whisperpool.server import ServerSettings, build_settings, create_app
@@ -71,26 +71,10 @@ def test_the_server_routes_lists_and_measures_each_model(tmp_path):
 @pytest.fixture
 def live_server():
     """A fake-backend server with two models, in a thread, on a loopback port."""
-    import socket
-    import threading
-
-    import uvicorn
-
     settings = ServerSettings(pool=fake_config(pool_size=1), models={"second": fake_config(pool_size=1)})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_for(lambda: server.started)
+    with serving(create_app(settings)) as url:
         assert wait_for(lambda: httpx.get(f"{url}/v1/pool").json()["models"]["second"]["warm_workers"] == 1)
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(WAIT)
 
 
 def test_the_cli_routes_files_to_a_server_model(live_server, tmp_path, capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import WAIT, encode, fake_config, wait_for
+from conftest import WAIT, encode, fake_config, serving, wait_for
 from whisperpool.server import ServerSettings, create_app
 from whisperpool.testing import FakeBehavior
 
@@ -109,21 +109,10 @@ def test_malformed_bodies_are_400(body, content_type, param):
 
 
 def test_a_client_that_disconnects_while_queued_leaves_the_queue(tmp_path):
-    import socket
-
     import httpx
-    import uvicorn
 
     app = app_for(pool_size=1, fake=FakeBehavior(inference_delay_s=2.0))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_for(lambda: server.started)
+    with serving(app) as url:
         assert wait_for(lambda: httpx.get(f"{url}/health/ready").status_code == 200)
         files = {"file": ("a.wav", wav(tmp_path))}
         first: dict = {}
@@ -149,9 +138,6 @@ def test_a_client_that_disconnects_while_queued_leaves_the_queue(tmp_path):
         assert r.status_code == 200 and r.json()["text"] == "8000 samples"
         status = httpx.get(f"{url}/v1/pool").json()
         assert status["worker_crashes"] == 0 and status["workers"][0]["requests_served"] == 3
-    finally:
-        server.should_exit = True
-        thread.join(WAIT)
 
 
 def test_window_fallbacks_reach_the_metrics_and_a_bad_window_is_400(tmp_path):
