@@ -86,12 +86,22 @@ def browser():
 
 
 def _wait(driver, condition, timeout: float = WAIT):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # a page that reloads (the login) or a card that goes away leaves stale references: try again
-    ignored = (NoSuchElementException, StaleElementReferenceException)
-    return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=ignored).until(condition)
+    def tolerant(d):
+        # A page that reloads (the login) or a card that goes away leaves stale references;
+        # mid-navigation, Chromium says a node "does not belong to the document": try again.
+        try:
+            return condition(d)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(tolerant)
 
 
 def _cards(driver) -> dict[str, str]:
@@ -134,11 +144,15 @@ def test_the_dashboard_in_a_browser(server, browser, tmp_path):
     _wait(driver, lambda d: d.find_element(By.ID, "feed").text == "feed: live")
     pool = httpx.get(f"{url}/v1/pool", headers=headers).json()
     pids = {str(w["id"]): w["pid"] for w in pool["workers"]}
-    shown = {
-        card.get_attribute("data-worker-id"): card.find_element(By.CSS_SELECTOR, 'dd[data-field="pid"]').text
-        for card in driver.find_elements(By.CSS_SELECTOR, "article.worker")
-    }
-    assert shown == {k: str(v) for k, v in pids.items()}
+    expected = {k: str(v) for k, v in pids.items()}
+
+    def shown(d) -> dict[str, str]:  # read inside _wait: a card re-rendered meanwhile is read again
+        return {
+            card.get_attribute("data-worker-id"): card.find_element(By.CSS_SELECTOR, 'dd[data-field="pid"]').text
+            for card in d.find_elements(By.CSS_SELECTOR, "article.worker")
+        }
+
+    _wait(driver, lambda d: shown(d) == expected)
 
     # A file given to the drop zone's input is transcribed, with its timings shown.
     wav = encode(samples(8000), tmp_path / "note.wav")
