@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..server.settings import DEFAULT_WYOMING_PORT, DEFAULTS
+from .ray_serve import add_serve_parser as add_ray_serve_parser
 
 
 def _positive_int(text: str) -> int:
@@ -357,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cold-runs", type=_positive_int, default=3, help="new processes for the cold measure (default: 3)")
     b.add_argument("--batch", type=_positive_int, default=8, help="clips in the throughput batch (default: 8)")
     b.add_argument("--language", default="en", help="decoding language (default: en)")
+
+    r = sub.add_parser("ray", help="run on a Ray cluster: 'ray serve' (the HTTP API on Ray Serve)")
+    ray_commands = r.add_subparsers(dest="ray_command", metavar="RAY_COMMAND", required=True)
+    add_ray_serve_parser(ray_commands)
     return parser
 
 

@@ -1,0 +1,221 @@
+"""The HTTP API on Ray Serve, on a real local Ray cluster started here (marker ``ray``).
+
+One cluster for the module (a start costs ~5 s, each app ~7 s more): the real-model app
+(2 replicas x 1 worker) serves the OpenAI client and survives a replica's death; small
+fake-backend apps show warm-up gating and Ray's backpressure. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import MAX_WER, clip, wait_for
+from whisperpool.server.settings import build_settings
+from whisperpool.testing import FakeBehavior
+from whisperpool.wer import word_error_rate
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'whisperpool[ray]'")
+from ray import serve  # noqa: E402
+
+from whisperpool.cluster.serve import DEPLOYMENT, RayServeSettings, build_app  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster with Serve's proxy on a free loopback port; yields its URL."""
+    # 4 logical CPUs on CI's 2 cores: the real app's 2 replicas reserve 1 each, the fake
+    # apps 0.25, and a replacement replica may start while the dead one is still counted
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _deploy(settings: RayServeSettings) -> None:
+    serve.run(build_app(settings), name=settings.app_name, route_prefix=settings.route_prefix)
+
+
+def _fake(app: str, behavior: FakeBehavior, **cluster) -> RayServeSettings:
+    server = build_settings({"pool.pool_size": 1, "pool.backend": "fake", "pool.fake": behavior})
+    return RayServeSettings(server=server, app_name=app, route_prefix=f"/{app}", replica_cpus=0.25, **cluster)
+
+
+@pytest.fixture(scope="module")
+def asr(cluster):
+    """The real-model app, 2 replicas x 1 worker, at the root of the proxy."""
+    settings = RayServeSettings(
+        server=build_settings({"pool.pool_size": 1, "decode.language": "en"}), replicas=2, app_name="asr"
+    )
+    _deploy(settings)
+    yield cluster
+    serve.delete("asr")
+
+
+def _replicas(app: str) -> set[int]:
+    """The pids of the app's live replica processes: Ray titles each ``ray::ServeReplica:APP:DEPLOYMENT``."""
+    title = f"ServeReplica:{app}:{DEPLOYMENT}".encode()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if title in f.read() and _alive(int(entry)):
+                        found.add(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (from /proc: no psutil needed)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+@pytest.mark.real_model
+def test_the_openai_client_transcribes_through_ray_serve(asr, clip_texts):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{asr}/v1", api_key="unused", timeout=60, max_retries=0)
+    with open(clip("fox"), "rb") as f:
+        result = client.audio.transcriptions.create(model="whisper-1", file=f)
+    assert word_error_rate(clip_texts["fox"], result.text) <= MAX_WER
+    # the server's SSE passes through Ray's proxy: deltas, then the whole text
+    with open(clip("weather"), "rb") as f:
+        events = list(client.audio.transcriptions.create(model="whisper-1", file=f, stream=True))
+    assert [e.type for e in events][-1] == "transcript.text.done"
+    assert any(e.type == "transcript.text.delta" for e in events)
+    assert word_error_rate(clip_texts["weather"], events[-1].text) <= MAX_WER
+    # the server's errors, in OpenAI's shape, from the replica
+    response = httpx.post(f"{asr}/v1/audio/transcriptions", files={"file": ("x.wav", b"not audio")}, timeout=30)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_audio"
+
+
+def test_a_replica_takes_traffic_only_once_warm(cluster):
+    """While the only replica warms (4 s), /health/ready never reaches it: no 'warming' answer."""
+    settings = _fake("warming", FakeBehavior(load_delay_s=4.0))
+    deploy = threading.Thread(target=_deploy, args=(settings,), daemon=True)
+    started = time.monotonic()
+    deploy.start()
+    answers: list[tuple[float, int | None, str]] = []
+    try:
+        with httpx.Client(timeout=1.0) as http:
+            for _ in range(300):  # bounded: 300 polls of at most 1 s
+                try:
+                    r = http.get(f"{cluster}/warming/health/ready")
+                    answers.append((time.monotonic() - started, r.status_code, r.text))
+                except httpx.TimeoutException:  # Ray holds the request while no replica runs
+                    answers.append((time.monotonic() - started, None, ""))
+                if answers[-1][1] == 200 or time.monotonic() - started > 60:
+                    break
+                time.sleep(0.1)
+        deploy.join(60)
+        assert answers[-1][1] == 200, answers[-5:]
+        first_ready = answers[-1][0]
+        assert first_ready >= 4.0, "ready before the worker could have warmed up"
+        assert len(answers) > 1, "no answer while warming: the test saw nothing"
+        assert not any('"warming"' in text for _, _, text in answers), "a cold replica was routed a request"
+        assert '"warm_workers":1' in answers[-1][2]
+    finally:
+        deploy.join(60)
+        serve.delete("warming")
+
+
+def test_a_full_proxy_queue_answers_503_with_retry_after(cluster):
+    settings = _fake("busy", FakeBehavior(inference_delay_s=1.5), max_ongoing_requests=1, max_queued_requests=1)
+    _deploy(settings)
+    try:
+        audio = clip("fox").read_bytes()
+
+        def post(_):
+            r = httpx.post(f"{cluster}/busy/v1/audio/transcriptions", files={"file": ("a.wav", audio)}, timeout=60)
+            return r.status_code, r.headers.get("retry-after")
+
+        with concurrent.futures.ThreadPoolExecutor(6) as executor:
+            answers = list(executor.map(post, range(6)))
+        assert (200, None) in answers
+        rejected = [a for a in answers if a[0] == 503]
+        assert rejected and all(retry == "2" for _, retry in rejected), answers
+        assert {code for code, _ in answers} <= {200, 503}, answers
+    finally:
+        serve.delete("busy")
+
+
+@pytest.mark.real_model
+def test_killing_a_replica_under_load_loses_no_retried_request(asr, clip_texts):
+    """SIGKILL one replica's process mid-load: its in-flight requests fail with 5xx, the
+    OpenAI client retries them (transcription is idempotent), Ray routes them to the live
+    replica and starts a new one; the dead replica's workers exit with it."""
+    from openai import OpenAI
+
+    failed: list[int] = []  # the answers that the client retried
+
+    def record(response: httpx.Response) -> None:
+        if response.status_code >= 500:
+            failed.append(response.status_code)
+
+    http = httpx.Client(event_hooks={"response": [record]})
+    client = OpenAI(base_url=f"{asr}/v1", api_key="unused", timeout=60, max_retries=4, http_client=http)
+    before = _replicas("asr")
+    assert len(before) == 2
+    victim = min(before)
+    workers = _children(victim)
+    assert workers, "the replica has no worker processes"
+    done = threading.Semaphore(0)
+
+    def transcribe(i: int) -> str:
+        with open(clip("fox"), "rb") as f:
+            text = client.audio.transcriptions.create(model="whisper-1", file=f).text
+        done.release()
+        return text
+
+    with concurrent.futures.ThreadPoolExecutor(4) as executor:
+        futures = [executor.submit(transcribe, i) for i in range(12)]
+        for _ in range(2):  # the load is under way on both replicas
+            assert done.acquire(timeout=60)
+        os.kill(victim, signal.SIGKILL)
+        texts = [f.result(timeout=180) for f in futures]
+    assert all(word_error_rate(clip_texts["fox"], t) <= MAX_WER for t in texts), texts
+    print("answers retried after the kill:", failed)
+    assert failed, "the kill hit no request: the test proved nothing"
+    assert wait_for(lambda: not any(_alive(p) for p in workers), 30), "the dead replica's workers outlived it"
+    assert wait_for(lambda: len(_replicas("asr")) == 2 and victim not in _replicas("asr"), 90)
+    with open(clip("fox"), "rb") as f:
+        assert client.audio.transcriptions.create(model="whisper-1", file=f).text
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
