@@ -219,3 +219,73 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_settings_map_to_ray_serves_options():
+    from whisperpool.cli import build_parser
+    from whisperpool.cli.ray_serve import ray_serve_settings
+    from whisperpool.errors import ConfigError
+
+    args = build_parser().parse_args(
+        ["ray", "serve", "--min-replicas", "1", "--max-replicas", "6", "--workers-per-replica", "3", "--port", "9000"]
+    )
+    settings = ray_serve_settings(args, environ={"WHISPERPOOL_LANGUAGE": "en"})
+    options = settings.deployment_options()
+    scaling = options["autoscaling_config"]
+    assert (scaling.min_replicas, scaling.max_replicas, scaling.target_ongoing_requests) == (1, 6, 3)
+    assert "num_replicas" not in options and options["max_ongoing_requests"] == 6
+    assert options["ray_actor_options"] == {"num_cpus": 3}
+    assert options["backpressure_config"].retry_after_s == 2 and options["max_queued_requests"] == 64
+    assert settings.http_options() == {"host": "127.0.0.1", "port": 9000}  # loopback unless told
+    server = settings.replica_server()
+    assert server.pool.pool_size == 3 and server.pool.threads_per_worker == 1  # the replica's CPUs, not the node's
+    assert server.pool.decode.language == "en"
+    fixed = ray_serve_settings(build_parser().parse_args(["ray", "serve", "--replicas", "2"]), environ={})
+    assert fixed.deployment_options()["num_replicas"] == 2
+    with pytest.raises(SystemExit):  # argparse: one or the other
+        build_parser().parse_args(["ray", "serve", "--replicas", "2", "--min-replicas", "1"])
+    with pytest.raises(ConfigError, match="both min_replicas and max_replicas"):
+        ray_serve_settings(build_parser().parse_args(["ray", "serve", "--min-replicas", "1"]), environ={})
+    with pytest.raises(ConfigError, match="Wyoming"):
+        ray_serve_settings(build_parser().parse_args(["ray", "serve"]), environ={"WHISPERPOOL_WYOMING_PORT": "10300"})
+
+
+def test_check_health_fails_without_a_warm_worker_after_the_grace():
+    """The replica's health check on a real engine (fake backend), without Ray calling it."""
+    import asyncio
+    import dataclasses
+
+    from whisperpool.cluster.serve import Whisperpool
+    from whisperpool.errors import PoolFailed, PoolNotReady
+
+    def replica(behavior: FakeBehavior, grace_s: float) -> Whisperpool:
+        server = build_settings({"pool.pool_size": 1, "pool.backend": "fake", "pool.fake": behavior})
+        server = dataclasses.replace(server, pool=dataclasses.replace(server.pool, warmup_timeout_s=10.0))
+        r = Whisperpool.__new__(Whisperpool)  # the constructor's own warm-up is what we hold back
+        r._settings, r._unready_grace_s, r._unready_since = server, grace_s, None
+        r._engine = server.engine()
+        return r
+
+    async def scenario() -> None:
+        warming = replica(FakeBehavior(load_delay_s=1.0), grace_s=0.3)
+        await warming._engine.start(wait=False)
+        try:
+            warming.check_health()  # warming, within the grace: healthy
+            await asyncio.sleep(0.5)
+            with pytest.raises(PoolNotReady):
+                warming.check_health()
+            await asyncio.wait_for(asyncio.wrap_future(warming._engine.pool.warmed_future), 20)
+            warming.check_health()  # warm: healthy again
+            assert warming._unready_since is None
+        finally:
+            await warming._engine.close()
+        failed = replica(FakeBehavior(fail_warmup_workers=frozenset(range(8))), grace_s=60.0)
+        await failed._engine.start(wait=False)
+        try:  # the pool runs in its own thread: a blocking, bounded wait is fine here
+            assert wait_for(lambda: failed._engine.readiness().state == "failed", 20)
+            with pytest.raises(PoolFailed):  # at once, whatever the grace
+                failed.check_health()
+        finally:
+            await failed._engine.close()
+
+    asyncio.run(scenario())

@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy",
+        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy, --ray-serve",
         description=(
             "Runs a benchmark suite on the packaged model and the example clips; prints tables and writes JSON. "
             "Default suite: cold, warm and direct latency, start-up, throughput, memory, HTTP overhead."
@@ -336,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const="accuracy",
         help="WER on the dev set (voices, lengths, noise, languages): auto vs full, stream finals vs offline",
+    )
+    suite.add_argument(
+        "--ray-serve",
+        dest="suite",
+        action="store_const",
+        const="ray_serve",
+        help="Ray Serve 2 replicas x 1 worker vs 'serve' with 2 workers: latency overhead, throughput (ray extra)",
     )
     b.set_defaults(suite="pool")
     b.add_argument("--quick", action="store_true", help="--accuracy: a few clips only, for a smoke test")

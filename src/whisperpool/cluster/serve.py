@@ -104,6 +104,11 @@ class RayServeSettings:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"RayServeSettings.{name} must be a finite number > 0, got {value!r}")
+        if self.server.wyoming_port is not None or not self.server.http:
+            raise ConfigError(
+                "RayServeSettings: Wyoming is not served on Ray (every replica would bind its port); "
+                "run 'whisperpool wyoming' beside it instead"
+            )
         if not self.route_prefix.startswith("/"):
             raise ConfigError(f"RayServeSettings.route_prefix must start with '/', got {self.route_prefix!r}")
 
