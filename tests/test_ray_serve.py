@@ -36,6 +36,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_the_command_serves_on_a_local_cluster_and_stops_it():
+    """``whisperpool ray serve`` starts its own cluster (fake backend) and SIGTERM takes it all down.
+
+    First in the module: it runs before the module's cluster starts, not beside it."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"WHISPERPOOL_BACKEND": "fake"}
+    cmd = [sys.executable, "-m", "whisperpool.cli", "ray", "serve", "--replicas", "1", "--workers-per-replica", "1"]
+    cmd += ["--replica-cpus", "0.5", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        assert wait_for(ready, 120), "the app did not become ready"
+        assert "base" in [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+        stderr = proc.stderr.read()
+        assert f"serving on http://127.0.0.1:{port}/v1" in stderr and "stopped" in stderr, stderr[-2000:]
+        assert not ready()  # the local cluster went with it
+    finally:
+        if proc.poll() is None:  # SIGTERM first: the command takes its local cluster down with it
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray cluster with Serve's proxy on a free loopback port; yields its URL."""

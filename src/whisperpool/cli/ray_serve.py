@@ -103,10 +103,11 @@ def _ray_serve(args: argparse.Namespace, err: Console) -> int:
     from ..cluster import serve as cluster_serve
 
     settings = ray_serve_settings(args)
+    started = cluster_serve.connect()
     stop = threading.Event()
+    # after connecting: ray.init installs handlers of its own that abort the process on SIGTERM
     for sig in (signal.SIGINT, signal.SIGTERM):  # only set a flag; the main thread cleans up
         signal.signal(sig, lambda *_: stop.set())
-    started = cluster_serve.connect()
     where = "a local Ray cluster" if started else "the Ray cluster at RAY_ADDRESS"
     err.print(
         f"deploying on {where}: {settings.replicas or settings.min_replicas or 1} replica(s) x "

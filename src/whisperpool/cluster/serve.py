@@ -241,7 +241,9 @@ def connect(*, num_cpus: float | None = None) -> bool:
         ray.init(logging_level=logging.WARNING)
         return False
     # "local" always starts a new cluster, never an unrelated one found on this machine
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(
+        address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
+    )
     return True
 
 
