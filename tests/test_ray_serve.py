@@ -56,12 +56,18 @@ def test_the_command_serves_on_a_local_cluster_and_stops_it():
         except httpx.TransportError:
             return False
 
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # ends with the process
+    reader.start()
     try:
-        assert wait_for(ready, 120), "the app did not become ready"
+        # the command says so once serve.run returned; from then on SIGTERM is a clean stop
+        assert wait_for(lambda: any("serving on" in line for line in lines), 180), "".join(lines)[-2000:]
+        assert ready()
         assert "base" in [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=90) == 0
-        stderr = proc.stderr.read()
+        reader.join(10)
+        stderr = "".join(lines)
         assert f"serving on http://127.0.0.1:{port}/v1" in stderr and "stopped" in stderr, stderr[-2000:]
         assert not ready()  # the local cluster went with it
     finally:
@@ -284,6 +290,9 @@ def test_the_settings_map_to_ray_serves_options():
         build_parser().parse_args(["ray", "serve", "--replicas", "2", "--min-replicas", "1"])
     with pytest.raises(ConfigError, match="both min_replicas and max_replicas"):
         ray_serve_settings(build_parser().parse_args(["ray", "serve", "--min-replicas", "1"]), environ={})
+    from whisperpool.cli import main
+
+    assert main(["ray", "serve", "--model", "/nonexistent/folder"]) == 3  # checked before Ray starts
     with pytest.raises(ConfigError, match="Wyoming"):
         ray_serve_settings(build_parser().parse_args(["ray", "serve"]), environ={"WHISPERPOOL_WYOMING_PORT": "10300"})
 

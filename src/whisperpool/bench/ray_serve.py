@@ -86,6 +86,8 @@ def measure(options: Any, log: Console) -> dict[str, Any]:
     threads = max(1, cores // 2)
     out: dict[str, Any] = header()
     out["load_average_before"] = list(os.getloadavg())
+    # other work on the machine when the run started (a 1-minute load of half the cores or more)
+    out["machine_shared"] = out["load_average_before"][0] >= cores / 2
     out["settings"] = {"clip": CLIP, "threads_per_worker": threads, "in_flight": IN_FLIGHT, "rounds": ROUNDS}
     data = (CLIPS / f"{CLIP}.wav").read_bytes()
 
@@ -167,7 +169,10 @@ def report(r: dict[str, Any], out: Console) -> None:
     t.add_row("throughput, clips/s (median round)", f"{median(tp['serve']):.2f}", f"{median(tp['ray']):.2f}")
     out.print(t)
     before, after = r["load_average_before"][0], r["load_average_after"][0]
-    out.print(f"load average (1 min) before {before:.2f}, after {after:.2f}; Ray deploy {r['ray_deploy_s']:.1f} s")
+    shared = "; the machine was shared" if r["machine_shared"] else ""
+    out.print(
+        f"load average (1 min) before {before:.2f}, after {after:.2f}{shared}; Ray deploy {r['ray_deploy_s']:.1f} s"
+    )
 
 
 __all__ = ["measure", "report", "targets"]

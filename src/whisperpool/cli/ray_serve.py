@@ -13,7 +13,8 @@ from typing import Any
 
 from rich.console import Console
 
-from ..errors import ModelError, PoolFailed
+from ..errors import ModelError
+from ..models import resolve_model
 from ..server.settings import DEFAULTS
 from .codes import EXIT_OK, EXIT_START_FAILED
 from .serve import serve_settings
@@ -103,11 +104,25 @@ def _ray_serve(args: argparse.Namespace, err: Console) -> int:
     from ..cluster import serve as cluster_serve
 
     settings = ray_serve_settings(args)
+    server = settings.server
+    try:
+        for config in (server.pool, *server.models.values()):
+            if config.backend != "fake":  # fail before starting Ray, with the model's own message
+                resolve_model(config.model, config.model_cache_dir)
+    except ModelError as exc:
+        err.print(f"whisperpool: cannot start: {exc}", highlight=False, markup=False)
+        return EXIT_START_FAILED
     started = cluster_serve.connect()
-    stop = threading.Event()
+    stop, serving = threading.Event(), threading.Event()
+
+    def on_signal(*_: Any) -> None:  # only flags, except while deploying: then interrupt the wait
+        stop.set()
+        if not serving.is_set():
+            raise KeyboardInterrupt
+
     # after connecting: ray.init installs handlers of its own that abort the process on SIGTERM
-    for sig in (signal.SIGINT, signal.SIGTERM):  # only set a flag; the main thread cleans up
-        signal.signal(sig, lambda *_: stop.set())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     where = "a local Ray cluster" if started else "the Ray cluster at RAY_ADDRESS"
     err.print(
         f"deploying on {where}: {settings.replicas or settings.min_replicas or 1} replica(s) x "
@@ -116,12 +131,11 @@ def _ray_serve(args: argparse.Namespace, err: Console) -> int:
     )
     try:
         url = cluster_serve.run(settings)
+        serving.set()
         err.print(f"whisperpool serving on {url}/v1 through Ray Serve; Ctrl-C stops", highlight=False)
         stop.wait()
-    except (ModelError, PoolFailed) as exc:
-        err.print(f"whisperpool: cannot start: {exc}", highlight=False, markup=False)
-        return EXIT_START_FAILED
     finally:
+        serving.set()  # a signal during the clean-up only sets the flag
         cluster_serve.stop(settings, started_cluster=started)
     err.print("whisperpool: stopped", highlight=False)
     return EXIT_OK
