@@ -99,8 +99,9 @@ def _deploy(settings: RayServeSettings) -> None:
     serve.run(build_app(settings), name=settings.app_name, route_prefix=settings.route_prefix)
 
 
-def _fake(app: str, behavior: FakeBehavior, **cluster) -> RayServeSettings:
-    server = build_settings({"pool.pool_size": 1, "pool.backend": "fake", "pool.fake": behavior})
+def _fake(app: str, behavior: FakeBehavior, server_values: dict | None = None, **cluster) -> RayServeSettings:
+    values = {"pool.pool_size": 1, "pool.backend": "fake", "pool.fake": behavior, **(server_values or {})}
+    server = build_settings(values)
     return RayServeSettings(server=server, app_name=app, route_prefix=f"/{app}", replica_cpus=0.25, **cluster)
 
 
@@ -195,13 +196,26 @@ def test_a_replica_takes_traffic_only_once_warm(cluster):
 
 
 def test_a_full_proxy_queue_answers_503_with_retry_after(cluster):
-    settings = _fake("busy", FakeBehavior(inference_delay_s=1.5), max_ongoing_requests=1, max_queued_requests=1)
+    """Ray's backpressure, and the server's API key and upload limit, through the proxy."""
+    settings = _fake(
+        "busy",
+        FakeBehavior(inference_delay_s=1.5),
+        max_ongoing_requests=1,
+        max_queued_requests=1,
+        server_values={"api_key": "s3cret", "max_upload_mb": 1.0},
+    )
     _deploy(settings)
     try:
         audio = clip("fox").read_bytes()
+        url = f"{cluster}/busy/v1/audio/transcriptions"
+        key = {"Authorization": "Bearer s3cret"}
+        r = httpx.post(url, files={"file": ("a.wav", audio)}, timeout=60)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "invalid_request_error"
+        r = httpx.post(url, files={"file": ("a.wav", b"\0" * 1_200_000)}, headers=key, timeout=60)
+        assert r.status_code == 413 and r.json()["error"]["param"] == "file"
 
         def post(_):
-            r = httpx.post(f"{cluster}/busy/v1/audio/transcriptions", files={"file": ("a.wav", audio)}, timeout=60)
+            r = httpx.post(url, files={"file": ("a.wav", audio)}, headers=key, timeout=60)
             return r.status_code, r.headers.get("retry-after")
 
         with concurrent.futures.ThreadPoolExecutor(6) as executor:
