@@ -45,7 +45,7 @@ from ..server.settings import DEFAULT_MAX_QUEUE, ServerSettings, build_settings,
 
 log = logging.getLogger(__name__)
 
-DEPLOYMENT = "Whisperpool"  # the deployment's name in Ray (and in serve-config.yaml)
+DEPLOYMENT = "Whisperpool"  # the deployment's name in Ray: a Serve config's `deployments:` overrides use it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
