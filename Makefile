@@ -4,6 +4,8 @@
 #   make test  - install into .venv, build the docs (strict) and run the whole test suite
 #                (the layering contract too, and the dashboard in headless Chromium)
 # Both install the server extra: `pip install whisperpool` alone is the library and the CLI.
+# The ray extra (Ray Serve, `whisperpool ray serve`) is installed too: its tests start a local
+# Ray cluster (marker "ray").
 # make docs builds the manual (docs/, mkdocs.yml) into build/site. The bench extra
 # (matplotlib) draws the benchmarks' plots.
 PYTHON ?= python3
@@ -16,7 +18,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[server,test,docs,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[server,test,docs,bench,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -18,6 +18,8 @@ machines are noisy; the targets are ratios. Suites:
   (voices, lengths, noise, music, babble, languages; a tune half and a held-out half):
   ``auto`` against ``full``, and streaming finals against offline, with their latency
   and fallbacks
+* ``ray_serve`` (``--ray-serve``, :mod:`.ray_serve`) - the HTTP API on Ray Serve (2 replicas
+  x 1 worker) against ``whisperpool serve`` (2 workers): latency overhead and throughput
 
 Each suite writes ``SUITE.json`` and, with the ``bench`` extra (matplotlib), a plot of its
 main comparison beside it (``SUITE.png``, :mod:`.plots`). Each suite has
@@ -45,7 +47,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from .common import CLIPS, Target
 
-SUITES = ("pool", "windows", "streaming", "adaptive", "throughput", "accuracy")
+SUITES = ("pool", "windows", "streaming", "adaptive", "throughput", "accuracy", "ray_serve")
 RESULTS = Path("benchmarks/results")
 
 

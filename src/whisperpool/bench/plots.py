@@ -296,6 +296,24 @@ def _accuracy(r: dict[str, Any], fig: Figure) -> None:
     ax.legend()
 
 
+def _ray_serve(r: dict[str, Any], figure: Figure) -> None:
+    """Latency (wall and overhead) and throughput: whisperpool serve against Ray Serve."""
+    lat, tp = r["latency"], r["throughput_clips_per_s"]
+    paths, colors = ("serve", "ray"), ("tab:blue", "tab:orange")
+    left, right = figure.subplots(1, 2)
+    x = range(2)
+    width = 0.38
+    for i, (path, color) in enumerate(zip(paths, colors, strict=True)):
+        values = [_median(lat[path]["wall_s"]) * 1000, _median(lat[path]["overhead_s"]) * 1000]
+        left.bar([v + (i - 0.5) * width for v in x], values, width, label=path, color=color)
+    left.set_xticks(list(x), ["p50 latency, 3 s clip", "p50 wall minus inference"])
+    left.set_ylabel("ms")
+    left.legend()
+    right.bar(list(paths), [_median(tp[p]) for p in paths], color=colors)
+    right.set_ylabel("clips per second (median round)")
+    right.set_title("throughput, 4 in flight")
+
+
 _DRAWERS: dict[str, Callable[[dict[str, Any], Figure], None]] = {
     "accuracy": _accuracy,
     "pool": _pool,
@@ -303,6 +321,7 @@ _DRAWERS: dict[str, Callable[[dict[str, Any], Figure], None]] = {
     "streaming": _streaming,
     "adaptive": _adaptive,
     "throughput": _throughput,
+    "ray_serve": _ray_serve,
 }
 
 __all__ = ["plot"]

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 some inputs failed (the others were still transcribed);
 2 bad command line, or a command whose extra is not installed (``serve``, ``wyoming`` and
-``load`` need ``whisperpool[server]``); 3 the engine could not start (model missing,
+``load`` need ``whisperpool[server]``, ``ray serve`` needs ``whisperpool[ray]``); 3 the engine could not start (model missing,
 every worker failed).
 """
 
@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, err)
         if args.command == "stream":
             return asyncio.run(_stream(args, out, err))
+        if args.command == "ray" and args.ray_command == "serve":
+            from .ray_serve import _ray_serve
+
+            return _ray_serve(args, err)
         if args.command == "load":
             from ..loadtest import LoadOptions, run
             from ..server import require_extra

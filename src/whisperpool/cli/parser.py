@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..server.settings import DEFAULT_WYOMING_PORT, DEFAULTS
+from .ray_serve import add_serve_parser as add_ray_serve_parser
 
 
 def _positive_int(text: str) -> int:
@@ -294,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy",
+        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy, --ray-serve",
         description=(
             "Runs a benchmark suite on the packaged model and the example clips; prints tables and writes JSON. "
             "Default suite: cold, warm and direct latency, start-up, throughput, memory, HTTP overhead."
@@ -336,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
         const="accuracy",
         help="WER on the dev set (voices, lengths, noise, languages): auto vs full, stream finals vs offline",
     )
+    suite.add_argument(
+        "--ray-serve",
+        dest="suite",
+        action="store_const",
+        const="ray_serve",
+        help="Ray Serve 2 replicas x 1 worker vs 'serve' with 2 workers: latency overhead, throughput (ray extra)",
+    )
     b.set_defaults(suite="pool")
     b.add_argument("--quick", action="store_true", help="--accuracy: a few clips only, for a smoke test")
     b.add_argument(
@@ -357,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cold-runs", type=_positive_int, default=3, help="new processes for the cold measure (default: 3)")
     b.add_argument("--batch", type=_positive_int, default=8, help="clips in the throughput batch (default: 8)")
     b.add_argument("--language", default="en", help="decoding language (default: en)")
+
+    r = sub.add_parser("ray", help="run on a Ray cluster: 'ray serve' (the HTTP API on Ray Serve)")
+    ray_commands = r.add_subparsers(dest="ray_command", metavar="RAY_COMMAND", required=True)
+    add_ray_serve_parser(ray_commands)
     return parser
 
 

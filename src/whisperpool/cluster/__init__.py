@@ -1,0 +1,42 @@
+"""The cluster face: the warm engine on Ray (``pip install 'whisperpool[ray]'``).
+
+:mod:`.serve` runs the OpenAI-compatible HTTP app of :mod:`whisperpool.server` on Ray
+Serve, each replica holding its own warm :class:`~whisperpool.engine.TranscriptionEngine`::
+
+    client --HTTP--> Ray Serve proxy --(picks a replica with a free slot)--> replica 1..N
+                                                                            FastAPI app
+                                                                            engine -> workers
+
+Like the other faces it talks to the engine only. This package imports without Ray, so
+the command line can name the missing extra (:func:`require_extra`) instead of failing
+with an ``ImportError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import MissingDependency
+
+EXTRA = "ray"
+# the modules the ray extra installs (pyproject.toml's [ray] extra), by import name; the
+# HTTP app is the server extra's, so serving on Ray needs both
+EXTRA_MODULES = ("ray", "ray.serve", "fastapi", "uvicorn", "python_multipart")
+
+
+def require_extra() -> None:
+    """Raise :class:`MissingDependency` naming the extra if Ray (or the server) is missing."""
+    missing = []
+    for module in EXTRA_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise MissingDependency(
+            f"running on Ray needs the '{EXTRA}' extra: pip install 'whisperpool[{EXTRA}]' "
+            f"(missing: {', '.join(missing)})"
+        )
+
+
+__all__ = ["EXTRA", "require_extra"]
