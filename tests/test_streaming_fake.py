@@ -72,6 +72,27 @@ def test_updates_coalesce_one_in_flight_at_realtime_priority():
     assert type(events[-1]).__name__ == "Final"
 
 
+def test_a_streams_final_keeps_the_short_window_on_low_confidence_where_a_file_falls_back():
+    marker = FakeBehavior().fallback_marker  # the fake's "low log-probability" audio
+    audio = np.full(2 * RATE, 0.01, np.float32)
+    audio[0] = marker
+
+    async def run():
+        async with TranscriptionEngine(fake_config(pool_size=1)) as engine:
+            offline = await engine.transcribe(audio)
+            session = engine.stream(vad=False, update_interval_s=10.0)
+            session.feed(audio, RATE)
+            session.commit()
+            await session.close()
+            events = [e async for e in session]
+            return offline, events, engine.status().window_fallbacks
+
+    offline, events, fallbacks = asyncio.run(asyncio.wait_for(run(), WAIT))
+    assert (offline.window, offline.fallback) == ("full", "log_probability")
+    assert type(events[-1]).__name__ == "Final"
+    assert fallbacks == {"log_probability": 1}  # the file's, not the final's
+
+
 def test_realtime_bad_frames_oversize_and_abrupt_disconnects_leave_others_working():
     with TestClient(create_app(ServerSettings(pool=fake_config(pool_size=1)))) as client:
         assert wait_for(lambda: client.get("/health/ready").status_code == 200)

@@ -73,7 +73,8 @@ class FakeBackend:
             on_segment(segment)
         auto = options.window == "auto" and duration <= options.short_window_max_s
         short = auto or options.window == "short"
-        fallback = "log_probability" if auto and first == self.behavior.fallback_marker else None
+        fell = auto and first == self.behavior.fallback_marker and options.low_confidence_fallback
+        fallback = "log_probability" if fell else None
         return TranscriptionResult(
             text=text,
             segments=(segment,),

@@ -139,6 +139,7 @@ def _windowed_model_class():
             self.model = DeterministicFallback(self.model)
 
         window_frames: int | None = None  # set for the duration of one short-window call
+        low_confidence_fallback = True  # set with window_frames: whether a low log-probability fails the guard
         batch_window_frames: int | None = None  # set for one batch of a long recording's pieces
         _encoded: tuple[np.ndarray, object] | None = None
 
@@ -174,7 +175,8 @@ def _windowed_model_class():
                         compression_ratio=compression_ratio,
                         no_speech_prob=result.no_speech_prob,
                         max_new_tokens=options.max_new_tokens,
-                    )
+                    ),
+                    low_confidence_fallback=self.low_confidence_fallback,
                 )
             return decoded
 
@@ -210,15 +212,16 @@ class Decoding:
     max_new_tokens: int | None = None
 
 
-def guard(d: Decoding) -> None:
-    """Raise ``NeedsFullWindow`` when one short-window decoding pass looks wrong."""
+def guard(d: Decoding, low_confidence_fallback: bool = True) -> None:
+    """Raise ``NeedsFullWindow`` when one short-window decoding pass looks wrong; a low
+    average log-probability alone only when ``low_confidence_fallback``."""
     silence = d.no_speech_prob > NO_SPEECH_LIMIT
     if d.compression_ratio > COMPRESSION_RATIO_LIMIT:
         raise NeedsFullWindow("compression_ratio", f"{d.compression_ratio:.2f} > {COMPRESSION_RATIO_LIMIT}")
     loop = repeated_phrase(normalize(d.text))
     if loop is not None:
         raise NeedsFullWindow("repetition", f"repeats {loop!r}")
-    if d.avg_logprob < LOG_PROB_LIMIT and not silence:
+    if d.avg_logprob < LOG_PROB_LIMIT and not silence and low_confidence_fallback:
         raise NeedsFullWindow("log_probability", f"average {d.avg_logprob:.2f} < {LOG_PROB_LIMIT}")
     if d.max_new_tokens is not None and len(d.tokens) >= d.max_new_tokens:
         raise NeedsFullWindow("token_cap", f"{d.max_new_tokens} tokens")
@@ -385,6 +388,7 @@ class FasterWhisperBackend:
         )
         model = self.model
         model.window_frames, model._encoded = window * FRAMES_PER_SECOND, None
+        model.low_confidence_fallback = options.low_confidence_fallback
         try:
             segments_iter, info = model.transcribe(padded, **kwargs)
             # Decode the whole window before sending a segment: a fallback would repeat it.

@@ -17,7 +17,9 @@ unstable tail). The buffer is trimmed at the end of committed words once it is l
 than ``max_buffer_s``, and the committed text before the buffer becomes the prompt. When
 the VAD hears the utterance end (or the client commits), the buffer is transcribed one
 last time, with beam search (``final_beam_size``), and that text, after the words that
-left the buffer, is the :class:`Final`, with its start and end times.
+left the buffer, is the :class:`Final`, with its start and end times. A final falls back
+to the full window only for what signals a cut or a loop (no end timestamp, repetition),
+not for a low log-probability on hard audio.
 
 Scheduling. A session never has two updates in flight: updates asked for while one runs
 coalesce into one, made with the newest audio when the running one returns. Updates go
@@ -95,7 +97,9 @@ class StreamingSession:
     ) -> None:
         self.pool = pool
         self.final_beam_size = final_beam_size
-        self.options = options.replace(word_timestamps=True, window="auto")
+        # A low log-probability alone sends no update to the full window: that audio is
+        # hard, not cut short, and a final waited 4-19 s for the same text (DecodeOptions).
+        self.options = options.replace(word_timestamps=True, window="auto", low_confidence_fallback=False)
         self.update_interval_s = update_interval_s
         self.max_buffer_s = max_buffer_s
         self.vad = StreamingVad(threshold=vad_threshold, min_silence_s=min_silence_s) if vad else None
