@@ -31,7 +31,7 @@ from ..config import DecodeOptions
 from ..errors import ModelError
 from ..results import FALLBACK_REASONS, Segment, TranscriptionResult, Word  # noqa: F401 (re-exported)
 from ..wer import normalize
-from . import MAX_GAP_S, BackendSpec, SegmentCallback, group_pieces
+from . import BackendSpec, SegmentCallback
 
 log = logging.getLogger(__name__)
 
@@ -353,22 +353,20 @@ class FasterWhisperBackend:
         ]
         return _result(segments, info, duration, window="short" if window is not None else "full", fallback=None)
 
-    def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float):
-        """faster-whisper's own Silero VAD finds the speech, as its batched mode does; the
-        regions are grouped into pieces that a worker decodes in one window each."""
+    def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float, detect_language: bool = True):
+        """faster-whisper's own Silero VAD finds the speech, as its batched mode does."""
         from faster_whisper.vad import VadOptions, get_speech_timestamps
 
         assert self.model is not None, "load() first"
         vad = VadOptions(min_silence_duration_ms=160)
         # Regions are padded by speech_pad_ms on each side after the split: leave room for it.
         vad.max_speech_duration_s = max(1.0, max_piece_s - 2 * vad.speech_pad_ms / 1000)
-        regions = [(r["start"], r["end"]) for r in get_speech_timestamps(audio, vad)]
-        pieces = group_pieces(regions, int(max_piece_s * SAMPLE_RATE), int(MAX_GAP_S * SAMPLE_RATE))
-        if options.language is not None or not pieces:
-            return pieces, options.language, 1.0 if options.language else 0.0
-        start, end = pieces[0]
-        language, probability, _ = self.model.detect_language(audio[start:end])
-        return pieces, language, float(probability)
+        regions = tuple((r["start"], r["end"]) for r in get_speech_timestamps(audio, vad))
+        if options.language is not None or not regions or not detect_language:
+            return regions, options.language, 1.0 if options.language else 0.0
+        start = regions[0][0]
+        language, probability, _ = self.model.detect_language(audio[start : start + 30 * SAMPLE_RATE])
+        return regions, language, float(probability)
 
     def _full(self, audio, options: DecodeOptions, on_segment, fallback: str | None) -> TranscriptionResult:
         segments_iter, info = self.model.transcribe(audio, **options.to_faster_whisper())
