@@ -148,6 +148,20 @@ def test_a_rejected_short_window_falls_back_to_the_full_window(backend, monkeypa
     assert backend.transcribe(short("s3-pasta"), LANGUAGE).window == "short"
 
 
+def test_hard_audio_keeps_its_short_window_text_when_low_confidence_is_no_reason_to_fall_back(backend):
+    """A sentence under babble at 10 dB SNR (a tuning clip of the dev set), cut as a
+    streaming final is: its short-window decoding has a low log-probability. The default
+    decodes it again on the full window; a stream's final keeps the short window."""
+    meta = json.loads((CLIPS / "eval" / "eval.json").read_text())["en-03s-babble-10db-3"]
+    audio = load_audio(CLIPS / "eval" / "en-03s-babble-10db-3.opus")[: int((meta["speech_end_s"] + 0.4) * RATE)]
+    final = DecodeOptions(language="en", beam_size=5, word_timestamps=True)
+    default = backend.transcribe(audio, final)
+    assert (default.window, default.fallback) == ("full", "log_probability")
+    kept = backend.transcribe(audio, final.replace(low_confidence_fallback=False))
+    assert (kept.window, kept.fallback) == ("short", None)
+    assert kept.text.strip() and kept.segments[-1].end <= audio.size / RATE
+
+
 def _stress_inputs() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(7)
     t = np.arange(RATE * 2) / RATE

@@ -60,6 +60,21 @@ def test_silence_with_a_low_log_probability_or_no_end_timestamp_is_not_a_fallbac
     fw.guard(decoding(["hello"], end_timestamp=False, no_speech=0.9))
 
 
+def test_without_low_confidence_fallback_only_a_low_log_probability_passes():
+    """What a streaming session asks for: hard audio keeps its short-window text, while a
+    loop, a cut or a runaway decoding still goes to the full window."""
+    fw.guard(decoding(["the", "quick"], logprob=-1.4), low_confidence_fallback=False)
+    for dec, reason in [
+        (decoding(["go", "to", "it"] * 3, logprob=-1.4), "repetition"),
+        (decoding(["the", "quick", "brown", "fox"], end_timestamp=False), "no_end_timestamp"),
+        (decoding(["the", "quick", "brown", "fox"], cap=6), "token_cap"),
+        (decoding(["the", "quick"], compression=2.6), "compression_ratio"),
+    ]:
+        with pytest.raises(fw.NeedsFullWindow) as info:
+            fw.guard(dec, low_confidence_fallback=False)
+        assert info.value.reason == reason
+
+
 def test_repeated_phrase_finds_loops_not_speech():
     assert fw.repeated_phrase("go to it go to it go to it".split()) == "go to it"
     assert fw.repeated_phrase("no no no".split()) is None  # people say that

@@ -184,6 +184,60 @@ def test_recordings_side_by_side_each_get_their_segments_in_order(make_pool):
         assert [s.start for s in seen[n]] == [2.0 * i for i in range(result.pieces)]
 
 
+def test_plan_spans_cut_at_the_quietest_moment_near_each_nominal_end():
+    from whisperpool.pool.pieces import CUT_SEARCH_S, plan_spans
+
+    rng = np.random.default_rng(3)
+    audio = (0.3 * rng.standard_normal(40 * SAMPLE_RATE)).astype(np.float32)
+    quiet = int(21.3 * SAMPLE_RATE)  # a pause 1.3 s after the middle
+    audio[quiet : quiet + SAMPLE_RATE // 5] = 0.0
+    spans = plan_spans(audio, 2)
+    assert spans[0][0] == 0 and spans[-1][1] == audio.size and spans[0][1] == spans[1][0]
+    assert quiet <= spans[0][1] < quiet + SAMPLE_RATE // 5
+    far = int((20 + CUT_SEARCH_S + 1) * SAMPLE_RATE)  # too far from the middle to be used
+    audio[quiet : quiet + SAMPLE_RATE // 5] = 0.3
+    audio[far : far + SAMPLE_RATE // 5] = 0.0
+    assert abs(plan_spans(audio, 2)[0][1] - 20 * SAMPLE_RATE) <= CUT_SEARCH_S * SAMPLE_RATE
+    assert plan_spans(audio, 1) == [(0, audio.size)]
+    assert [b - a for a, b in plan_spans(audio, 4)] == pytest.approx(
+        [10 * SAMPLE_RATE] * 4, abs=2 * CUT_SEARCH_S * SAMPLE_RATE
+    )
+
+
+def test_group_pieces_joins_regions_across_short_silences_up_to_a_piece():
+    from whisperpool.pool.pieces import group_pieces
+
+    regions = [(0, 10), (12, 20), (21, 28), (40, 45), (45, 60)]
+    assert group_pieces(regions, max_samples=25, max_gap_samples=5) == ((0, 20), (21, 28), (40, 60))
+    assert group_pieces(regions, max_samples=100, max_gap_samples=5) == ((0, 28), (40, 60))
+    assert group_pieces([], 10, 5) == ()
+
+
+def test_each_idle_worker_plans_a_part_of_a_long_recording(make_pool, monkeypatch):
+    from whisperpool.worker.handle import Worker
+
+    plans: list[tuple[int, int, int]] = []  # (part, worker, samples)
+    assign = Worker.assign
+
+    def spy(self, job):
+        if job.kind == "plan":
+            plans.append((job.round, self.id, job.audio.size))
+        assign(self, job)
+
+    monkeypatch.setattr(Worker, "assign", spy)
+    pool = make_pool(long_config(pool_size=2, plan_span_s=4.0, fake=FakeBehavior(inference_delay_s=0.3)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    audio = recording(12.0)
+    result = pool.transcribe(audio, timeout=WAIT)
+    assert sorted(part for part, _, _ in plans) == [0, 1] and len({w for _, w, _ in plans}) == 2
+    assert sum(size for _, _, size in plans) == audio.size  # the parts cover the recording once
+    # The parts' regions are joined into pieces on the recording's timeline, in order.
+    starts = [s.start for s in result.segments]
+    assert starts == sorted(starts) and starts[0] == 0.0
+    assert sum(int(s.text.split()[0]) for s in result.segments) == audio.size
+    assert result.language == "en"  # from the first part, the one that detects it
+
+
 # -- the real model ------------------------------------------------------------------------
 def joined(names: list[str], gap_s: float) -> np.ndarray:
     gap = np.zeros(int(gap_s * SAMPLE_RATE), np.float32)
@@ -203,7 +257,8 @@ def test_a_long_recording_of_real_speech_in_pieces_reads_like_one_pass(clip_text
     decode = DecodeOptions(language="en")
     texts = {}
     for split in (30.0, None):
-        config = PoolConfig(pool_size=2, threads_per_worker=1, decode=decode, split_above_s=split)
+        # Planned in two parts (one per worker), cut in one of the pauses between the clips.
+        config = PoolConfig(pool_size=2, threads_per_worker=1, decode=decode, split_above_s=split, plan_span_s=15.0)
         with ProcessPool(config) as pool:
             texts[split] = result = pool.transcribe(audio, timeout=300)
         if split is not None:

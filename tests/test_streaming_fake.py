@@ -50,10 +50,11 @@ def test_updates_coalesce_one_in_flight_at_realtime_priority():
 
             def spy(audio, options=None, *, priority=10, **kw):
                 calls.append(priority)
-                in_flight["now"] += 1
-                in_flight["max"] = max(in_flight["max"], in_flight["now"])
                 fut = submit(audio, options, priority=priority, **kw)
-                fut.add_done_callback(lambda _: in_flight.__setitem__("now", in_flight["now"] - 1))
+                if options.beam_size == 1:  # a partial (the final, beam search, may overtake one)
+                    in_flight["now"] += 1
+                    in_flight["max"] = max(in_flight["max"], in_flight["now"])
+                    fut.add_done_callback(lambda _: in_flight.__setitem__("now", in_flight["now"] - 1))
                 return fut
 
             engine.pool.submit = spy
@@ -70,6 +71,60 @@ def test_updates_coalesce_one_in_flight_at_realtime_priority():
     assert 2 <= len(calls) <= 5  # coalesced: one running, one waiting with the newest audio, the final
     assert set(calls) == {PRIORITY_REALTIME}
     assert type(events[-1]).__name__ == "Final"
+
+
+def test_a_final_does_not_wait_for_a_partial_of_its_utterance():
+    running_at_final: list[int] = []
+
+    async def run():
+        config = fake_config(pool_size=2, fake=FakeBehavior(inference_delay_s=0.6))
+        async with TranscriptionEngine(config) as engine:
+            submit, in_flight = engine.pool.submit, {"now": 0}
+
+            def spy(audio, options=None, *, priority=10, **kw):
+                if options.beam_size > 1:  # the final (beam search); partials are greedy
+                    running_at_final.append(in_flight["now"])
+                in_flight["now"] += 1
+                fut = submit(audio, options, priority=priority, **kw)
+                fut.add_done_callback(lambda _: in_flight.__setitem__("now", in_flight["now"] - 1))
+                return fut
+
+            engine.pool.submit = spy
+            session = engine.stream(vad=False, update_interval_s=0.1)
+            session.feed(np.full(RATE, 0.01, np.float32), RATE)
+            for _ in range(50):  # until the first partial runs (bounded: 5 s)
+                if in_flight["now"]:
+                    break
+                await asyncio.sleep(0.1)
+            session.commit()
+            await session.close()
+            return [e async for e in session]
+
+    events = asyncio.run(asyncio.wait_for(run(), WAIT))
+    assert running_at_final == [1]  # sent while the partial still ran, not after it
+    assert [type(e).__name__ for e in events][-1] == "Final"
+    assert not [e for e in events if type(e).__name__ == "StreamError"]
+
+
+def test_a_streams_final_keeps_the_short_window_on_low_confidence_where_a_file_falls_back():
+    marker = FakeBehavior().fallback_marker  # the fake's "low log-probability" audio
+    audio = np.full(2 * RATE, 0.01, np.float32)
+    audio[0] = marker
+
+    async def run():
+        async with TranscriptionEngine(fake_config(pool_size=1)) as engine:
+            offline = await engine.transcribe(audio)
+            session = engine.stream(vad=False, update_interval_s=10.0)
+            session.feed(audio, RATE)
+            session.commit()
+            await session.close()
+            events = [e async for e in session]
+            return offline, events, engine.status().window_fallbacks
+
+    offline, events, fallbacks = asyncio.run(asyncio.wait_for(run(), WAIT))
+    assert (offline.window, offline.fallback) == ("full", "log_probability")
+    assert type(events[-1]).__name__ == "Final"
+    assert fallbacks == {"log_probability": 1}  # the file's, not the final's
 
 
 def test_realtime_bad_frames_oversize_and_abrupt_disconnects_leave_others_working():

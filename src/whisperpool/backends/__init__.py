@@ -41,27 +41,15 @@ class Backend(Protocol):
         window) as one batch; segments on ``audio``'s timeline, in order."""
 
     def plan(
-        self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float
+        self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float, detect_language: bool = True
     ) -> tuple[tuple[Piece, ...], str | None, float]:
-        """Cut long audio at silences into pieces (see :func:`group_pieces`); returns the
-        pieces, the language (``options.language``, or detected on the first piece) and
-        its probability."""
+        """Find the speech in (a part of) a long recording: its regions, in order, none
+        longer than ``max_piece_s`` (the pool groups them into pieces); and the language
+        (``options.language``, or detected on the first speech when ``detect_language``,
+        else None) and its probability."""
 
 
 Piece = tuple[int, int]  # (start, end) sample indices
-MAX_GAP_S = 2.0  # a silence at least this long always ends a piece: Whisper invents words in long ones
-
-
-def group_pieces(regions: list[Piece], max_samples: int, max_gap_samples: int) -> tuple[Piece, ...]:
-    """Speech regions (in order) grouped into contiguous pieces of at most ``max_samples``,
-    cut only at silences, and at every silence longer than ``max_gap_samples``."""
-    pieces: list[Piece] = []
-    for start, end in regions:
-        if pieces and end - pieces[-1][0] <= max_samples and start - pieces[-1][1] <= max_gap_samples:
-            pieces[-1] = (pieces[-1][0], end)
-        else:
-            pieces.append((start, end))
-    return tuple(pieces)
 
 
 def create_backend(spec: BackendSpec) -> Backend:
@@ -74,4 +62,4 @@ def create_backend(spec: BackendSpec) -> Backend:
     return FasterWhisperBackend(spec)
 
 
-__all__ = ["MAX_GAP_S", "Backend", "BackendSpec", "Piece", "SegmentCallback", "create_backend", "group_pieces"]
+__all__ = ["Backend", "BackendSpec", "Piece", "SegmentCallback", "create_backend"]

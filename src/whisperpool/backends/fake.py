@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import DecodeOptions
 from ..results import Segment, TranscriptionResult
-from . import BackendSpec, SegmentCallback, group_pieces
+from . import BackendSpec, SegmentCallback
 
 SAMPLE_RATE = 16_000
 
@@ -73,7 +73,8 @@ class FakeBackend:
             on_segment(segment)
         auto = options.window == "auto" and duration <= options.short_window_max_s
         short = auto or options.window == "short"
-        fallback = "log_probability" if auto and first == self.behavior.fallback_marker else None
+        fell = auto and first == self.behavior.fallback_marker and options.low_confidence_fallback
+        fallback = "log_probability" if fell else None
         return TranscriptionResult(
             text=text,
             segments=(segment,),
@@ -84,13 +85,13 @@ class FakeBackend:
             fallback=fallback,
         )
 
-    def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float):
-        """Every sample is speech: pieces of ``max_piece_s`` back to back (the last shorter)."""
+    def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float, detect_language: bool = True):
+        """Every sample is speech: regions of ``max_piece_s`` back to back (the last shorter)."""
         assert self.loaded, "load() first"
         time.sleep(self.behavior.inference_delay_s)
         step = int(max_piece_s * SAMPLE_RATE)
-        regions = [(i, min(i + step, audio.size)) for i in range(0, audio.size, step)]
-        return group_pieces(regions, step, 0), options.language or "en", 1.0
+        regions = tuple((i, min(i + step, audio.size)) for i in range(0, audio.size, step))
+        return regions, options.language or ("en" if detect_language else None), 1.0
 
     def transcribe_pieces(self, audio: np.ndarray, pieces, options: DecodeOptions) -> TranscriptionResult:
         """One segment per piece, describing it (markers as in :meth:`transcribe`, per piece)."""

@@ -31,7 +31,7 @@ from ..config import DecodeOptions
 from ..errors import ModelError
 from ..results import FALLBACK_REASONS, Segment, TranscriptionResult, Word  # noqa: F401 (re-exported)
 from ..wer import normalize
-from . import MAX_GAP_S, BackendSpec, SegmentCallback, group_pieces
+from . import BackendSpec, SegmentCallback
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ def _windowed_model_class():
             self.model = DeterministicFallback(self.model)
 
         window_frames: int | None = None  # set for the duration of one short-window call
+        low_confidence_fallback = True  # set with window_frames: whether a low log-probability fails the guard
         batch_window_frames: int | None = None  # set for one batch of a long recording's pieces
         _encoded: tuple[np.ndarray, object] | None = None
 
@@ -174,7 +175,8 @@ def _windowed_model_class():
                         compression_ratio=compression_ratio,
                         no_speech_prob=result.no_speech_prob,
                         max_new_tokens=options.max_new_tokens,
-                    )
+                    ),
+                    low_confidence_fallback=self.low_confidence_fallback,
                 )
             return decoded
 
@@ -210,15 +212,16 @@ class Decoding:
     max_new_tokens: int | None = None
 
 
-def guard(d: Decoding) -> None:
-    """Raise ``NeedsFullWindow`` when one short-window decoding pass looks wrong."""
+def guard(d: Decoding, low_confidence_fallback: bool = True) -> None:
+    """Raise ``NeedsFullWindow`` when one short-window decoding pass looks wrong; a low
+    average log-probability alone only when ``low_confidence_fallback``."""
     silence = d.no_speech_prob > NO_SPEECH_LIMIT
     if d.compression_ratio > COMPRESSION_RATIO_LIMIT:
         raise NeedsFullWindow("compression_ratio", f"{d.compression_ratio:.2f} > {COMPRESSION_RATIO_LIMIT}")
     loop = repeated_phrase(normalize(d.text))
     if loop is not None:
         raise NeedsFullWindow("repetition", f"repeats {loop!r}")
-    if d.avg_logprob < LOG_PROB_LIMIT and not silence:
+    if d.avg_logprob < LOG_PROB_LIMIT and not silence and low_confidence_fallback:
         raise NeedsFullWindow("log_probability", f"average {d.avg_logprob:.2f} < {LOG_PROB_LIMIT}")
     if d.max_new_tokens is not None and len(d.tokens) >= d.max_new_tokens:
         raise NeedsFullWindow("token_cap", f"{d.max_new_tokens} tokens")
@@ -350,22 +353,20 @@ class FasterWhisperBackend:
         ]
         return _result(segments, info, duration, window="short" if window is not None else "full", fallback=None)
 
-    def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float):
-        """faster-whisper's own Silero VAD finds the speech, as its batched mode does; the
-        regions are grouped into pieces that a worker decodes in one window each."""
+    def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float, detect_language: bool = True):
+        """faster-whisper's own Silero VAD finds the speech, as its batched mode does."""
         from faster_whisper.vad import VadOptions, get_speech_timestamps
 
         assert self.model is not None, "load() first"
         vad = VadOptions(min_silence_duration_ms=160)
         # Regions are padded by speech_pad_ms on each side after the split: leave room for it.
         vad.max_speech_duration_s = max(1.0, max_piece_s - 2 * vad.speech_pad_ms / 1000)
-        regions = [(r["start"], r["end"]) for r in get_speech_timestamps(audio, vad)]
-        pieces = group_pieces(regions, int(max_piece_s * SAMPLE_RATE), int(MAX_GAP_S * SAMPLE_RATE))
-        if options.language is not None or not pieces:
-            return pieces, options.language, 1.0 if options.language else 0.0
-        start, end = pieces[0]
-        language, probability, _ = self.model.detect_language(audio[start:end])
-        return pieces, language, float(probability)
+        regions = tuple((r["start"], r["end"]) for r in get_speech_timestamps(audio, vad))
+        if options.language is not None or not regions or not detect_language:
+            return regions, options.language, 1.0 if options.language else 0.0
+        start = regions[0][0]
+        language, probability, _ = self.model.detect_language(audio[start : start + 30 * SAMPLE_RATE])
+        return regions, language, float(probability)
 
     def _full(self, audio, options: DecodeOptions, on_segment, fallback: str | None) -> TranscriptionResult:
         segments_iter, info = self.model.transcribe(audio, **options.to_faster_whisper())
@@ -385,6 +386,7 @@ class FasterWhisperBackend:
         )
         model = self.model
         model.window_frames, model._encoded = window * FRAMES_PER_SECOND, None
+        model.low_confidence_fallback = options.low_confidence_fallback
         try:
             segments_iter, info = model.transcribe(padded, **kwargs)
             # Decode the whole window before sending a segment: a fallback would repeat it.

@@ -262,7 +262,7 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
                 )
                 self._long[long.id] = long
                 self._counts.long_requests += 1
-                job = long.plan_job
+                jobs = long.plan_jobs
             else:
                 job = Job(
                     id=next(self._job_ids),
@@ -274,7 +274,9 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
                     deadline=deadline,
                     on_segment=on_segment,
                 )
-            self._queue.push(job)
+                jobs = [job]
+            for job in jobs:
+                self._queue.push(job)
             self._scaler.arrived(now)
         future.add_done_callback(self._on_future_done)
         self._wake()

@@ -1,10 +1,11 @@
 """Long recordings in pieces: cut at silences, decoded in parallel, stitched in order.
 
-A recording longer than ``split_above_s`` is not given to one worker. First a *plan* job
-asks a worker to find its speech (faster-whisper's own Silero VAD, as its batched mode
-does) and group it into pieces of at most ``piece_s`` seconds, cut only at silences
-(and at every long one), and to detect the language once when the request leaves it
-open. Then each piece is a job of its own: the pieces queue like any other work (piece
+A recording longer than ``split_above_s`` is not given to one worker. First *plan* jobs
+find its speech (faster-whisper's own Silero VAD, as its batched mode does): one per
+idle worker, each on a part of at least ``plan_span_s`` seconds cut at the quietest
+moment near its nominal end, the first also detecting the language when the request
+leaves it open. Their regions are grouped here into pieces of at most ``piece_s``
+seconds, cut only at silences (and at every long one). Then each piece is a job of its own: the pieces queue like any other work (piece
 k in round k, so short requests are not stuck behind a recording, see :mod:`.jobs`),
 go to whichever workers are idle, and are retried alone if their worker dies. As the
 pieces finish, their segments are moved onto the recording's timeline and handed to
@@ -39,7 +40,37 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HOP = 160  # samples per feature frame: a segment's ``seek`` is counted in frames
+MAX_GAP_S = 2.0  # a silence at least this long always ends a piece: Whisper invents words in long ones
+CUT_SEARCH_S = 2.0  # a plan part ends at the quietest 10 ms this close to its nominal end
 ProgressCallback = Callable[[int, int], None]  # (pieces done, pieces in all)
+Region = tuple[int, int]  # (start, end) sample indices
+
+
+def group_pieces(regions: list[Region], max_samples: int, max_gap_samples: int) -> tuple[Region, ...]:
+    """Speech regions (in order) grouped into contiguous pieces of at most ``max_samples``,
+    cut only at silences, and at every silence longer than ``max_gap_samples``."""
+    pieces: list[Region] = []
+    for start, end in regions:
+        if pieces and end - pieces[-1][0] <= max_samples and start - pieces[-1][1] <= max_gap_samples:
+            pieces[-1] = (pieces[-1][0], end)
+        else:
+            pieces.append((start, end))
+    return tuple(pieces)
+
+
+def plan_spans(audio: np.ndarray, parts: int) -> list[Region]:
+    """``audio`` in ``parts`` contiguous spans of about equal length, each cut at the
+    quietest 10 ms (lowest energy) within ``CUT_SEARCH_S`` of its nominal end, so that a
+    cut falls between words where it can."""
+    hop, bounds = HOP, [0]
+    for k in range(1, parts):
+        nominal = audio.size * k // parts
+        lo = max(bounds[-1] + hop, nominal - int(CUT_SEARCH_S * SAMPLE_RATE))
+        hi = min(audio.size - hop, nominal + int(CUT_SEARCH_S * SAMPLE_RATE))
+        frames = audio[lo : lo + (hi - lo) // hop * hop].reshape(-1, hop)
+        bounds.append(lo + int(np.argmin(np.einsum("ij,ij->i", frames, frames))) * hop if frames.size else nominal)
+    bounds.append(audio.size)
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 class LongRequest:
@@ -77,23 +108,39 @@ class LongRequest:
         self.streamed = 0  # segments of a single piece already handed to on_segment
         self.language: str | None = options.language
         self.language_probability = 0.0
-        self.plan_job = Job(
-            id=job_id,
-            audio=audio,
-            options=options,
-            future=Future(),
-            priority=priority,
-            submitted=submitted,
-            deadline=deadline,
-            kind="plan",
-            parent=self,
-        )
-        self.plan_job.future.add_done_callback(self._planned)
+        self.spans = plan_spans(audio, self._plan_parts())
+        self.regions: list[tuple[Region, ...] | None] = [None] * len(self.spans)
+        self.plan_jobs = [
+            Job(
+                id=job_id if index == 0 else next(pool._job_ids),
+                audio=audio[start:end] if len(self.spans) > 1 else audio,
+                options=options,
+                future=Future(),
+                priority=priority,
+                submitted=submitted,
+                deadline=deadline,
+                kind="plan",
+                parent=self,
+                round=index,  # the first part (round 0) detects the language
+            )
+            for index, (start, end) in enumerate(self.spans)
+        ]
+        self.plan_job = self.plan_jobs[0]
+        for index, job in enumerate(self.plan_jobs):
+            job.future.add_done_callback(lambda f, index=index: self._part_planned(index, f))
         future.add_done_callback(self._caller_done)
 
     @property
     def done_pieces(self) -> int:
         return sum(len(b) for b, r in zip(self.batches, self.results, strict=True) if r is not None)
+
+    def _plan_parts(self) -> int:
+        """One part per worker that can take work now, each at least ``plan_span_s`` long."""
+        span = self.pool.config.plan_span_s
+        if span is None:
+            return 1
+        workers = max(1, len(self.pool._capacity()))
+        return max(1, min(workers, int(self.duration // span)))
 
     def _batch_size(self) -> int:
         """Pieces per job: at most ``piece_batch``, and few enough that every worker gets some."""
@@ -103,20 +150,30 @@ class LongRequest:
     # -- callbacks ---------------------------------------------------------------------
     def _caller_done(self, future: Future) -> None:
         if future.cancelled():  # the caller gave up: its queued work leaves the queue
-            for job in (self.plan_job, *self.jobs):
+            for job in (*self.plan_jobs, *self.jobs):
                 job.future.cancel()
 
-    def _planned(self, future: Future) -> None:
+    def _part_planned(self, index: int, future: Future) -> None:
         if future.cancelled() or self.future.done():
             return
         if future.exception() is not None:
             self._fail(future.exception())
             return
         planned: p.Planned = future.result()
-        self.pieces = planned.pieces
-        if self.options.language is None:
-            self.language = planned.language
-        self.language_probability = planned.language_probability
+        offset = self.spans[index][0]
+        self.regions[index] = tuple((start + offset, end + offset) for start, end in planned.regions)
+        if index == 0:
+            if self.options.language is None:
+                self.language = planned.language
+            self.language_probability = planned.language_probability
+        if all(r is not None for r in self.regions):
+            self._planned()
+
+    def _planned(self) -> None:
+        """Every part is planned: the regions, joined across the cuts, become pieces."""
+        regions = [region for part in self.regions if part is not None for region in part]
+        max_samples = int(self.piece_s * SAMPLE_RATE)
+        self.pieces = group_pieces(regions, max_samples, int(MAX_GAP_S * SAMPLE_RATE))
         size = self._batch_size()
         self.batches = [self.pieces[i : i + size] for i in range(0, len(self.pieces), size)]
         self.results = [None] * len(self.batches)
@@ -226,7 +283,7 @@ class LongRequest:
     def _fail(self, error: BaseException) -> None:
         if settle(self.future, error=error):
             self.pool._counts.failed += 1
-        for job in self.jobs:
+        for job in (*self.plan_jobs, *self.jobs):
             job.future.cancel()  # queued pieces leave; running ones finish and are dropped
         self.pool._long.pop(self.id, None)
 
@@ -253,4 +310,4 @@ def _moved(segment: Segment, offset: float, frames: int, number: int) -> Segment
     )
 
 
-__all__ = ["LongRequest", "ProgressCallback"]
+__all__ = ["MAX_GAP_S", "LongRequest", "ProgressCallback", "group_pieces", "plan_spans"]

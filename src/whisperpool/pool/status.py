@@ -178,7 +178,7 @@ def requests_progress(queue: Sequence[Job], long_requests: Sequence[LongRequest]
         if job.counted and job.id in first_at:
             progress.append(RequestProgress(job.id, first_at[job.id], job.audio.size / SAMPLE_RATE))
     for long in long_requests:
-        running = any(j.dispatched is not None for j in (long.plan_job, *long.jobs))
+        running = any(j.dispatched is not None for j in (*long.plan_jobs, *long.jobs))
         progress.append(
             RequestProgress(
                 long.id,

@@ -17,10 +17,13 @@ unstable tail). The buffer is trimmed at the end of committed words once it is l
 than ``max_buffer_s``, and the committed text before the buffer becomes the prompt. When
 the VAD hears the utterance end (or the client commits), the buffer is transcribed one
 last time, with beam search (``final_beam_size``), and that text, after the words that
-left the buffer, is the :class:`Final`, with its start and end times.
+left the buffer, is the :class:`Final`, with its start and end times. A final falls back
+to the full window only for what signals a cut or a loop (no end timestamp, repetition),
+not for a low log-probability on hard audio.
 
-Scheduling. A session never has two updates in flight: updates asked for while one runs
-coalesce into one, made with the newest audio when the running one returns. Updates go
+Scheduling. A session has one update in flight: updates asked for while one runs
+coalesce into one, made with the newest audio when the running one returns. A final does
+not wait for a partial of its utterance: that partial's result is left behind. Updates go
 to the pool at realtime priority, ahead of file transcriptions, and hold no worker
 between updates. A failed update gives an :class:`StreamError` event; the session goes on.
 
@@ -95,7 +98,9 @@ class StreamingSession:
     ) -> None:
         self.pool = pool
         self.final_beam_size = final_beam_size
-        self.options = options.replace(word_timestamps=True, window="auto")
+        # A low log-probability alone sends no update to the full window: that audio is
+        # hard, not cut short, and a final waited 4-19 s for the same text (DecodeOptions).
+        self.options = options.replace(word_timestamps=True, window="auto", low_confidence_fallback=False)
         self.update_interval_s = update_interval_s
         self.max_buffer_s = max_buffer_s
         self.vad = StreamingVad(threshold=vad_threshold, min_silence_s=min_silence_s) if vad else None
@@ -106,6 +111,7 @@ class StreamingSession:
         self._current: _Utterance | None = None
         self._ending: deque[_Utterance] = deque()  # ended, waiting for their final update
         self._inflight: asyncio.Future[TranscriptionResult] | None = None
+        self._inflight_final = False
         self._update_wanted = False
         self._last_update_s = 0.0  # stream time the last update of the current utterance covered
         self._resampler: ChunkResampler | None = None
@@ -313,7 +319,12 @@ class StreamingSession:
     def _schedule(self) -> None:
         """Send the next update if none is in flight: finals first, then the live one."""
         if self._inflight is not None:
-            return
+            if self._inflight_final or not self._ending:
+                return
+            # The utterance ended while a partial ran: that result would be dropped, so
+            # the final does not wait for it (another worker takes it, where there is one).
+            stale, self._inflight = self._inflight, None
+            stale.cancel()
         if self._ending:
             utt = self._ending[0]
             audio, final = utt.final_audio, True
@@ -345,13 +356,15 @@ class StreamingSession:
             if final:
                 self._settle(utt, True, [])
             return
-        self._inflight = asyncio.wrap_future(future, loop=self._loop)
+        self._inflight, self._inflight_final = asyncio.wrap_future(future, loop=self._loop), final
         offset = utt.buffer_start_s
         self._inflight.add_done_callback(lambda f: self._on_update(f, utt, final, offset, audio.size, sent))
 
     def _on_update(
         self, fut: asyncio.Future, utt: _Utterance, final: bool, offset: float, size: int, sent: float
     ) -> None:
+        if fut is not self._inflight:  # a partial left behind when its utterance ended
+            return
         self._inflight = None
         if log.isEnabledFor(logging.DEBUG) and not fut.cancelled() and fut.exception() is None:
             r = fut.result()

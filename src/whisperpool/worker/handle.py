@@ -166,7 +166,7 @@ class Worker:
         self.set_state(WorkerState.PROCESSING)
         if job.kind == "plan":
             assert job.parent is not None
-            self._send(p.Plan(job.id, job.audio, job.options, job.parent.piece_s))
+            self._send(p.Plan(job.id, job.audio, job.options, job.parent.piece_s, detect_language=job.round == 0))
         else:
             message = p.Transcribe(job.id, job.audio, job.options, job.on_segment is not None, job.pieces)
             self._send(message)

@@ -123,12 +123,12 @@ def _serve(conn: Connection, backend, msg: p.Transcribe) -> None:
 def _plan(conn: Connection, backend, msg: p.Plan) -> None:
     started = time.perf_counter()
     try:
-        pieces, language, probability = backend.plan(msg.audio, msg.options, msg.max_piece_s)
+        regions, language, probability = backend.plan(msg.audio, msg.options, msg.max_piece_s, msg.detect_language)
     except Exception as exc:  # one bad request fails alone; the worker lives on
         log.warning("request %d: planning failed: %s", msg.request_id, exc)
         conn.send(p.Failed(msg.request_id, ErrorInfo.from_exception(exc)))
         return
-    conn.send(p.Planned(msg.request_id, pieces, language, probability, time.perf_counter() - started))
+    conn.send(p.Planned(msg.request_id, regions, language, probability, time.perf_counter() - started))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,13 +59,15 @@ class Transcribe:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Cut long ``audio`` at its silences into pieces of at most ``max_piece_s`` (and
-    detect its language when ``options`` leave it open)."""
+    """Find the speech in (a part of) a long recording, in regions of at most
+    ``max_piece_s``; detect its language when ``detect_language`` (the first part) and
+    ``options`` leave it open."""
 
     request_id: int
     audio: np.ndarray
     options: DecodeOptions
     max_piece_s: float
+    detect_language: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +115,11 @@ class Done:
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """The answer to :class:`Plan`: ``pieces`` are ``(start, end)`` sample indices, in
+    """The answer to :class:`Plan`: ``regions`` are ``(start, end)`` sample indices, in
     order, that hold the speech (none: no speech at all)."""
 
     request_id: int
-    pieces: tuple[tuple[int, int], ...]
+    regions: tuple[tuple[int, int], ...]
     language: str | None
     language_probability: float
     inference_s: float
