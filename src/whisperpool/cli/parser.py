@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", default=None, help="a running whisperpool server, e.g. http://127.0.0.1:8000 (default: a local pool)"
     )
     t.add_argument("--api-key", default=None, help="with --url: the server's API key")
+    t.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="with --url: times a file is sent again when the server could not answer (a lost connection, "
+        "502/503/504, a proxy's 500) (default: 2)",
+    )
     t.add_argument("--json", action="store_true", help="print one JSON object per file per line")
     t.add_argument("--status", action="store_true", help="print the pool status after the transcripts")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

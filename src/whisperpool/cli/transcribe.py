@@ -103,7 +103,7 @@ def _print_outcome(
 async def _transcribe_remote(args: argparse.Namespace, out: Console, err: Console) -> int:
     from ..remote import RemoteEngine
 
-    async with RemoteEngine(args.url, model=args.model, api_key=args.api_key) as remote:
+    async with RemoteEngine(args.url, model=args.model, api_key=args.api_key, retries=max(0, args.retries)) as remote:
         limit = asyncio.Semaphore(4)  # files in flight: the server queues the rest anyway
 
         async def one(path: str) -> dict[str, Any] | WhisperPoolError:
