@@ -39,6 +39,11 @@ def _add_pool_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--timeout", type=float, default=300.0, help="seconds a request may take, queue wait included (default: 300)"
     )
+    add_decode_options(p)
+
+
+def add_decode_options(p: argparse.ArgumentParser) -> None:
+    """The decoding flags (``transcribe``, ``ray transcribe``)."""
     d = p.add_argument_group("decoding")
     d.add_argument(
         "--language", default=None, help="language code such as 'en'; saves detection (~0.4 s a file). Default: detect"
@@ -91,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--status", action="store_true", help="print the pool status after the transcripts")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_pool_options(t)
+
+    ray = sub.add_parser(
+        "ray",
+        help="the engine on a Ray cluster (needs whisperpool[ray])",
+        description="Joins RAY_ADDRESS or starts a local Ray cluster.",
+    )
+    ray_sub = ray.add_subparsers(dest="ray_command", metavar="RAY_COMMAND", required=True)
+    from .ray_transcribe import add_ray_transcribe  # it reuses this module's option groups
+
+    add_ray_transcribe(ray_sub)
 
     pool = DEFAULTS.pool  # the server's defaults, from the one table
     s = sub.add_parser(
