@@ -9,7 +9,8 @@ from rich.console import Console
 
 from ..cluster.batch import BatchConfig, transcribe_batch
 from ..config import PoolConfig
-from .codes import EXIT_OK, EXIT_SOME_FAILED
+from ..errors import PoolNotReady
+from .codes import EXIT_OK, EXIT_SOME_FAILED, EXIT_START_FAILED
 from .parser import _positive_int, add_decode_options
 from .transcribe import decode_options
 
@@ -86,7 +87,11 @@ def batch_config(args: argparse.Namespace) -> BatchConfig:
 
 
 def ray_transcribe(args: argparse.Namespace, err: Console) -> int:
-    summary = transcribe_batch(args.inputs, args.output, batch_config(args))
+    try:
+        summary = transcribe_batch(args.inputs, args.output, batch_config(args))
+    except PoolNotReady as exc:
+        err.print(f"whisperpool: cannot start: {exc}", highlight=False, markup=False)
+        return EXIT_START_FAILED
     err.print(
         f"whisperpool: {summary.found} files: {summary.skipped} already in {summary.output}, "
         f"{summary.transcribed} transcribed, {summary.failed} failed",

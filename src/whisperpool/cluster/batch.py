@@ -39,7 +39,7 @@ import numpy as np
 
 from ..config import PoolConfig
 from ..engine import TranscriptionEngine
-from ..errors import ConfigError, InvalidAudio, MissingDependency
+from ..errors import ConfigError, InvalidAudio, MissingDependency, PoolNotReady
 from ..results import error_record, file_record
 from .inputs import is_uri, list_inputs, read_done
 
@@ -191,10 +191,17 @@ def _on_ray(files: list[str], config: BatchConfig) -> Iterator[dict[str, Any]]:
                 min_size=fewest, max_size=most, max_tasks_in_flight_per_actor=config.max_batches_per_actor
             ),
         )
-        for row in dataset.iter_rows():
-            record = json.loads(row["record"])
-            record["file"] = names.get(row["path"], row["path"])
-            yield record
+        try:
+            for row in dataset.iter_rows():
+                record = json.loads(row["record"])
+                record["file"] = names.get(row["path"], row["path"])
+                yield record
+        except ray.exceptions.RayActorError as exc:
+            if not exc.actor_init_failed:
+                raise
+            # Ray's message ends with the engine's own error line (a missing model, ...).
+            cause = str(exc).strip().splitlines()[-1]
+            raise PoolNotReady(f"the actors could not start their engines: {cause}") from exc
     finally:
         if joined:
             ray.shutdown()
@@ -212,7 +219,9 @@ def transcribe_batch(
     Files ``output`` already holds a record of are skipped; new records are appended as
     they arrive, and each is passed to ``on_record``. Raises
     :class:`~whisperpool.errors.ConfigError` when no audio file is found or the inputs mix
-    filesystems, and :class:`~whisperpool.errors.MissingDependency` without the ``ray`` extra.
+    filesystems, :class:`~whisperpool.errors.PoolNotReady` when the actors cannot start
+    their engines (a missing model), and :class:`~whisperpool.errors.MissingDependency`
+    without the ``ray`` extra.
     """
     config = config or BatchConfig()
     files = list_inputs(inputs)
