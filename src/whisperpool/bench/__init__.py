@@ -18,6 +18,9 @@ machines are noisy; the targets are ratios. Suites:
   (voices, lengths, noise, music, babble, languages; a tune half and a held-out half):
   ``auto`` against ``full``, and streaming finals against offline, with their latency
   and fallbacks
+* ``ray_batch`` (``--ray-batch``, :mod:`.ray_batch`) - a folder of clips through
+  ``whisperpool ray transcribe`` (Ray Data, needs the ``ray`` extra) against
+  ``whisperpool transcribe`` on the same cores: throughput and time to the first result
 
 Each suite writes ``SUITE.json`` and, with the ``bench`` extra (matplotlib), a plot of its
 main comparison beside it (``SUITE.png``, :mod:`.plots`). Each suite has
@@ -45,7 +48,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from .common import CLIPS, Target
 
-SUITES = ("pool", "windows", "streaming", "adaptive", "throughput", "accuracy")
+SUITES = ("pool", "windows", "streaming", "adaptive", "throughput", "accuracy", "ray_batch")
 RESULTS = Path("benchmarks/results")
 
 

@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy",
+        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy, "
+        "--ray-batch",
         description=(
             "Runs a benchmark suite on the packaged model and the example clips; prints tables and writes JSON. "
             "Default suite: cold, warm and direct latency, start-up, throughput, memory, HTTP overhead."
@@ -350,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const="accuracy",
         help="WER on the dev set (voices, lengths, noise, languages): auto vs full, stream finals vs offline",
+    )
+    suite.add_argument(
+        "--ray-batch",
+        dest="suite",
+        action="store_const",
+        const="ray_batch",
+        help="a folder of clips through 'ray transcribe' vs 'transcribe' on the same cores: throughput, first result",
     )
     b.set_defaults(suite="pool")
     b.add_argument("--quick", action="store_true", help="--accuracy: a few clips only, for a smoke test")

@@ -21,7 +21,10 @@ and started again reads the output first and does only the files missing from it
 
 Ray's ``num_cpus`` accounting matches what an actor runs: its engine's
 ``pool_size x threads_per_worker`` cores. Reading is I/O, so reading tasks reserve no
-core (:data:`READ_CPUS`); otherwise actors holding every core would starve the reads.
+core (:data:`READ_CPUS`; otherwise actors holding every core would starve the reads), and
+``BatchConfig.read_tasks`` bounds how many run at once instead. Each file is a block of
+its own, so its record streams out as soon as it is done (Ray Data holds a block's
+records until the whole block is transcribed) and the files spread evenly over the actors.
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ class BatchConfig:
     pool between them by its queue. ``batch_size``: files an actor is given at a time
     (default: its ``pool_size``, so each worker gets one); ``max_batches_per_actor``:
     batches queued at an actor beyond those (default 2; more keeps a fast actor fed,
-    fewer leaves the files to spread until the end). ``address``: the cluster to join
+    fewer leaves the files to spread until the end). ``read_tasks``: Ray Data reading
+    tasks at once (default 2; they reserve no CPU, so this is what bounds them: each is a
+    process reading one file). ``address``: the cluster to join
     (default: ``RAY_ADDRESS``, else a new local cluster of ``num_cpus`` CPUs, default all).
     ``progress``: Ray Data's progress bars.
     """
@@ -76,19 +81,29 @@ class BatchConfig:
     max_actors: int | None = None
     batch_size: int | None = None
     max_batches_per_actor: int = 2
+    read_tasks: int = 2
     address: str | None = None
     num_cpus: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("actors", "min_actors", "max_actors", "batch_size", "num_cpus"):
+        for name in (
+            "actors",
+            "min_actors",
+            "max_actors",
+            "batch_size",
+            "num_cpus",
+            "max_batches_per_actor",
+            "read_tasks",
+        ):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"BatchConfig.{name} must be an integer >= 1 or None, got {value!r}")
-        if not isinstance(self.max_batches_per_actor, int) or self.max_batches_per_actor < 1:
-            raise ConfigError(
-                f"BatchConfig.max_batches_per_actor must be an integer >= 1, got {self.max_batches_per_actor!r}"
-            )
+            optional = name not in ("max_batches_per_actor", "read_tasks")
+            if (value is not None or not optional) and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ConfigError(
+                    f"BatchConfig.{name} must be an integer >= 1{' or None' if optional else ''}, got {value!r}"
+                )
         if self.pool.threads_per_worker is None:
             raise ConfigError(
                 "BatchConfig.pool.threads_per_worker must be set: an actor has its share of a node's cores"
@@ -181,7 +196,13 @@ def _on_ray(files: list[str], config: BatchConfig) -> Iterator[dict[str, Any]]:
         ray.data.DataContext.get_current().enable_progress_bars = config.progress
         fewest, most = config.actor_range(ray.cluster_resources().get("CPU", 1.0))
         names = {_ray_path(f): f for f in files}
-        dataset = ray.data.read_binary_files(files, include_paths=True, num_cpus=READ_CPUS).map_batches(
+        dataset = ray.data.read_binary_files(
+            files,
+            include_paths=True,
+            num_cpus=READ_CPUS,
+            concurrency=config.read_tasks,
+            override_num_blocks=len(files),  # a block a file: each result streams out when done
+        ).map_batches(
             Transcriber,
             fn_constructor_kwargs={"pool": config.pool},
             batch_size=config.batch_size or config.pool.pool_size,
