@@ -9,6 +9,8 @@ import contextlib
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,26 @@ def test_ray_transcribe_flags_map_to_the_batch_config():
     assert BatchConfig().actor_range(5) == (5, 5)  # 1 worker x 1 thread: one actor a CPU
     with pytest.raises(ConfigError, match="min_actors"):
         BatchConfig(min_actors=1)
+
+
+@pytest.mark.ray
+def test_actors_that_cannot_start_their_engines_are_exit_code_3(cluster, tmp_path, capsys):
+    code = main(
+        ["ray", "transcribe", str(clip("fox")), "-o", str(tmp_path / "o.jsonl"), "--model", str(tmp_path / "none")]
+    )
+    assert code == 3
+    assert "model folder does not exist" in capsys.readouterr().err
+
+
+def test_without_the_ray_extra_the_command_names_it_and_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    assert main(["ray", "transcribe", str(clip("fox")), "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert "pip install 'whisperpool[ray]'" in capsys.readouterr().err
+
+
+def test_the_cli_and_the_cluster_face_import_without_ray():
+    code = "import sys\nsys.modules['ray'] = None\nimport whisperpool.cli, whisperpool.cluster.batch\n"
+    code += "whisperpool.cli.build_parser().parse_args(['ray', 'transcribe', '--help'])\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--workers-per-actor" in proc.stdout

@@ -56,6 +56,12 @@ def add_ray_transcribe(ray_sub: Any) -> None:
     g.add_argument(
         "--batch-size", type=_positive_int, default=None, help="files per call to an actor (default: its workers)"
     )
+    g.add_argument(
+        "--read-tasks",
+        type=_positive_int,
+        default=2,
+        help="Ray Data reading tasks at once, each a process (default: 2)",
+    )
     g.add_argument("--model", default=None, help="'base' (packaged, offline) or a model every node has (default: base)")
     g.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (default: int8)")
     g.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="(default: cpu)")
@@ -80,6 +86,7 @@ def batch_config(args: argparse.Namespace) -> BatchConfig:
         min_actors=args.min_actors,
         max_actors=args.max_actors,
         batch_size=args.batch_size,
+        read_tasks=args.read_tasks,
         address=args.address,
         num_cpus=args.num_cpus,
         progress=not args.no_progress,

@@ -191,7 +191,10 @@ def _on_ray(files: list[str], config: BatchConfig) -> Iterator[dict[str, Any]]:
     joined = not ray.is_initialized()
     if joined:
         local = config.address is None and not os.environ.get("RAY_ADDRESS")
-        ray.init(address=config.address, num_cpus=config.num_cpus if local else None)
+        # A local cluster lives as long as this run: no dashboard, whose processes would
+        # take start-up time and cores from the actors.
+        extra = {"num_cpus": config.num_cpus, "include_dashboard": False} if local else {}
+        ray.init(address=config.address, **extra)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = config.progress
         fewest, most = config.actor_range(ray.cluster_resources().get("CPU", 1.0))
