@@ -113,7 +113,9 @@ def test_a_stopped_run_resumes_with_only_the_files_missing_from_its_output(ray_r
     # a run stopped while writing its fourth line: half a record, no newline
     output.write_text("\n".join(lines) + "\n" + json.dumps(cut)[:40])
 
-    code = main(["ray", "transcribe", str(folder), "--output", str(output), "--actors", "2", *OPTIONS])
+    code = main(
+        ["ray", "transcribe", str(folder), "--output", str(output), "--min-actors", "1", "--max-actors", "2", *OPTIONS]
+    )  # autoscaled, this time
 
     assert code == EXIT_SOME_FAILED  # the bad file's record is among the kept ones or the new ones
     records = _records(output)  # every line whole again
