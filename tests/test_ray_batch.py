@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -123,6 +124,23 @@ def test_a_stopped_run_resumes_with_only_the_files_missing_from_its_output(ray_r
     assert output.read_text().splitlines()[:3] == lines  # the earlier lines untouched
     assert sorted(r["file"] for r in records) == sorted(r["file"] for r in first)  # each file once
     assert records[2]["text"].startswith("PLANTED")
+
+
+@pytest.mark.ray
+@pytest.mark.real_model
+def test_a_command_joins_the_cluster_ray_address_names_and_reads_uris(cluster, folder, tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    output = tmp_path / "uris.jsonl"
+    command = ["ray", "transcribe", f"file://{folder}/sub", "-o", str(output), *OPTIONS]
+    proc = subprocess.run(
+        [sys.executable, "-m", "whisperpool.cli", *command], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == EXIT_SOME_FAILED, proc.stderr[-3000:]
+    assert "Connecting to existing Ray cluster" in proc.stderr  # this module's, not one of its own
+    records = {r["file"]: r for r in _records(output)}  # named by their URIs
+    assert sorted(records) == sorted(f"file://{folder}/sub/{name}.wav" for name in ("bad", *SHORT))
+    assert "error" in records[f"file://{folder}/sub/bad.wav"]
+    assert all("text" in records[f"file://{folder}/sub/{name}.wav"] for name in SHORT)
 
 
 def test_inputs_are_files_folders_globs_and_uris_each_once(folder):
