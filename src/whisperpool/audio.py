@@ -29,6 +29,11 @@ MIN_SECONDS = 0.1  # shorter is not worth a request: OpenAI's API refuses it, wi
 TOO_SHORT = "Audio file is too short. Minimum audio length is 0.1 seconds."
 TRUNCATED_SLACK_S = 0.5  # decoding may fall this much short of the header's duration without a warning
 
+# What counts as an audio file when a folder is given (by suffix, any case).
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".m4a", ".aac", ".webm", ".mp4", ".wma", ".aiff", ".aif"}
+)
+
 AudioInput = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | np.ndarray
 
 
@@ -284,6 +289,7 @@ def load_audio(
 
 
 __all__ = [
+    "AUDIO_SUFFIXES",
     "MIN_SECONDS",
     "SAMPLE_RATE",
     "Decoded",

@@ -83,4 +83,27 @@ class TranscriptionResult:
         return dataclasses.asdict(self)
 
 
-__all__ = ["FALLBACK_REASONS", "Segment", "Timings", "TranscriptionResult", "Word"]
+# One JSON Lines record per file, the same from every face that writes them
+# (``whisperpool transcribe --json`` and ``whisperpool ray transcribe``), so their outputs
+# can be merged, compared and resumed from one another.
+def file_record(file: str, result: TranscriptionResult) -> dict[str, Any]:
+    """``file``'s transcript as one JSON Lines record."""
+    data = result.to_dict()
+    keys = ("text", "language", "duration", "segments", "worker_id", "timings")
+    return {"file": file, **{key: data[key] for key in keys}}
+
+
+def error_record(file: str, error: BaseException) -> dict[str, Any]:
+    """Why ``file`` failed, as one JSON Lines record."""
+    return {"file": file, "error": {"type": type(error).__name__, "message": str(error)}}
+
+
+__all__ = [
+    "FALLBACK_REASONS",
+    "Segment",
+    "Timings",
+    "TranscriptionResult",
+    "Word",
+    "error_record",
+    "file_record",
+]

@@ -20,6 +20,9 @@ machines are noisy; the targets are ratios. Suites:
   and fallbacks
 * ``ray_serve`` (``--ray-serve``, :mod:`.ray_serve`) - the HTTP API on Ray Serve (2 replicas
   x 1 worker) against ``whisperpool serve`` (2 workers): latency overhead and throughput
+* ``ray_batch`` (``--ray-batch``, :mod:`.ray_batch`) - a folder of clips through
+  ``whisperpool ray transcribe`` (Ray Data, needs the ``ray`` extra) against
+  ``whisperpool transcribe`` on the same cores: throughput and time to the first result
 
 Each suite writes ``SUITE.json`` and, with the ``bench`` extra (matplotlib), a plot of its
 main comparison beside it (``SUITE.png``, :mod:`.plots`). Each suite has
@@ -47,7 +50,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from .common import CLIPS, Target
 
-SUITES = ("pool", "windows", "streaming", "adaptive", "throughput", "accuracy", "ray_serve")
+SUITES = ("pool", "windows", "streaming", "adaptive", "throughput", "accuracy", "ray_serve", "ray_batch")
 RESULTS = Path("benchmarks/results")
 
 

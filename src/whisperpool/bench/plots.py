@@ -314,9 +314,27 @@ def _ray_serve(r: dict[str, Any], figure: Figure) -> None:
     right.set_title("throughput, 4 in flight")
 
 
+def _ray_batch(r: dict[str, Any], fig: Figure) -> None:
+    """Files a second (whole run, steady) and time to the first result: the local CLI against Ray."""
+    rate, first = fig.subplots(1, 2, width_ratios=(3, 2))
+    hows = ("local", "ray")
+    labels = ("whisperpool transcribe", "ray transcribe")
+    for i, (key, name) in enumerate((("files_per_s", "whole run"), ("steady_files_per_s", "steady"))):
+        values = [r["summary"][how][key] for how in hows]
+        rate.bar([x + 0.4 * i for x in range(len(hows))], values, width=0.4, label=name)
+    rate.set_xticks([x + 0.2 for x in range(len(hows))], labels)
+    rate.set_ylabel("files / s")
+    rate.legend()
+    first.bar(labels, [r["summary"][how]["first_s"] for how in hows], color="tab:gray")
+    first.set_ylabel("s from start to the first result")
+    if r.get("shared_machine"):
+        rate.set_title("a shared machine: compare the ratios", fontsize=9)
+
+
 _DRAWERS: dict[str, Callable[[dict[str, Any], Figure], None]] = {
     "accuracy": _accuracy,
     "pool": _pool,
+    "ray_batch": _ray_batch,
     "windows": _windows,
     "streaming": _streaming,
     "adaptive": _adaptive,

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 some inputs failed (the others were still transcribed);
 2 bad command line, or a command whose extra is not installed (``serve``, ``wyoming`` and
-``load`` need ``whisperpool[server]``, ``ray serve`` needs ``whisperpool[ray]``); 3 the engine could not start (model missing,
+``load`` need ``whisperpool[server]``, ``ray`` needs ``whisperpool[ray]``); 3 the engine could not start (model missing,
 every worker failed).
 """
 
@@ -18,6 +18,7 @@ from rich.console import Console
 from ..errors import ConfigError, MissingDependency
 from .codes import EXIT_OK, EXIT_SOME_FAILED, EXIT_START_FAILED, EXIT_USAGE
 from .parser import build_parser
+from .ray_transcribe import batch_config, ray_transcribe
 from .serve import _serve, serve_settings
 from .stream import _stream, stream_config
 from .transcribe import AUDIO_SUFFIXES, _transcribe, expand_inputs, transcribe_config
@@ -35,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "transcribe":
             return asyncio.run(_transcribe(args, out, err))
+        if args.command == "ray" and args.ray_command == "transcribe":
+            return ray_transcribe(args, err)
         if args.command in ("serve", "wyoming"):
             return _serve(args, err)
         if args.command == "stream":
@@ -97,6 +100,7 @@ __all__ = [
     "EXIT_SOME_FAILED",
     "EXIT_START_FAILED",
     "EXIT_USAGE",
+    "batch_config",
     "build_parser",
     "expand_inputs",
     "main",

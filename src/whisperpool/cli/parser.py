@@ -40,6 +40,11 @@ def _add_pool_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--timeout", type=float, default=300.0, help="seconds a request may take, queue wait included (default: 300)"
     )
+    add_decode_options(p)
+
+
+def add_decode_options(p: argparse.ArgumentParser) -> None:
+    """The decoding flags (``transcribe``, ``ray transcribe``)."""
     d = p.add_argument_group("decoding")
     d.add_argument(
         "--language", default=None, help="language code such as 'en'; saves detection (~0.4 s a file). Default: detect"
@@ -99,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--status", action="store_true", help="print the pool status after the transcripts")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_pool_options(t)
+
+    ray = sub.add_parser(
+        "ray",
+        help="the engine on a Ray cluster: 'ray serve' (the HTTP API on Ray Serve), 'ray transcribe' "
+        "(batch on Ray Data) (needs whisperpool[ray])",
+        description="Joins RAY_ADDRESS or starts a local Ray cluster.",
+    )
+    ray_sub = ray.add_subparsers(dest="ray_command", metavar="RAY_COMMAND", required=True)
+    from .ray_transcribe import add_ray_transcribe  # it reuses this module's option groups
+
+    add_ray_serve_parser(ray_sub)
+    add_ray_transcribe(ray_sub)
 
     pool = DEFAULTS.pool  # the server's defaults, from the one table
     s = sub.add_parser(
@@ -302,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy, --ray-serve",
+        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy, "
+        "--ray-serve, --ray-batch",
         description=(
             "Runs a benchmark suite on the packaged model and the example clips; prints tables and writes JSON. "
             "Default suite: cold, warm and direct latency, start-up, throughput, memory, HTTP overhead."
@@ -351,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
         const="ray_serve",
         help="Ray Serve 2 replicas x 1 worker vs 'serve' with 2 workers: latency overhead, throughput (ray extra)",
     )
+    suite.add_argument(
+        "--ray-batch",
+        dest="suite",
+        action="store_const",
+        const="ray_batch",
+        help="a folder of clips through 'ray transcribe' vs 'transcribe' on the same cores: throughput, first result",
+    )
     b.set_defaults(suite="pool")
     b.add_argument("--quick", action="store_true", help="--accuracy: a few clips only, for a smoke test")
     b.add_argument(
@@ -372,10 +397,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cold-runs", type=_positive_int, default=3, help="new processes for the cold measure (default: 3)")
     b.add_argument("--batch", type=_positive_int, default=8, help="clips in the throughput batch (default: 8)")
     b.add_argument("--language", default="en", help="decoding language (default: en)")
-
-    r = sub.add_parser("ray", help="run on a Ray cluster: 'ray serve' (the HTTP API on Ray Serve)")
-    ray_commands = r.add_subparsers(dest="ray_command", metavar="RAY_COMMAND", required=True)
-    add_ray_serve_parser(ray_commands)
     return parser
 
 

@@ -12,16 +12,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..audio import AUDIO_SUFFIXES
 from ..config import DecodeOptions, PoolConfig
 from ..engine import PoolStatus, TranscriptionEngine
 from ..errors import ModelError, PoolNotReady, WhisperPoolError
-from ..results import TranscriptionResult
+from ..results import TranscriptionResult, error_record, file_record
 from .codes import EXIT_OK, EXIT_SOME_FAILED, EXIT_START_FAILED, EXIT_USAGE
 
 
-def transcribe_config(args: argparse.Namespace) -> PoolConfig:
-    """The local pool of ``transcribe`` (without ``--url``)."""
-    decode = DecodeOptions(
+def decode_options(args: argparse.Namespace) -> DecodeOptions:
+    """The decoding flags of ``transcribe`` and ``ray transcribe``."""
+    return DecodeOptions(
         language=args.language,
         task=args.task,
         beam_size=args.beam_size,
@@ -30,6 +31,10 @@ def transcribe_config(args: argparse.Namespace) -> PoolConfig:
         vad_filter=args.vad_filter,
         window=args.window or "auto",
     )
+
+
+def transcribe_config(args: argparse.Namespace) -> PoolConfig:
+    """The local pool of ``transcribe`` (without ``--url``)."""
     return PoolConfig(
         pool_size=args.workers,
         model=args.model or "base",
@@ -37,21 +42,8 @@ def transcribe_config(args: argparse.Namespace) -> PoolConfig:
         compute_type=args.compute_type,
         threads_per_worker=args.threads,
         request_timeout_s=args.timeout,
-        decode=decode,
+        decode=decode_options(args),
     )
-
-
-def _result_json(path: str, result: TranscriptionResult) -> dict[str, Any]:
-    data = result.to_dict()
-    return {
-        "file": path,
-        "text": data["text"],
-        "language": data["language"],
-        "duration": data["duration"],
-        "segments": data["segments"],
-        "worker_id": data["worker_id"],
-        "timings": data["timings"],
-    }
 
 
 def _status_table(status: PoolStatus) -> Table:
@@ -86,11 +78,10 @@ def _print_outcome(
     out: Console,
     err: Console,
 ) -> None:
-    """One file's transcript (``_result_json``'s shape) or error, as text or a JSON line."""
+    """One file's transcript (a :func:`~whisperpool.results.file_record`) or error, as text or a JSON line."""
     if isinstance(outcome, WhisperPoolError):
         if args.json:
-            error = {"type": type(outcome).__name__, "message": str(outcome)}
-            print(json.dumps({"file": path, "error": error}, ensure_ascii=False), flush=True)
+            print(json.dumps(error_record(path, outcome), ensure_ascii=False), flush=True)
         else:
             err.print(f"[red]error: {outcome}[/red]", highlight=False)
     elif args.json:
@@ -131,11 +122,6 @@ async def _transcribe_remote(args: argparse.Namespace, out: Console, err: Consol
     if failed and len(failed) == len(outcomes) and all(isinstance(o, PoolNotReady) for o in failed):
         return EXIT_START_FAILED  # nothing reached a working server
     return EXIT_SOME_FAILED if failed else EXIT_OK
-
-
-AUDIO_SUFFIXES = frozenset(
-    {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".m4a", ".aac", ".webm", ".mp4", ".wma", ".aiff", ".aif"}
-)
 
 
 def expand_inputs(paths: list[str]) -> list[str]:
@@ -209,7 +195,7 @@ async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> i
                     where = f"worker {outcome.worker_id}, {outcome.timings.total_s:.2f} s"
                     if outcome.pieces > 1:
                         where = f"{outcome.pieces} pieces on the workers, {outcome.timings.total_s:.2f} s"
-                    outcome = _result_json(path, outcome)
+                    outcome = file_record(path, outcome)
                 else:
                     where = ""
                 _print_outcome(args, path, outcome, where, out, err)

@@ -1,6 +1,8 @@
-"""The cluster face: the warm engine on Ray (``pip install 'whisperpool[ray]'``).
+"""The cluster face: the warm engine on Ray (``pip install 'whisperpool[ray]'``), beyond one machine.
 
-:mod:`.serve` runs the OpenAI-compatible HTTP app of :mod:`whisperpool.server` on Ray
+:mod:`.batch` is batch transcription on Ray Data: files read by Ray Data, transcribed on
+an actor pool whose actors each hold a warm engine, written as the same JSON Lines as
+``whisperpool transcribe --json``. :mod:`.serve` runs the OpenAI-compatible HTTP app of :mod:`whisperpool.server` on Ray
 Serve, each replica holding its own warm :class:`~whisperpool.engine.TranscriptionEngine`::
 
     client --HTTP--> Ray Serve proxy --(picks a replica with a free slot)--> replica 1..N
