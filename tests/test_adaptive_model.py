@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from whisperpool import PoolConfig
 from whisperpool.bench import adaptive_model as model
-from whisperpool.bench.adaptive import PHASES, rate_at, trace
+from whisperpool.bench.traces import Phase, Trace, arrivals
+
+# Quiet, a burst, quiet, a larger burst, quiet: 138 s (the shape bench --adaptive first had).
+PHASES = tuple(
+    Phase(s, r0, r1, kind)
+    for s, r0, r1, kind in (
+        (20, 0.2, 0.2, "quiet"),
+        (15, 0.2, 2.0, "ramp"),
+        (10, 2.0, 2.0, "burst"),
+        (4, 2.0, 0.2, "ramp"),
+        (30, 0.2, 0.2, "quiet"),
+        (20, 0.2, 3.0, "ramp"),
+        (15, 3.0, 3.0, "burst"),
+        (4, 3.0, 0.2, "ramp"),
+        (20, 0.2, 0.2, "quiet"),
+    )
+)
+rate_at = Trace(0, "bursts", 0, PHASES, (), ()).rate_at
+
+
+def trace(seed: int) -> list[float]:
+    return arrivals(list(PHASES), np.random.default_rng(seed))
+
 
 SERVICE = [0.25, 0.3, 0.35]
 FIXED_2 = PoolConfig(pool_size=2)
@@ -15,7 +38,7 @@ ADAPTIVE = PoolConfig(pool_size=1, min_workers=1, max_workers=2, target_utilizat
 
 def test_the_trace_follows_its_phases():
     arrivals = trace(3)
-    assert arrivals == sorted(arrivals) and arrivals[-1] < sum(p[0] for p in PHASES)
+    assert arrivals == sorted(arrivals) and arrivals[-1] < sum(p.seconds for p in PHASES)
     assert rate_at(10) == pytest.approx(0.2) and rate_at(40) == pytest.approx(2.0) and rate_at(110) == 3.0
     burst = sum(1 for t in arrivals if 99 <= t < 114)  # 15 s at 3 per second
     quiet = sum(1 for t in arrivals if 49 <= t < 79)  # 30 s at 0.2 per second

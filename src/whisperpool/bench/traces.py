@@ -154,7 +154,7 @@ def _phases(shape: str, rng: np.random.Generator) -> list[Phase]:
     raise ValueError(f"unknown trace shape {shape!r}")
 
 
-def _arrivals(phases: list[Phase], rng: np.random.Generator) -> list[float]:
+def arrivals(phases: list[Phase], rng: np.random.Generator) -> list[float]:
     """A Poisson process whose rate goes linearly through each phase, by thinning."""
     times, start = [], 0.0
     for p in phases:
@@ -180,7 +180,7 @@ def make(trace_id: int) -> Trace:
     phases = _phases(shape, rng)
     long_share = float(rng.uniform(0.1, 0.25))  # dictations among the commands
     requests = []
-    for t in _arrivals(phases, rng):
+    for t in arrivals(phases, rng):
         long = rng.random() < long_share
         clip_s = round(float(rng.uniform(8, 30) if long else rng.uniform(2, 6)), 1)
         requests.append(Request(t, clip_s, int(rng.integers(2**31))))
@@ -231,4 +231,17 @@ def stream_speech(stream: Stream) -> np.ndarray:
     return np.concatenate([audio, np.zeros(int(STREAM_PAUSE_S * SAMPLE_RATE), np.float32)])
 
 
-__all__ = ["HELD_OUT", "SHAPES", "TRACES", "TUNE", "Phase", "Request", "Stream", "Trace", "family", "make", "speech"]
+__all__ = [
+    "HELD_OUT",
+    "SHAPES",
+    "TRACES",
+    "TUNE",
+    "Phase",
+    "Request",
+    "Stream",
+    "Trace",
+    "arrivals",
+    "family",
+    "make",
+    "speech",
+]
