@@ -3,9 +3,10 @@
 python scripts/tune_adaptive.py model benchmarks/results/adaptive-tune.json
     the model (bench/adaptive_model.py) over the tune traces' requests, with the service
     and warm-up times of that replay: median and worst ratios for each setting of a grid
-python scripts/tune_adaptive.py replay 0.2 5 0.7 [--output PATH]
-    the tune half replayed on the real model, fixed and adaptive pools, with these
-    settings (scale_up_wait_s, scale_down_idle_s, target_utilization)
+python scripts/tune_adaptive.py replay 0.2,5,0.7 0.2,3,0.8 [--output PATH]
+    the tune half replayed on the real model, on the fixed pool and on the adaptive pool
+    with each setting (scale_up_wait_s,scale_down_idle_s,target_utilization), trace by
+    trace in one run; the ratios of each
 
 Neither ever reads or runs a held-out trace: the settings chosen here are then reported
 on the held-out half by `whisperpool bench --adaptive`.
@@ -14,15 +15,15 @@ on the held-out half by `whisperpool bench --adaptive`.
 import argparse
 import itertools
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from whisperpool import DecodeOptions  # noqa: E402
-from whisperpool.bench import BenchOptions, adaptive, adaptive_model, run_bench, traces  # noqa: E402
+from whisperpool.bench import adaptive, adaptive_model, traces  # noqa: E402
+from whisperpool.bench import replay as replay_one  # noqa: E402
 
 GRID = {
     "scale_up_wait_s": (0.1, 0.2, 0.5),
@@ -58,9 +59,42 @@ def model(path: Path) -> None:
         )
 
 
-def replay(settings: list[float], output: Path) -> None:
-    adaptive.ADAPTIVE = dict(zip(GRID, settings, strict=True))  # this script's run only
-    run_bench("adaptive", BenchOptions(traces="tune", quiet_s=0), Console(), output=output)
+def replay(settings: list[str], output: Path) -> None:
+    """Each tune trace on the fixed pool, then on the adaptive pool with each setting."""
+    decode = DecodeOptions(language="en")
+    candidates = {f"adaptive {x}": dict(zip(GRID, map(float, x.split(",")), strict=True)) for x in settings}
+    fixed = adaptive.configs(decode)[adaptive.FIXED]
+    pools = {adaptive.FIXED: fixed} | {
+        n: adaptive.configs(decode, c)[adaptive.ADAPTIVE_NAME] for n, c in candidates.items()
+    }
+    out = {"load_before": os.getloadavg(), "candidates": candidates, "traces": {}}
+    for i in traces.TUNE:
+        trace = traces.make(i)
+        runs = {}
+        for name, config in pools.items():
+            print(f"{name}: trace {i} ({trace.shape}) ...", flush=True)
+            runs[name] = replay_one.run(config, trace, decode)
+        out["traces"][str(i)] = {"trace": trace.to_dict(), "pools": runs}
+        output.write_text(json.dumps(out, indent=1) + "\n")
+    out["load_after"] = os.getloadavg()
+    output.write_text(json.dumps(out, indent=1) + "\n")
+    for name in candidates:
+        one = {
+            "traces": {
+                k: {
+                    "trace": t["trace"],
+                    "pools": {adaptive.FIXED: t["pools"][adaptive.FIXED], adaptive.ADAPTIVE_NAME: t["pools"][name]},
+                }
+                for k, t in out["traces"].items()
+            }
+        }
+        s = adaptive.summary(one)
+        print(
+            f"{name}: p95 ratio median {s['p95_ratio_median']:.2f} worst {s['p95_ratio_worst']:.2f}, "
+            f"worker-s median {s['ws_ratio_median']:.2f} worst {s['ws_ratio_worst']:.2f}, "
+            f"burst first {s['burst_first_ratio']:.2f} ({s['burst_first_requests']}); per trace "
+            + " ".join(f"{k}:{r['p95_ratio']:.2f}/{r['ws_ratio']:.2f}" for k, r in s["rows"].items())
+        )
 
 
 def main() -> None:
@@ -69,7 +103,7 @@ def main() -> None:
     m = sub.add_parser("model")
     m.add_argument("result", type=Path)
     p = sub.add_parser("replay")
-    p.add_argument("settings", type=float, nargs=3)
+    p.add_argument("settings", nargs="+", help="wait,idle,utilization (several to compare in one run)")
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/adaptive-tune.json"))
     args = parser.parse_args()
     if args.command == "model":

@@ -19,7 +19,7 @@ def test_the_family_is_the_same_on_every_call_and_differs_by_seed():
     assert first == again
     assert len({t.requests for t in first}) == traces.TRACES  # no two draws alike
     for t in first:
-        assert 40 <= t.seconds <= 56 and len(t.requests) >= 10
+        assert 30 <= t.seconds <= 60 and len(t.requests) >= 8
         assert [r.at for r in t.requests] == sorted(r.at for r in t.requests) and t.requests[-1].at < t.seconds
         assert all(2.0 <= r.clip_s <= 30.0 for r in t.requests)
     clips = [r.clip_s for t in first for r in t.requests]

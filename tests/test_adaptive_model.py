@@ -74,3 +74,14 @@ def test_the_oracle_follows_the_true_rate():
     result = model.compare(FIXED_2, ADAPTIVE, [trace(1), trace(2)], SERVICE, 2.5, rate_at, (1.5,))
     assert set(result) == {"adaptive", "oracle above 1.5 req/s"}
     assert result["oracle above 1.5 req/s"]["worker_seconds_ratio_mean"] < 0.8
+
+
+def test_service_times_by_clip_length_and_per_request():
+    service = model.service_by_length([(3.0, 0.3), (4.0, 0.5), (20.0, 2.0), (30.0, 3.0)])
+    assert service(3.5) == pytest.approx(0.4) and service(21.0) == pytest.approx(2.0)
+    assert service(11.0) == pytest.approx(0.5)  # none within 2 s: the nearest (4 s)
+    arrivals = [0.0, 0.1]
+    run = model.replay(FIXED_2, arrivals, [], warm_up_s=1.0, per_request=[1.0, 3.0])
+    assert sorted(run.latencies_s) == pytest.approx([1.0, 3.0], abs=0.05)
+    with pytest.raises(ValueError):
+        model.replay(FIXED_2, arrivals, [], warm_up_s=1.0, per_request=[1.0])
