@@ -42,9 +42,10 @@ FIXED, ADAPTIVE_NAME = f"fixed {MAX}", f"adaptive {MIN}-{MAX}"
 # traces (requests only), with the service times of a real tune replay on this shared
 # machine (3x a quiet one's) scaled by 1, 0.6 and 0.33: idle 3 s and utilization 0.6 kept
 # the median trace's p95 within 1.04x, 1.01x and 1.25x of fixed 2 at 75%, 66% and 57% of
-# its worker-seconds; 0.5 was 1.03x-1.10x at 1 point more, 0.7-0.8 up to 1.26x for 2-4
-# points less, 5-12 s idle cost 1-8 points for no p95; scale_up_wait_s changed nothing
-# (a request waits at least two service times first). Replayed for real in one run
+# its worker-seconds; 0.5 was 1.03x-1.10x at about 1 point more, 0.7-0.8 up to 1.26x
+# for 1-5 points less, 5-12 s idle cost up to 11 points for no better median p95;
+# scale_up_wait_s changed nothing (a request waits at least two service times first).
+# Replayed for real in one run
 # (benchmarks/results/adaptive-tune-3.json), 0.6 beat 0.5 (p95 0.92x against 1.07x, both
 # 81%; a burst's first request 0.93x against 1.13x), and 3 s / 0.8 and 5 s / 0.7 did no
 # better in the run before it (1.15x at 86%, 0.98x at 88%: adaptive-tune-2.json). No
