@@ -1,11 +1,13 @@
 """A model of the adaptive pool: autoscaling settings judged in seconds, over many traces.
 
-The real replay (:mod:`whisperpool.bench.adaptive`) takes minutes per pool and sees one
-trace, on a shared machine. This model replays arrival traces through the real
+The real replay (:mod:`whisperpool.bench.replay`) takes a minute per trace and pool, on
+a shared machine. This model replays arrival traces through the real
 :class:`~whisperpool.scaling.Autoscaler` on a discrete-time picture of the pool: service
-times drawn from those the real replay measured, a fixed warm-up, most-recently-busy
-dispatch, worker-seconds counted as the replay counts them. Its scale events land within
-a second of the real pool's on the same trace.
+times drawn from those the real replay measured (or each request's own, by its clip's
+length: :func:`ratios`), a fixed warm-up, most-recently-busy dispatch, worker-seconds
+counted as the replay counts them. It leaves out live streams' decodes, which the real
+pool counts as arrivals, so it is optimistic where streams run.
+``scripts/tune_adaptive.py`` sweeps settings with it over the tune half of the traces.
 
 The same traces also run under an *oracle* that knows the true arrival rate and keeps
 ``max`` workers exactly while it is above a threshold. No policy that has to estimate
