@@ -128,47 +128,67 @@ def streaming_md(path: Path) -> str:
 
 def adaptive_md(path: Path) -> str:
     r = json.loads(path.read_text())
-    st = r["settings"]
+    st, s = r["settings"], adaptive.summary(r)
     a = st["adaptive"]
+    load = r.get("load_before"), r.get("load_after")
     lines = [
-        f"Measured {r['date'][:10]} on a {r['machine']['cores']}-core machine (`{path}`): {st['requests']} requests "
-        f"(3-5 s commands) in {st.get('traces', 1)} trace(s) of about {st['trace_s']:.0f} s - quiet (0.2/s), a burst "
-        "rising to 2/s over 15 s, quiet, a burst rising to 3/s over 20 s, quiet - each replayed on pools of "
-        "single-thread workers, latencies pooled and worker-seconds summed; the adaptive pool with "
+        f"Measured {r['date'][:10]} on a {r['machine']['cores']}-core machine (`{path}`; load average "
+        f"{load[0][0] if load[0] else '?'} before, {load[1][0] if load[1] else '?'} after: "
+        f"{'shared with other work' if max(load[0][0] if load[0] else 0, load[1][0] if load[1] else 0) > 1.5 else 'quiet'}). "
+        f"Traces {', '.join(s['rows'])} of the family ({s['over']} half), each replayed on a fixed pool of "
+        f"{adaptive.MAX} and the adaptive pool of {adaptive.MIN}-{adaptive.MAX} in the same run, same arrivals and "
+        f"audio, {st['threads_per_worker']} thread(s) per worker; adaptive settings (chosen on the tune half): "
         f"scale_up_wait_s={a['scale_up_wait_s']}, scale_down_idle_s={a['scale_down_idle_s']}, "
         f"target_utilization={a['target_utilization']}.",
         "",
-        "| pool | p50 s | p95 s | worker-seconds | scale ups | scale downs |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| trace | half | requests / streams | fixed p50 / p95 s | adaptive p50 / p95 s | p95 ratio "
+        "| worker-s ratio | a burst's first request: fixed / adaptive s | stream finals p95: fixed / adaptive s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, v in r["pools"].items():
-        row = adaptive._row(v)
-        lines.append(
-            f"| {name} | {row['p50']:.2f} | {row['p95']:.2f} | {row['worker_s']:.0f} | {v['scale_ups']} | {v['scale_downs']} |"
+
+    def f(x):
+        return "-" if x is None else f"{x:.2f}"
+
+    for k, row in s["rows"].items():
+        tr = r["traces"][k]["trace"]
+        firsts = ", ".join(
+            f"{x:.2f} / {y:.2f}" for x, y in zip(row["burst_first_fixed_s"], row["burst_first_adaptive_s"], strict=True)
         )
-    lines += ["", *_targets(adaptive.targets(r)), ""]
-    if "model" in r:
-        m = r["model"]
+        lines.append(
+            f"| {k} {tr['shape']} | {tr['half']} | {len(tr['requests'])} / {len(tr['streams'])} "
+            f"| {row['fixed_p50']:.2f} / {row['fixed_p95']:.2f} | {row['adaptive_p50']:.2f} / {row['adaptive_p95']:.2f} "
+            f"| {row['p95_ratio']:.2f} | {row['ws_ratio']:.2f} | {firsts or '-'} "
+            f"| {f(row['stream_p95_fixed'])} / {f(row['stream_p95_adaptive'])} |"
+        )
+    lines += [
+        "",
+        f"| {s['over']} half, {len(s['traces'])} traces | p95 ratio | worker-seconds ratio |",
+        "|---|---:|---:|",
+        f"| median trace | {s['p95_ratio_median']:.2f} | {s['ws_ratio_median']:.2f} |",
+        f"| worst trace | {s['p95_ratio_worst']:.2f} | {s['ws_ratio_worst']:.2f} |",
+        "",
+        *_targets(adaptive.targets(r)),
+        "",
+    ]
+    m = r.get("model")
+    if m:
         lines += [
-            f"| the model, {m['traces']} traces of this shape, warm-up {m['warm_up_s']:.1f} s: mean (worst) "
-            f"ratio to fixed {adaptive.MAX} | p95 | worker-seconds |",
+            f"| the model (requests only, measured service times, warm-up {m['warm_up_s']:.1f} s) | p95 ratio "
+            "| worker-seconds ratio |",
             "|---|---:|---:|",
         ]
-        for name, v in m["pools"].items():
-            lines.append(
-                f"| {name} | {v['p95_ratio_mean']:.2f} ({v['p95_ratio_max']:.2f}) "
-                f"| {v['worker_seconds_ratio_mean']:.3f} ({v['worker_seconds_ratio_max']:.3f}) |"
-            )
+        lines += [f"| trace {k} | {v['p95_ratio']:.2f} | {v['ws_ratio']:.2f} |" for k, v in m["traces"].items()]
         lines.append("")
-    lines += [
-        f"| first request after {st['quiet_s']:.0f} s of quiet (3 s clip, 2 threads) | before the quiet, median s "
-        "| first after, s | ratio |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, v in r["quiet"].items():
-        ratio = v["after_quiet_s"] / v["before_s"]
-        lines.append(f"| {name} | {v['before_s']:.3f} | {v['after_quiet_s']:.3f} | {ratio:.2f} |")
-    return "\n".join(lines)
+    if "quiet" in r:
+        lines += [
+            f"| first request after {st['quiet_s']:.0f} s of quiet (3 s clip, 2 threads) | before the quiet, median s "
+            "| first after, s | ratio |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, v in r["quiet"].items():
+            ratio = v["after_quiet_s"] / v["before_s"]
+            lines.append(f"| {name} | {v['before_s']:.3f} | {v['after_quiet_s']:.3f} | {ratio:.2f} |")
+    return "\n".join(lines).rstrip()
 
 
 def _wer_rows(title: str, rows: dict) -> list[str]:

@@ -85,7 +85,7 @@ def test_throughput_plot_from_the_measured_shape(tmp_path: Path) -> None:
 
 
 def test_a_dict_with_int_keys_draws_as_its_json_does(tmp_path: Path) -> None:
-    """``measure`` may key by int (adaptive's seeds); the plot reads the dict as JSON has it."""
+    """``measure`` may key by int; the plot reads the dict as JSON has it."""
     r = committed("adaptive")
     r["traces"] = {int(k): v for k, v in r["traces"].items()}
     assert_png(plot("adaptive", r, tmp_path / "adaptive.png"))

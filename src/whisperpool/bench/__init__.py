@@ -9,8 +9,10 @@ machines are noisy; the targets are ratios. Suites:
   the full 30 s window, by clip length: latency and word error rate
 * ``streaming`` (``--streaming``, :mod:`.streaming`) - live transcription: final latency,
   first partial, WER against offline, concurrent real-time streams
-* ``adaptive`` (``--adaptive``, :mod:`.adaptive`) - a bursty trace on fixed and adaptive
-  pools: latency and worker-seconds; the first request after a quiet spell, re-warmed or not
+* ``adaptive`` (``--adaptive``, :mod:`.adaptive`) - a family of traces (:mod:`.traces`:
+  bursts, ramps, steady, sine; 2-30 s clips and live streams), its held-out half replayed
+  on fixed and adaptive pools (:mod:`.replay`): latency and worker-seconds ratios, the
+  first request of a burst after quiet
 * ``throughput`` (``--throughput``, :mod:`.throughput`) - long recordings in pieces on
   all the workers against faster-whisper's sequential and batched modes (time, WER),
   and a short request's latency while every worker decodes a long one
@@ -64,7 +66,8 @@ class BenchOptions:
     (``adaptive``); ``language``: the decoding language of every suite (``accuracy``
     uses each clip's own); ``quick``: a few clips only, for tests (``accuracy``);
     ``stream_splits``: the halves of the dev set whose 3-10 s clips are streamed
-    (``accuracy``).
+    (``accuracy``); ``traces``: which traces to replay, ``held-out``, ``tune``, ``all``
+    or ids like ``6,7`` (``adaptive``; ``quick``: one trace).
     """
 
     language: str | None = "en"
@@ -74,6 +77,7 @@ class BenchOptions:
     quiet_s: float = 120.0
     quick: bool = False
     stream_splits: tuple[Literal["held-out", "tune"], ...] = ("held-out",)
+    traces: str = "held-out"
 
     def __post_init__(self) -> None:
         for name in ("runs", "cold_runs", "batch"):

@@ -1,11 +1,13 @@
 """A model of the adaptive pool: autoscaling settings judged in seconds, over many traces.
 
-The real replay (:mod:`whisperpool.bench.adaptive`) takes minutes per pool and sees one
-trace, on a shared machine. This model replays arrival traces through the real
+The real replay (:mod:`whisperpool.bench.replay`) takes a minute per trace and pool, on
+a shared machine. This model replays arrival traces through the real
 :class:`~whisperpool.scaling.Autoscaler` on a discrete-time picture of the pool: service
-times drawn from those the real replay measured, a fixed warm-up, most-recently-busy
-dispatch, worker-seconds counted as the replay counts them. Its scale events land within
-a second of the real pool's on the same trace.
+times drawn from those the real replay measured (or each request's own, by its clip's
+length: :func:`ratios`), a fixed warm-up, most-recently-busy dispatch, worker-seconds
+counted as the replay counts them. It leaves out live streams' decodes, which the real
+pool counts as arrivals, so it is optimistic where streams run.
+``scripts/tune_adaptive.py`` sweeps settings with it over the tune half of the traces.
 
 The same traces also run under an *oracle* that knows the true arrival rate and keeps
 ``max`` workers exactly while it is above a threshold. No policy that has to estimate
@@ -58,16 +60,24 @@ def replay(
     warm_up_s: float,
     seed: int = 0,
     policy: Policy | None = None,
+    per_request: Sequence[float] | None = None,
 ) -> ModelRun:
-    """Replay ``arrivals`` on a modelled pool; ``policy`` replaces the autoscaler's decision."""
+    """Replay ``arrivals`` on a modelled pool; ``policy`` replaces the autoscaler's decision.
+
+    Each request's service time is drawn from ``service_s``, or is ``per_request[i]``
+    for the i-th arrival where given (clips of different lengths)."""
+    if per_request is not None and len(per_request) != len(arrivals):
+        raise ValueError(f"{len(per_request)} service times for {len(arrivals)} arrivals")
     rng = random.Random(seed)
     scaler = Autoscaler(config)
-    scaler.served(float(np.median(service_s)))  # as in the real replay, served once before the clock
+    scaler.served(
+        float(np.median(per_request if per_request is not None else service_s))
+    )  # served once before the clock
     decide = policy or scaler.decide
     adaptive = config.max_size > config.min_size
     workers = {i: _Worker(0.0, 0.0) for i in range(config.initial_size)}
     ids = len(workers)
-    queue: list[float] = []
+    queue: list[tuple[float, int]] = []  # (arrived, index)
     latencies: list[float] = []
     events: list[tuple[float, str, str]] = []
     worker_seconds, t, i = 0.0, 0.0, 0
@@ -79,22 +89,23 @@ def replay(
                 scaler.served(w.job[1])
                 w.job, w.busy_until, w.last_request_at = None, None, t
         while i < len(arrivals) and arrivals[i] <= t:
-            queue.append(arrivals[i])
+            queue.append((arrivals[i], i))
             scaler.arrived(arrivals[i])
             i += 1
         idle = [w for w in workers.values() if w.ready_at <= t and w.job is None]
         for w in sorted(idle, key=lambda w: w.last_request_at, reverse=True):  # most recently busy first
             if not queue:
                 break
-            service = rng.choice(service_s)
-            w.job, w.busy_until = (queue.pop(0), service), t + service
+            arrived, k = queue.pop(0)
+            service = per_request[k] if per_request is not None else rng.choice(service_s)
+            w.job, w.busy_until = (arrived, service), t + service
         if adaptive:
             load = Load(
                 now=t,
                 workers=len(workers),
                 warming=sum(1 for w in workers.values() if w.ready_at > t),
                 queued=len(queue),
-                oldest_wait_s=t - queue[0] if queue else 0.0,
+                oldest_wait_s=t - queue[0][0] if queue else 0.0,
                 idle_since={k: w.last_request_at for k, w in workers.items() if w.ready_at <= t and w.job is None},
                 warm_up_s=warm_up_s,
             )
@@ -158,4 +169,36 @@ def compare(
     }
 
 
-__all__ = ["ModelRun", "compare", "oracle", "replay"]
+def service_by_length(measured: Sequence[tuple[float, float]]) -> Callable[[float], float]:
+    """A clip's service time from (clip seconds, inference seconds) pairs measured: the
+    median of those within 2 s of its length (the nearest ones if none is)."""
+    pairs = sorted(measured)
+
+    def service(clip_s: float) -> float:
+        near = [s for c, s in pairs if abs(c - clip_s) <= 2.0]
+        if not near:
+            closest = min(abs(c - clip_s) for c, _ in pairs)
+            near = [s for c, s in pairs if abs(c - clip_s) == closest]
+        return float(np.median(near))
+
+    return service
+
+
+def ratios(
+    fixed: PoolConfig,
+    adaptive: PoolConfig,
+    trace: Any,
+    measured: Sequence[tuple[float, float]],
+    warm_up_s: float,
+) -> dict[str, float]:
+    """A :class:`~whisperpool.bench.traces.Trace`'s requests (not its streams) on the
+    modelled fixed and adaptive pools: the adaptive pool's p95 and worker-seconds ratios."""
+    service = service_by_length(measured)
+    arrivals = [r.at for r in trace.requests]
+    per_request = [service(r.clip_s + 0.5) for r in trace.requests]  # clips run 0-1 s over
+    base = replay(fixed, arrivals, [], warm_up_s=warm_up_s, per_request=per_request)
+    run = replay(adaptive, arrivals, [], warm_up_s=warm_up_s, per_request=per_request)
+    return {"p95_ratio": run.p95 / base.p95, "ws_ratio": run.worker_seconds / base.worker_seconds}
+
+
+__all__ = ["ModelRun", "compare", "oracle", "ratios", "replay", "service_by_length"]

@@ -175,19 +175,24 @@ def _adaptive(r: dict[str, Any], fig: Figure) -> None:
     """Per replayed trace: request latency over time on each pool, and the workers each holds."""
     from matplotlib.ticker import FormatStrFormatter
 
-    fig.set_size_inches(SIZE[0], SIZE[1] * 1.6)
-    seeds = list(r["traces"])
-    axes = fig.subplots(2, len(seeds), sharex="col", squeeze=False, height_ratios=(3, 2))
-    colors = {name: f"C{i}" for i, name in enumerate(r["pools"])}
-    for col, seed in enumerate(seeds):
+    ids = list(r["traces"])
+    fig.set_size_inches(max(SIZE[0], 3.2 * len(ids)), SIZE[1] * 1.6)
+    axes = fig.subplots(2, len(ids), sharex="col", squeeze=False, height_ratios=(3, 2))
+    names = list(next(iter(r["traces"].values()))["pools"])
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
+    for col, key in enumerate(ids):
         lat_ax, workers_ax = axes[0][col], axes[1][col]
-        arrivals = r["traces"][seed]
-        for name, pool in r["pools"].items():
-            run = pool["runs"][col]
-            lat_ax.scatter(arrivals, run["latencies_s"], s=5, color=colors[name], label=name, alpha=0.7)
+        trace = r["traces"][key]["trace"]
+        arrivals = [at for at, _ in trace["requests"]]
+        for name, run in r["traces"][key]["pools"].items():
+            lat_ax.scatter(arrivals, run["latencies_s"], s=6, color=colors[name], label=name, alpha=0.7)
             times, counts = _workers_over_time(run)
             workers_ax.step(times, counts, where="post", color=colors[name], label=name, linewidth=1.2)
-        lat_ax.set_title(f"trace {seed}: {len(arrivals)} requests", fontsize=10)
+        for i in trace["burst_starts"]:
+            lat_ax.axvline(arrivals[i], color="C7", linewidth=0.8, linestyle=":")
+        for at, seconds in trace["streams"]:
+            workers_ax.axvspan(at, at + seconds, color="C2", alpha=0.08)
+        lat_ax.set_title(f"{key} {trace['shape']} ({trace['half']})", fontsize=9)
         lat_ax.set_yscale("log")
         lat_ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         lat_ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
@@ -196,16 +201,17 @@ def _adaptive(r: dict[str, Any], fig: Figure) -> None:
         rate = workers_ax.twinx()
         bins = list(range(0, int(max(arrivals)) + 6, 5))
         rate.hist(arrivals, bins=bins, weights=[1 / 5] * len(arrivals), color="C7", alpha=0.25)
-        rate.set_ylabel("arrivals / s (grey)", fontsize=8)
+        if col == len(ids) - 1:
+            rate.set_ylabel("arrivals / s (grey)", fontsize=8)
         workers_ax.set_zorder(rate.get_zorder() + 1)
         workers_ax.patch.set_visible(False)
         workers_ax.set_xlabel("time in the trace, s")
-        most = max(max(_workers_over_time(p["runs"][col])[1]) for p in r["pools"].values())
+        most = max(max(_workers_over_time(p)[1]) for p in r["traces"][key]["pools"].values())
         workers_ax.set_yticks(range(0, most + 1))
         workers_ax.set_ylim(-0.1, most + 0.4)
         workers_ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("latency, s (log)")
-    axes[1][0].set_ylabel("workers")
+    axes[0][0].set_ylabel("latency, s (log); dotted: a burst's first")
+    axes[1][0].set_ylabel("workers (green: a stream)")
     axes[0][0].legend(fontsize=7, loc="upper left", markerscale=2)
     axes[1][0].legend(fontsize=7, loc="upper left")
 

@@ -346,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="suite",
         action="store_const",
         const="adaptive",
-        help="a bursty trace on fixed and adaptive pools (latency, worker-seconds); re-warm after quiet",
+        help="a family of traces (bursts, ramps, steady, sine; streams) on fixed and adaptive pools: held-out "
+        "latency and worker-seconds ratios",
     )
     suite.add_argument(
         "--throughput",
@@ -377,7 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder of clips through 'ray transcribe' vs 'transcribe' on the same cores: throughput, first result",
     )
     b.set_defaults(suite="pool")
-    b.add_argument("--quick", action="store_true", help="--accuracy: a few clips only, for a smoke test")
+    b.add_argument(
+        "--quick", action="store_true", help="--accuracy: a few clips only; --adaptive: one trace; for a smoke test"
+    )
+    b.add_argument(
+        "--traces",
+        default="held-out",
+        help="--adaptive: the traces to replay: held-out (default), tune, all, or trace ids like 6,7",
+    )
     b.add_argument(
         "--stream-splits",
         choices=("held-out", "both"),
