@@ -83,7 +83,7 @@ def test_repeated_phrase_finds_loops_not_speech():
 
 def test_the_window_is_sized_to_the_audio():
     assert fw.short_window_seconds(1.0) == fw.SHORT_WINDOW_MIN_S
-    assert fw.short_window_seconds(12.2) == 14  # 12.2 s + 1 s of silence, rounded up
+    assert fw.short_window_seconds(12.2, max_s=24.0) == 14  # 12.2 s + 1 s of silence, rounded up
     assert fw.short_window_seconds(fw.SHORT_WINDOW_MAX_S + 0.1) is None
     assert fw.short_window_seconds(fw.SHORT_WINDOW_MAX_S + 0.1, max_s=30.0) is not None
     assert fw.token_cap(1.0) < fw.token_cap(10.0) <= fw.TOKENS_MAX

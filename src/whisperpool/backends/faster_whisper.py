@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 FRAMES_PER_SECOND = 100  # log-mel frames: one per 10 ms hop
 
-SHORT_WINDOW_MAX_S = 24.0  # the default of DecodeOptions.short_window_max_s
+SHORT_WINDOW_MAX_S = 8.0  # the default of DecodeOptions.short_window_max_s
 SHORT_WINDOW_MIN_S = 8  # the shortest window the encoder is given (5 s looped more often on 1 s clips)
 SHORT_WINDOW_TAIL_S = 1.0  # silence after the clip, so the decoder sees it end
 

@@ -63,7 +63,7 @@ def add_decode_options(p: argparse.ArgumentParser) -> None:
         "--window",
         choices=["auto", "full"],
         default=None,
-        help="encoder window: 'auto' sizes it to audio up to 24 s (several times faster), 'full' is always 30 s "
+        help="encoder window: 'auto' sizes it to audio up to 8 s (several times faster), 'full' is always 30 s "
         "(default: auto; with --url, the server's)",
     )
 

@@ -59,6 +59,7 @@ from .vad import StreamingVad, VadEvent
 log = logging.getLogger(__name__)
 
 PROMPT_CHARS = 200  # committed text given as the prompt, at most
+FINAL_SHORT_WINDOW_MAX_S = 24.0  # a final (beam search) takes the short window up to this long
 PREROLL_S = 1.0  # audio kept before speech starts, for the VAD's padding
 MAX_VAD_BACKLOG_S = 30.0  # audio waiting for the VAD, at most; the servers' rate limits keep it far lower
 
@@ -98,9 +99,7 @@ class StreamingSession:
     ) -> None:
         self.pool = pool
         self.final_beam_size = final_beam_size
-        # A low log-probability alone sends no update to the full window: that audio is
-        # hard, not cut short, and a final waited 4-19 s for the same text (DecodeOptions).
-        self.options = options.replace(word_timestamps=True, window="auto", low_confidence_fallback=False)
+        self.options = options.replace(word_timestamps=True, window="auto")
         self.update_interval_s = update_interval_s
         self.max_buffer_s = max_buffer_s
         self.vad = StreamingVad(threshold=vad_threshold, min_silence_s=min_silence_s) if vad else None
@@ -346,8 +345,17 @@ class StreamingSession:
         if not final:  # a partial the next update replaces: no fallback, no temperature ladder, and
             # no speech gate (the session's VAD already heard speech; the final is gated)
             options = options.replace(window="short", temperature=options.temperature[:1], speech_gate=False)
-        else:  # the final is read: beam search costs ~0.1 s here and halved the bench's WER
-            options = options.replace(beam_size=max(options.beam_size, self.final_beam_size))
+        else:  # the final is read: beam search costs ~0.1 s here and halved the bench's WER; with
+            # it the short window keeps its accuracy on utterances over the offline limit
+            # A low log-probability alone sends no final to the full window: that audio is hard,
+            # not cut short, and a final waited 4-19 s for the same text (DecodeOptions). A
+            # partial it rejects is dropped as before: low confidence there is often a word cut
+            # at the buffer's end, and committing it would put a wrong word in the final.
+            options = options.replace(
+                beam_size=max(options.beam_size, self.final_beam_size),
+                short_window_max_s=max(options.short_window_max_s, FINAL_SHORT_WINDOW_MAX_S),
+                low_confidence_fallback=False,
+            )
         sent = time.perf_counter()
         try:
             future = self.pool.submit(audio, options, priority=PRIORITY_REALTIME)
