@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[server,test,docs,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[server,test,docs,bench,whispercpp]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -17,7 +17,7 @@ from .testing import FakeBehavior
 
 Task = Literal["transcribe", "translate"]
 Device = Literal["cpu", "cuda", "auto"]
-BackendName = Literal["faster-whisper", "fake"]
+BackendName = Literal["faster-whisper", "whispercpp", "fake"]
 Window = Literal["auto", "full", "short"]
 Sampling = Literal["deterministic", "random"]
 

@@ -228,6 +228,40 @@ def guard(d: Decoding) -> None:
         raise NeedsFullWindow("no_end_timestamp", "the last token is not a timestamp")
 
 
+def hears_speech(audio: np.ndarray) -> bool:
+    """Whether there is anything to decode: at least 0.1 s, not digital silence, and
+    speech to Silero VAD (faster-whisper's model and threshold: its speech timestamps
+    are not empty exactly when one frame reaches the threshold).
+
+    On the hot path of every request, so it stops at the first frame of speech: it
+    looks at the first second, then twice as much at a time, and only silence is
+    read to the end (and then no decoder runs)."""
+    if audio.size < MIN_AUDIO_S * SAMPLE_RATE or float(np.max(np.abs(audio))) < SILENT_PEAK:
+        return False
+    from faster_whisper.vad import VadOptions, get_vad_model
+
+    model, threshold, frame = get_vad_model(), VadOptions().threshold, 512
+    start, span = 0, SAMPLE_RATE
+    while start < audio.size:
+        chunk = audio[start : start + span]
+        if float(np.max(model(np.pad(chunk, (0, -chunk.size % frame))))) >= threshold:
+            return True
+        start, span = start + span, span * 2
+    return False
+
+
+def speech_pieces(audio: np.ndarray, max_piece_s: float) -> tuple[tuple[int, int], ...]:
+    """Speech regions (faster-whisper's Silero VAD, as its batched mode finds them)
+    grouped into pieces of at most ``max_piece_s`` seconds, cut at silences."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    vad = VadOptions(min_silence_duration_ms=160)
+    # Regions are padded by speech_pad_ms on each side after the split: leave room for it.
+    vad.max_speech_duration_s = max(1.0, max_piece_s - 2 * vad.speech_pad_ms / 1000)
+    regions = [(r["start"], r["end"]) for r in get_speech_timestamps(audio, vad)]
+    return group_pieces(regions, int(max_piece_s * SAMPLE_RATE), int(MAX_GAP_S * SAMPLE_RATE))
+
+
 class FasterWhisperBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
@@ -254,25 +288,7 @@ class FasterWhisperBackend:
         return windows
 
     def hears_speech(self, audio: np.ndarray) -> bool:
-        """Whether there is anything to decode: at least 0.1 s, not digital silence, and
-        speech to Silero VAD (faster-whisper's model and threshold: its speech timestamps
-        are not empty exactly when one frame reaches the threshold).
-
-        On the hot path of every request, so it stops at the first frame of speech: it
-        looks at the first second, then twice as much at a time, and only silence is
-        read to the end (and then no decoder runs)."""
-        if audio.size < MIN_AUDIO_S * SAMPLE_RATE or float(np.max(np.abs(audio))) < SILENT_PEAK:
-            return False
-        from faster_whisper.vad import VadOptions, get_vad_model
-
-        model, threshold, frame = get_vad_model(), VadOptions().threshold, 512
-        start, span = 0, SAMPLE_RATE
-        while start < audio.size:
-            chunk = audio[start : start + span]
-            if float(np.max(model(np.pad(chunk, (0, -chunk.size % frame))))) >= threshold:
-                return True
-            start, span = start + span, span * 2
-        return False
+        return hears_speech(audio)
 
     def transcribe(
         self, audio: np.ndarray, options: DecodeOptions, on_segment: SegmentCallback | None = None
@@ -353,14 +369,8 @@ class FasterWhisperBackend:
     def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float):
         """faster-whisper's own Silero VAD finds the speech, as its batched mode does; the
         regions are grouped into pieces that a worker decodes in one window each."""
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
-
         assert self.model is not None, "load() first"
-        vad = VadOptions(min_silence_duration_ms=160)
-        # Regions are padded by speech_pad_ms on each side after the split: leave room for it.
-        vad.max_speech_duration_s = max(1.0, max_piece_s - 2 * vad.speech_pad_ms / 1000)
-        regions = [(r["start"], r["end"]) for r in get_speech_timestamps(audio, vad)]
-        pieces = group_pieces(regions, int(max_piece_s * SAMPLE_RATE), int(MAX_GAP_S * SAMPLE_RATE))
+        pieces = speech_pieces(audio, max_piece_s)
         if options.language is not None or not pieces:
             return pieces, options.language, 1.0 if options.language else 0.0
         start, end = pieces[0]
