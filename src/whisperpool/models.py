@@ -191,6 +191,8 @@ GGML_NAMES: dict[str, GgmlType] = {"base": "f16", "base-q8_0": "q8_0", "base-q5_
 def resolve_ggml(model: str, cache_dir: str | os.PathLike[str] | None = None) -> ResolvedModel:
     """A model setting for the whisper.cpp backend: a name in :data:`GGML_NAMES` (the
     packaged model, converted and cached) or a path to a ggml file."""
+    if importlib.util.find_spec("_pywhispercpp") is None:
+        raise ModelError("the whisper.cpp backend needs pywhispercpp: pip install 'whisperpool[whispercpp]'")
     if model in GGML_NAMES:
         ggml_type = GGML_NAMES[model]
         folder = ensure_packaged_model(cache_dir)

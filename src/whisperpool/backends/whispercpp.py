@@ -252,12 +252,13 @@ class WhisperCppBackend:
         beg = pw.whisper_token_beg(ctx)
         data = [pw.whisper_full_get_token_data(ctx, i, j) for j in range(pw.whisper_full_n_tokens(ctx, i))]
         kept = [d for d in data if d.id < eot or d.id >= beg]  # text and timestamps; not SOT, language, ...
+        text_tokens = [d for d in data if d.id < eot]
         text = pw.whisper_full_get_segment_text(ctx, i).decode("utf-8", errors="replace")
         start = min(pw.whisper_full_get_segment_t0(ctx, i) / CENTISECONDS, duration)
         end = min(pw.whisper_full_get_segment_t1(ctx, i) / CENTISECONDS, duration)
         words = None
         if options.word_timestamps:
-            words = _words([d for d in data if d.id < eot], duration, lambda t: pw.whisper_token_to_bytes(ctx, t))
+            words = _words(text_tokens, duration, lambda t: pw.whisper_token_to_bytes(ctx, t))
         return Segment(
             id=i + 1,
             start=start,
@@ -266,7 +267,9 @@ class WhisperCppBackend:
             seek=int(start * CENTISECONDS),
             tokens=tuple(int(d.id) for d in kept),
             temperature=options.temperature[0],
-            avg_logprob=float(np.mean([d.plog for d in kept])) if kept else 0.0,
+            # Text tokens only: whisper.cpp gives a timestamp token its probability among all
+            # tokens, where Whisper's rules have already masked the text ones (-3 for a sure one).
+            avg_logprob=float(np.mean([d.plog for d in text_tokens])) if text_tokens else 0.0,
             compression_ratio=_compression_ratio(text),
             no_speech_prob=0.0,
             words=words,

@@ -18,6 +18,9 @@ machines are noisy; the targets are ratios. Suites:
   (voices, lengths, noise, music, babble, languages; a tune half and a held-out half):
   ``auto`` against ``full``, and streaming finals against offline, with their latency
   and fallbacks
+* ``engines`` (``--engines``, :mod:`.engines`) - faster-whisper against whisper.cpp
+  (float16, q8_0, q5_0) on the same packaged model: latency by clip length, warm-up,
+  throughput and memory of 2 workers, WER on the held-out evaluation clips
 
 Each suite writes ``SUITE.json`` and, with the ``bench`` extra (matplotlib), a plot of its
 main comparison beside it (``SUITE.png``, :mod:`.plots`). Each suite has
@@ -45,7 +48,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from .common import CLIPS, Target
 
-SUITES = ("pool", "windows", "streaming", "adaptive", "throughput", "accuracy")
+SUITES = ("pool", "windows", "streaming", "adaptive", "throughput", "accuracy", "engines")
 RESULTS = Path("benchmarks/results")
 
 

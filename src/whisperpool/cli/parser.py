@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy",
+        help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy, "
+        "--engines",
         description=(
             "Runs a benchmark suite on the packaged model and the example clips; prints tables and writes JSON. "
             "Default suite: cold, warm and direct latency, start-up, throughput, memory, HTTP overhead."
@@ -353,8 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
         const="accuracy",
         help="WER on the dev set (voices, lengths, noise, languages): auto vs full, stream finals vs offline",
     )
+    suite.add_argument(
+        "--engines",
+        dest="suite",
+        action="store_const",
+        const="engines",
+        help="faster-whisper vs whisper.cpp (f16, q8_0, q5_0): latency by length, warm-up, throughput, memory, WER",
+    )
     b.set_defaults(suite="pool")
-    b.add_argument("--quick", action="store_true", help="--accuracy: a few clips only, for a smoke test")
+    b.add_argument("--quick", action="store_true", help="--accuracy, --engines: a few clips only, for a smoke test")
     b.add_argument(
         "--stream-splits",
         choices=("held-out", "both"),
