@@ -121,3 +121,10 @@ def test_a_model_that_is_not_ct2_version_6_is_refused(tmp_path):
     (tmp_path / "model.bin").write_bytes((5).to_bytes(4, "little") + b"\x00" * 16)
     with pytest.raises(ModelError, match="binary version 5, expected 6"):
         write_ggml(tmp_path, io.BytesIO())
+
+
+def test_the_whispercpp_backend_refuses_a_gpu_device():
+    from whisperpool import ConfigError, PoolConfig
+
+    with pytest.raises(ConfigError, match="PoolConfig.device must be 'cpu' or 'auto' for the whispercpp backend"):
+        PoolConfig(backend="whispercpp", device="cuda")

@@ -3,6 +3,7 @@ place, in a pool that loses a worker, from the CLI, and beside faster-whisper on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -110,6 +111,23 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_request_retried(clip_te
         assert status.requests_retried >= 1 and status.worker_crashes >= 1 and status.requests_failed == 0
         assert wait_for(lambda: engine.status().warm_workers == 2, timeout=WAIT)
         assert victim.pid not in {w.pid for w in engine.status().workers}
+
+
+def test_a_live_stream_on_whisper_cpp_commits_the_sentence():
+    from whisperpool.streaming.client import play_local
+
+    audio = np.concatenate([np.zeros(8000, np.float32), load_audio(clip("groceries")), np.zeros(24000, np.float32)])
+
+    async def run():
+        config = PoolConfig(
+            pool_size=1, threads_per_worker=2, backend="whispercpp", decode=DecodeOptions(language="en")
+        )
+        async with TranscriptionEngine(config) as engine:
+            return [event async for _, event in play_local(engine.stream(), audio, pace=2.0)]
+
+    events = asyncio.run(asyncio.wait_for(run(), WAIT))
+    (final,) = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    assert {"remind", "milk", "home"} <= set(normalize(final["transcript"])), final["transcript"]
 
 
 def test_the_cli_transcribes_with_whisper_cpp(clip_texts):
