@@ -107,8 +107,9 @@ class WhisperCppBackend:
     @staticmethod
     def _log(level, text, user_data=None) -> None:
         text = str(text).rstrip()
-        # GGML_LOG_LEVEL_WARN and _ERROR; asking for language "auto" is how detection is asked for
-        if int(level) in (3, 4) and "unknown language 'auto'" not in text:
+        # GGML_LOG_LEVEL_WARN and _ERROR; asking for language "auto" is how detection is asked
+        # for, and the encoder callback's refusal is how a short window stops (the guard's)
+        if int(level) in (3, 4) and "unknown language 'auto'" not in text and "encoder_begin_callback" not in text:
             log.warning("whisper.cpp: %s", text)
 
     def warm_up(self, options: DecodeOptions) -> tuple[str, ...]:
@@ -200,14 +201,16 @@ class WhisperCppBackend:
         params.no_context = True  # nothing carried over from the previous request
         params.suppress_nst = True  # faster-whisper's default suppress_tokens=[-1]
         params.token_timestamps = options.word_timestamps
-        if beam:
-            params.beam_search = {"beam_size": options.beam_size, "patience": -1.0}
-        else:
-            params.greedy = {"best_of": options.best_of}
         ladder = options.temperature
         params.temperature = ladder[0]
         random = options.sampling == "random" and window is None and len(ladder) > 1
         params.temperature_inc = ladder[1] - ladder[0] if random else 0.0
+        # best_of decoders sample above temperature 0; whisper.cpp sizes its self-attention
+        # cache for all of them, so only a pass that can sample asks for more than one.
+        sampled = random or ladder[0] > 0
+        params.greedy = {"best_of": options.best_of if sampled else 1}
+        if beam:
+            params.beam_search = {"beam_size": options.beam_size, "patience": -1.0}
         if not options.condition_on_previous_text:
             params.n_max_text_ctx = 0
         elif options.initial_prompt:

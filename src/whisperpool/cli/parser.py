@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None, help="local pool model (default: base); with --url, one of the server's models"
     )
     st.add_argument("--workers", type=_positive_int, default=2, help="local pool workers (default: 2)")
+    st.add_argument(
+        "--backend", choices=["faster-whisper", "whispercpp"], default="faster-whisper", help="local pool engine"
+    )
     st.add_argument("--threads", type=_positive_int, default=None, help="local pool threads per worker")
     st.add_argument("--json", action="store_true", help="print every event as a JSON line instead")
 
