@@ -240,7 +240,7 @@ def engines_md(path: Path) -> str:
     lines = [
         f"Measured {r['date'][:10]} on a {m['cores']}-core machine, {shared} (1-minute load average "
         f"{load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end; `{path}`). Latency: {st['latency']}, median "
-        f"of 2 clips x 3 runs per length, engines taking turns; in brackets the ratio to {st['baseline']} in the same "
+        f"of {st['latency_clips_per_length']} clips x {st['latency_runs']} runs per length, engines taking turns; in brackets the ratio to {st['baseline']} in the same "
         f"run. Pool: {st['throughput']} ({st['eval_clips']} clips); WER in % against the clips' texts.",
         "",
         "| engine | " + " | ".join(f"{n} s" for n in engines.LENGTHS) + " |",

@@ -135,6 +135,8 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         "throughput": "2 workers x 1 thread, the held-out eval clips submitted at once",
         "language": options.language,
         "eval_clips": len(names),
+        "latency_clips_per_length": 1 if options.quick else 2,
+        "latency_runs": 1 if options.quick else min(options.runs, 3),
     }
     out["latency"] = _latency(options, log)
     out["pools"] = {}
