@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[server,test,docs,bench,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[server,test,docs,bench,ray,whispercpp]'
 	touch $(STAMP)
 
 install: $(STAMP)

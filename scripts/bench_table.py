@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from whisperpool.bench import accuracy, adaptive, streaming, windows  # noqa: E402
+from whisperpool.bench import accuracy, adaptive, engines, streaming, windows  # noqa: E402
 from whisperpool.bench.pool import LONG, SHORT, targets  # noqa: E402
 
 
@@ -252,6 +252,39 @@ def accuracy_md(path: Path) -> str:
     return "\n".join(lines)
 
 
+def engines_md(path: Path) -> str:
+    r = json.loads(path.read_text())
+    st, m, rows = r["settings"], r["machine"], engines.summary(r)
+    load = m.get("load_average_at_start"), m.get("load_average_at_end")
+    shared = "shared with other work" if m.get("shared") else "quiet"
+    lines = [
+        f"Measured {r['date'][:10]} on a {m['cores']}-core machine, {shared} (1-minute load average "
+        f"{load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end; `{path}`). Latency: {st['latency']}, median "
+        f"of {st['latency_clips_per_length']} clips x {st['latency_runs']} runs per length, engines taking turns; in brackets the ratio to {st['baseline']} in the same "
+        f"run. Pool: {st['throughput']} ({st['eval_clips']} clips); WER in % against the clips' texts.",
+        "",
+        "| engine | " + " | ".join(f"{n} s" for n in engines.LENGTHS) + " |",
+        "|---|" + "---:|" * len(engines.LENGTHS),
+    ]
+    for label, row in rows.items():
+        cells = " | ".join(
+            f"{row['latency_s'][str(n)]:.2f} ({row['latency_ratio'][str(n)]:.2f}x)" for n in engines.LENGTHS
+        )
+        lines.append(f"| {label} | {cells} |")
+    lines += [
+        "",
+        "| engine | pool warm s | load s | RSS per worker MiB | clips/s | audio x real time | WER all | WER clean |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, row in rows.items():
+        lines.append(
+            f"| {label} | {row['warm_s']:.1f} | {row['load_s']:.2f} | {row['rss_mb']:.0f} | {row['clips_per_s']:.2f} "
+            f"| {row['audio_x_realtime']:.1f} | {row['wer']:.1f} | {row['wer_clean']:.1f} |"
+        )
+    lines += ["", *_targets(engines.targets(r))]
+    return "\n".join(lines)
+
+
 def write(readme: Path) -> None:
     text = readme.read_text()
     renders = (
@@ -259,6 +292,7 @@ def write(readme: Path) -> None:
         ("streaming", streaming_md),
         ("adaptive", adaptive_md),
         ("accuracy", accuracy_md),
+        ("engines", engines_md),
     )
     for name, render in renders:
         source = Path(f"benchmarks/results/{name}.json")

@@ -96,6 +96,25 @@ def test_serve_flags_win_over_environment_variables_and_both_reach_the_settings(
     assert settings.served_model == "/m"
 
 
+def test_the_backend_flag_reaches_transcribe_serve_and_the_extra_model_form():
+    from whisperpool.cli import serve_settings, transcribe_config
+
+    assert transcribe_config(parse("transcribe", "a.wav")).backend == "faster-whisper"
+    assert transcribe_config(parse("transcribe", "a.wav", "--backend", "whispercpp")).backend == "whispercpp"
+    settings = serve_settings(
+        parse("serve", "--backend", "whispercpp", "--extra-model", "fw=base::1:faster-whisper"),
+        {"WHISPERPOOL_EXTRA_MODELS": "ignored=base"},
+    )
+    assert (settings.pool.backend, settings.models["fw"].backend, settings.models["fw"].pool_size) == (
+        "whispercpp",
+        "faster-whisper",
+        1,
+    )
+    assert serve_settings(parse("serve"), {"WHISPERPOOL_BACKEND": "whispercpp"}).pool.backend == "whispercpp"
+    with pytest.raises(SystemExit):
+        parse("transcribe", "a.wav", "--backend", "whisper")
+
+
 def test_serve_without_flags_or_variables_gets_the_one_table_of_defaults():
     from whisperpool.cli import serve_settings
     from whisperpool.server.settings import DEFAULTS

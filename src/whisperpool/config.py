@@ -17,7 +17,7 @@ from .testing import FakeBehavior
 
 Task = Literal["transcribe", "translate"]
 Device = Literal["cpu", "cuda", "auto"]
-BackendName = Literal["faster-whisper", "fake"]
+BackendName = Literal["faster-whisper", "whispercpp", "fake"]
 Window = Literal["auto", "full", "short"]
 Sampling = Literal["deterministic", "random"]
 
@@ -222,6 +222,13 @@ class PoolConfig:
             _fail(owner, "model", "must be a model name or a folder path", self.model)
         _check_literal(owner, "device", self.device, Device)
         _check_literal(owner, "backend", self.backend, BackendName)
+        if self.backend == "whispercpp" and self.device == "cuda":
+            _fail(
+                owner,
+                "device",
+                "must be 'cpu' or 'auto' for the whispercpp backend (its wheel runs on the CPU)",
+                "cuda",
+            )
         if self.threads_per_worker is not None and (
             not isinstance(self.threads_per_worker, int) or self.threads_per_worker < 1
         ):

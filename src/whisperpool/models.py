@@ -13,6 +13,11 @@ stamp file records the verified size and mtime, so later starts skip the hash.
 
 A path to a local folder is used as it is (it must hold ``model.bin``); any other name
 goes to faster-whisper unchanged (``small``, ``Systran/faster-whisper-tiny``, ...).
+
+The whisper.cpp backend loads ggml files instead (:func:`resolve_ggml`): ``base`` is the
+packaged model converted once by :mod:`whisperpool.ggml` into the cache, beside the
+joined CT2 model (``base-q8_0`` and ``base-q5_0`` quantised); a path to a ggml file is
+used as it is.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError
+from .ggml import GgmlType, convert, is_ggml_file
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +184,36 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
-def resolve_model(model: str, cache_dir: str | os.PathLike[str] | None = None) -> ResolvedModel:
+GGML_FOLDER = "whisper-base-ggml"
+GGML_NAMES: dict[str, GgmlType] = {"base": "f16", "base-q8_0": "q8_0", "base-q5_0": "q5_0"}
+
+
+def resolve_ggml(model: str, cache_dir: str | os.PathLike[str] | None = None) -> ResolvedModel:
+    """A model setting for the whisper.cpp backend: a name in :data:`GGML_NAMES` (the
+    packaged model, converted and cached) or a path to a ggml file."""
+    if importlib.util.find_spec("_pywhispercpp") is None:
+        raise ModelError("the whisper.cpp backend needs pywhispercpp: pip install 'whisperpool[whispercpp]'")
+    if model in GGML_NAMES:
+        ggml_type = GGML_NAMES[model]
+        folder = ensure_packaged_model(cache_dir)
+        dest = cache_root(cache_dir) / "models" / GGML_FOLDER / f"ggml-base-{ggml_type}.bin"
+        convert(folder, dest, ggml_type, source_sha256=PACKAGED_SHA256)
+        return ResolvedModel(str(dest), True, f"packaged Whisper base as ggml {ggml_type} ({dest})")
+    path = Path(model).expanduser()
+    if path.is_file():
+        if not is_ggml_file(path):
+            raise ModelError(f"not a whisper.cpp ggml model file (no ggml magic number): {path}")
+        return ResolvedModel(str(path.resolve()), True, f"local ggml model {path}")
+    names = ", ".join(map(repr, GGML_NAMES))
+    raise ModelError(f"the whisper.cpp backend loads {names} or a path to a ggml model file, not {model!r}")
+
+
+def resolve_model(
+    model: str, cache_dir: str | os.PathLike[str] | None = None, backend: str = "faster-whisper"
+) -> ResolvedModel:
     """Turn a model setting into what the worker loads (see the module docstring)."""
+    if backend == "whispercpp":
+        return resolve_ggml(model, cache_dir)
     if model == PACKAGED_NAME:
         folder = ensure_packaged_model(cache_dir)
         return ResolvedModel(str(folder), True, f"packaged Whisper base ({folder})")
@@ -198,9 +232,11 @@ def resolve_model(model: str, cache_dir: str | os.PathLike[str] | None = None) -
 __all__ = [
     "PACKAGED_SHA256",
     "PACKAGED_SIZE",
+    "GGML_NAMES",
     "ResolvedModel",
     "cache_root",
     "ensure_packaged_model",
     "join_parts",
+    "resolve_ggml",
     "resolve_model",
 ]

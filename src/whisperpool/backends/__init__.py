@@ -1,6 +1,7 @@
-"""Backends: what a worker process runs. One small protocol, two implementations.
+"""Backends: what a worker process runs. One small protocol, three implementations.
 
-``faster-whisper`` runs the real model; ``fake`` drives the pool's mechanics and its
+``faster-whisper`` runs the real model (CTranslate2); ``whispercpp`` runs it on
+whisper.cpp, from a ggml file; ``fake`` drives the pool's mechanics and its
 failures (slow loads, crashes, hangs) in tests. A backend lives inside one worker
 process and is never shared between threads.
 """
@@ -57,6 +58,10 @@ def create_backend(spec: BackendSpec) -> Backend:
         from .fake import FakeBackend
 
         return FakeBackend(spec)
+    if spec.name == "whispercpp":
+        from .whispercpp import WhisperCppBackend
+
+        return WhisperCppBackend(spec)
     from .faster_whisper import FasterWhisperBackend
 
     return FasterWhisperBackend(spec)

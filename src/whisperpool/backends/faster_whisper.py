@@ -231,6 +231,39 @@ def guard(d: Decoding, low_confidence_fallback: bool = True) -> None:
         raise NeedsFullWindow("no_end_timestamp", "the last token is not a timestamp")
 
 
+def hears_speech(audio: np.ndarray) -> bool:
+    """Whether there is anything to decode: at least 0.1 s, not digital silence, and
+    speech to Silero VAD (faster-whisper's model and threshold: its speech timestamps
+    are not empty exactly when one frame reaches the threshold).
+
+    On the hot path of every request, so it stops at the first frame of speech: it
+    looks at the first second, then twice as much at a time, and only silence is
+    read to the end (and then no decoder runs)."""
+    if audio.size < MIN_AUDIO_S * SAMPLE_RATE or float(np.max(np.abs(audio))) < SILENT_PEAK:
+        return False
+    from faster_whisper.vad import VadOptions, get_vad_model
+
+    model, threshold, frame = get_vad_model(), VadOptions().threshold, 512
+    start, span = 0, SAMPLE_RATE
+    while start < audio.size:
+        chunk = audio[start : start + span]
+        if float(np.max(model(np.pad(chunk, (0, -chunk.size % frame))))) >= threshold:
+            return True
+        start, span = start + span, span * 2
+    return False
+
+
+def speech_regions(audio: np.ndarray, max_piece_s: float) -> tuple[tuple[int, int], ...]:
+    """Speech regions, none longer than ``max_piece_s`` seconds, as faster-whisper's
+    Silero VAD finds them for its batched mode (the pool groups them into pieces)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    vad = VadOptions(min_silence_duration_ms=160)
+    # Regions are padded by speech_pad_ms on each side after the split: leave room for it.
+    vad.max_speech_duration_s = max(1.0, max_piece_s - 2 * vad.speech_pad_ms / 1000)
+    return tuple((r["start"], r["end"]) for r in get_speech_timestamps(audio, vad))
+
+
 class FasterWhisperBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
@@ -257,25 +290,7 @@ class FasterWhisperBackend:
         return windows
 
     def hears_speech(self, audio: np.ndarray) -> bool:
-        """Whether there is anything to decode: at least 0.1 s, not digital silence, and
-        speech to Silero VAD (faster-whisper's model and threshold: its speech timestamps
-        are not empty exactly when one frame reaches the threshold).
-
-        On the hot path of every request, so it stops at the first frame of speech: it
-        looks at the first second, then twice as much at a time, and only silence is
-        read to the end (and then no decoder runs)."""
-        if audio.size < MIN_AUDIO_S * SAMPLE_RATE or float(np.max(np.abs(audio))) < SILENT_PEAK:
-            return False
-        from faster_whisper.vad import VadOptions, get_vad_model
-
-        model, threshold, frame = get_vad_model(), VadOptions().threshold, 512
-        start, span = 0, SAMPLE_RATE
-        while start < audio.size:
-            chunk = audio[start : start + span]
-            if float(np.max(model(np.pad(chunk, (0, -chunk.size % frame))))) >= threshold:
-                return True
-            start, span = start + span, span * 2
-        return False
+        return hears_speech(audio)
 
     def transcribe(
         self, audio: np.ndarray, options: DecodeOptions, on_segment: SegmentCallback | None = None
@@ -355,13 +370,8 @@ class FasterWhisperBackend:
 
     def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float, detect_language: bool = True):
         """faster-whisper's own Silero VAD finds the speech, as its batched mode does."""
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
-
         assert self.model is not None, "load() first"
-        vad = VadOptions(min_silence_duration_ms=160)
-        # Regions are padded by speech_pad_ms on each side after the split: leave room for it.
-        vad.max_speech_duration_s = max(1.0, max_piece_s - 2 * vad.speech_pad_ms / 1000)
-        regions = tuple((r["start"], r["end"]) for r in get_speech_timestamps(audio, vad))
+        regions = speech_regions(audio, max_piece_s)
         if options.language is not None or not regions or not detect_language:
             return regions, options.language, 1.0 if options.language else 0.0
         start = regions[0][0]

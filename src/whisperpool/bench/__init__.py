@@ -25,6 +25,9 @@ machines are noisy; the targets are ratios. Suites:
 * ``ray_batch`` (``--ray-batch``, :mod:`.ray_batch`) - a folder of clips through
   ``whisperpool ray transcribe`` (Ray Data, needs the ``ray`` extra) against
   ``whisperpool transcribe`` on the same cores: throughput and time to the first result
+* ``engines`` (``--engines``, :mod:`.engines`) - faster-whisper against whisper.cpp
+  (float16, q8_0, q5_0) on the same packaged model: latency by clip length, warm-up,
+  throughput and memory of 2 workers, WER on the held-out evaluation clips
 
 Each suite writes ``SUITE.json`` and, with the ``bench`` extra (matplotlib), a plot of its
 main comparison beside it (``SUITE.png``, :mod:`.plots`). Each suite has
@@ -52,7 +55,17 @@ from rich.table import Table
 from ..errors import ConfigError
 from .common import CLIPS, Target
 
-SUITES = ("pool", "windows", "streaming", "adaptive", "throughput", "accuracy", "ray_serve", "ray_batch")
+SUITES = (
+    "pool",
+    "windows",
+    "streaming",
+    "adaptive",
+    "throughput",
+    "accuracy",
+    "ray_serve",
+    "ray_batch",
+    "engines",
+)
 RESULTS = Path("benchmarks/results")
 
 

@@ -337,8 +337,31 @@ def _ray_batch(r: dict[str, Any], fig: Figure) -> None:
         rate.set_title("a shared machine: compare the ratios", fontsize=9)
 
 
+def _engines(r: dict[str, Any], fig: Figure) -> None:
+    """Median latency by clip length, one bar per engine; WER on the held-out clips beside."""
+    from .engines import LENGTHS, summary
+
+    rows = summary(r)
+    lat_ax, wer_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    width = 0.8 / len(rows)
+    for i, (label, row) in enumerate(rows.items()):
+        xs = [x + (i - (len(rows) - 1) / 2) * width for x in range(len(LENGTHS))]
+        lat_ax.bar(xs, [row["latency_s"][str(n)] for n in LENGTHS], width, label=label)
+    lat_ax.set_xticks(range(len(LENGTHS)), [f"{n} s" for n in LENGTHS])
+    lat_ax.set_ylabel("seconds (median inference)")
+    lat_ax.set_title("latency by clip length, one warm worker", fontsize=10)
+    lat_ax.legend(fontsize=7)
+    bars = wer_ax.bar(range(len(rows)), [row["wer"] for row in rows.values()])
+    _label_bars(wer_ax, bars, "{:.1f}")
+    wer_ax.set_xticks(range(len(rows)), list(rows), fontsize=7, rotation=15, ha="right")
+    wer_ax.set_ylabel("WER % (held-out eval clips)")
+    wer_ax.set_title("accuracy", fontsize=10)
+    wer_ax.margins(y=0.2)
+
+
 _DRAWERS: dict[str, Callable[[dict[str, Any], Figure], None]] = {
     "accuracy": _accuracy,
+    "engines": _engines,
     "pool": _pool,
     "ray_batch": _ray_batch,
     "windows": _windows,

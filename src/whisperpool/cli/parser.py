@@ -26,6 +26,13 @@ def _add_pool_options(p: argparse.ArgumentParser) -> None:
         "base); with --url, one of the server's models (default: its default)",
     )
     g.add_argument(
+        "--backend",
+        choices=["faster-whisper", "whispercpp"],
+        default="faster-whisper",
+        help="engine: faster-whisper (CTranslate2) or whispercpp (whisper.cpp; --model base, base-q8_0, base-q5_0 "
+        "or a ggml file) (default: faster-whisper)",
+    )
+    g.add_argument(
         "--workers", type=_positive_int, default=2, help="worker processes, each with the model loaded (default: 2)"
     )
     g.add_argument(
@@ -184,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="require the API key on /metrics too (default: /metrics is open, for key-less scrapers)",
     )
     s.add_argument("--model", default=None, help="'base' (packaged), a CTranslate2 folder, or a faster-whisper name")
+    s.add_argument(
+        "--backend",
+        default=None,
+        choices=["faster-whisper", "whispercpp"],
+        help=f"engine of the default model (default: {pool.backend}); whispercpp takes --model base, base-q8_0, "
+        "base-q5_0 or a ggml file",
+    )
     s.add_argument("--workers", type=_positive_int, default=None, help=f"worker processes (default: {pool.pool_size})")
     s.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
     s.add_argument("--compute-type", default=None, help=f"CTranslate2 compute type (default: {pool.compute_type})")
@@ -217,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="extra_models",
         action="append",
         default=None,
-        metavar="NAME=MODEL[:COMPUTE[:WORKERS]]",
+        metavar="NAME=MODEL[:COMPUTE[:WORKERS[:BACKEND]]]",
         help="serve another model configuration too, chosen by the request's model field "
-        "(e.g. base-f32=base:float32:1); repeat for more",
+        "(e.g. base-f32=base:float32:1, or cpp=base-q8_0::1:whispercpp for whisper.cpp); repeat for more",
     )
 
     st = sub.add_parser(
@@ -239,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None, help="local pool model (default: base); with --url, one of the server's models"
     )
     st.add_argument("--workers", type=_positive_int, default=2, help="local pool workers (default: 2)")
+    st.add_argument(
+        "--backend", choices=["faster-whisper", "whispercpp"], default="faster-whisper", help="local pool engine"
+    )
     st.add_argument("--threads", type=_positive_int, default=None, help="local pool threads per worker")
     st.add_argument("--json", action="store_true", help="print every event as a JSON line instead")
 
@@ -264,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag in ("model", "compute_type", "device", "language"):
         wy.add_argument(f"--{flag.replace('_', '-')}", default=None)
+    wy.add_argument(
+        "--backend", default=None, choices=["faster-whisper", "whispercpp"], help="engine (default: faster-whisper)"
+    )
     wy.add_argument("--workers", type=_positive_int, default=None, help=f"worker processes (default: {pool.pool_size})")
     wy.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
     _add_stream_limits(wy, origins=False)
@@ -320,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="benchmarks: the warm pool (default), --windows, --streaming, --adaptive, --throughput, --accuracy, "
-        "--ray-serve, --ray-batch",
+        "--ray-serve, --ray-batch, --engines",
         description=(
             "Runs a benchmark suite on the packaged model and the example clips; prints tables and writes JSON. "
             "Default suite: cold, warm and direct latency, start-up, throughput, memory, HTTP overhead."
@@ -377,9 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
         const="ray_batch",
         help="a folder of clips through 'ray transcribe' vs 'transcribe' on the same cores: throughput, first result",
     )
+    suite.add_argument(
+        "--engines",
+        dest="suite",
+        action="store_const",
+        const="engines",
+        help="faster-whisper vs whisper.cpp (f16, q8_0, q5_0): latency by length, warm-up, throughput, memory, WER",
+    )
     b.set_defaults(suite="pool")
     b.add_argument(
-        "--quick", action="store_true", help="--accuracy: a few clips only; --adaptive: one trace; for a smoke test"
+        "--quick",
+        action="store_true",
+        help="--accuracy, --engines: a few clips only; --adaptive: one trace; for a smoke test",
     )
     b.add_argument(
         "--traces",

@@ -24,6 +24,7 @@ _SERVE_FLAGS = {
     "max_batch": "pool.max_batch",
     "max_audio_s": "pool.max_audio_s",
     "model": "pool.model",
+    "backend": "pool.backend",
     "workers": "pool.pool_size",
     "threads": "pool.threads_per_worker",
     "compute_type": "pool.compute_type",

@@ -21,6 +21,7 @@ def stream_config(args: argparse.Namespace) -> PoolConfig:
     return PoolConfig(
         pool_size=args.workers,
         model=args.model or "base",
+        backend=args.backend,
         threads_per_worker=args.threads,
         decode=DecodeOptions(language=args.language),
     )

@@ -38,6 +38,7 @@ def transcribe_config(args: argparse.Namespace) -> PoolConfig:
     return PoolConfig(
         pool_size=args.workers,
         model=args.model or "base",
+        backend=args.backend,
         device=args.device,
         compute_type=args.compute_type,
         threads_per_worker=args.threads,

@@ -99,7 +99,7 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
         if self.config.backend == "fake":  # no model files to find
             resolved = ResolvedModel(self.config.model, False, "fake backend")
         else:  # outside the lock: the first run joins the packaged model (seconds)
-            resolved = resolve_model(self.config.model, self.config.model_cache_dir)
+            resolved = resolve_model(self.config.model, self.config.model_cache_dir, self.config.backend)
         with self._lock:
             if self._thread is not None:
                 return

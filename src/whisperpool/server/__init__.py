@@ -85,7 +85,7 @@ def serve(settings: ServerSettings, *, console: Console | None = None) -> bool:
 
     for config in (settings.pool, *settings.models.values()):
         if config.backend != "fake":  # fail before binding, with the model's own message
-            resolve_model(config.model, config.model_cache_dir)
+            resolve_model(config.model, config.model_cache_dir, config.backend)
     console = console or Console(stderr=True)
     engine = settings.engine()
 
@@ -131,7 +131,7 @@ def serve_wyoming(settings: ServerSettings, *, console: Console | None = None) -
 
     for config in (settings.pool, *settings.models.values()):
         if config.backend != "fake":
-            resolve_model(config.model, config.model_cache_dir)
+            resolve_model(config.model, config.model_cache_dir, config.backend)
     console = console or Console(stderr=True)
     assert settings.wyoming_port is not None
 

@@ -262,19 +262,23 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def parse_model_spec(spec: str, base: PoolConfig) -> tuple[str, PoolConfig]:
-    """``NAME=MODEL[:COMPUTE_TYPE[:WORKERS]]`` -> a named configuration like ``base``.
+    """``NAME=MODEL[:COMPUTE_TYPE[:WORKERS[:BACKEND]]]`` -> a named configuration like ``base``.
 
     ``base-f32=base:float32:1`` serves the packaged model at float32 on one worker as
     ``base-f32``; ``MODEL`` may be a folder or a faster-whisper name, as ``--model``.
+    ``cpp=base-q8_0::1:whispercpp`` serves the packaged model on whisper.cpp, quantised to
+    q8_0, beside the default one (an empty field keeps the default's value).
     """
     name, sep, rest = spec.partition("=")
     parts = rest.split(":") if sep else []
-    if not name.strip() or not parts or not parts[0].strip() or len(parts) > 3:
-        raise ConfigError(f"a model configuration is NAME=MODEL[:COMPUTE_TYPE[:WORKERS]], got {spec!r}")
+    if not name.strip() or not parts or not parts[0].strip() or len(parts) > 4:
+        raise ConfigError(f"a model configuration is NAME=MODEL[:COMPUTE_TYPE[:WORKERS[:BACKEND]]], got {spec!r}")
     changes: dict[str, Any] = {"model": parts[0].strip()}
     if len(parts) > 1 and parts[1].strip():
         changes["compute_type"] = parts[1].strip()
-    if len(parts) > 2:
+    if len(parts) > 3 and parts[3].strip():
+        changes["backend"] = parts[3].strip()
+    if len(parts) > 2 and parts[2].strip():
         try:
             workers = int(parts[2])
         except ValueError:
