@@ -164,6 +164,15 @@ def test_server_commands_without_the_server_extra_name_it_and_exit_2(command, mo
     assert "pip install 'whisperpool[server]'" in err and "fastapi" in err and "wyoming" in err
 
 
+def test_ray_serve_without_the_ray_extra_names_it_and_exits_2(monkeypatch, capsys):
+    from whisperpool.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    assert main(["ray", "serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'whisperpool[ray]'" in err and "missing: ray" in err
+
+
 def test_the_library_and_cli_import_without_the_server_extra():
     code = (
         "import sys\n"

@@ -9,6 +9,7 @@ data (:class:`ErrorInfo`) and are rebuilt in the parent with the worker's traceb
 
 from __future__ import annotations
 
+import importlib
 import traceback
 from dataclasses import dataclass
 
@@ -144,6 +145,21 @@ class MissingDependency(WhisperPoolError, ImportError):
     """An optional part needs packages that are not installed; the message names the extra."""
 
     code = "missing_dependency"
+
+    @classmethod
+    def unless_importable(cls, modules: tuple[str, ...], *, extra: str, needed_for: str) -> None:
+        """Raise one naming ``extra`` (and what is missing) unless all ``modules`` import."""
+        missing = []
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                missing.append(module)
+        if missing:
+            raise cls(
+                f"{needed_for} needs the '{extra}' extra: pip install 'whisperpool[{extra}]' "
+                f"(missing: {', '.join(missing)})"
+            )
 
 
 class RemoteTraceback(Exception):

@@ -16,8 +16,6 @@ with an ``ImportError``.
 
 from __future__ import annotations
 
-import importlib
-
 from ..errors import MissingDependency
 
 EXTRA = "ray"
@@ -28,17 +26,7 @@ EXTRA_MODULES = ("ray", "ray.serve", "fastapi", "uvicorn", "python_multipart")
 
 def require_extra() -> None:
     """Raise :class:`MissingDependency` naming the extra if Ray (or the server) is missing."""
-    missing = []
-    for module in EXTRA_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise MissingDependency(
-            f"running on Ray needs the '{EXTRA}' extra: pip install 'whisperpool[{EXTRA}]' "
-            f"(missing: {', '.join(missing)})"
-        )
+    MissingDependency.unless_importable(EXTRA_MODULES, extra=EXTRA, needed_for="running on Ray")
 
 
 __all__ = ["EXTRA", "require_extra"]

@@ -12,7 +12,6 @@ The server is an extra (``pip install 'whisperpool[server]'``): this package and
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -36,16 +35,7 @@ EXTRA_MODULES = ("fastapi", "uvicorn", "python_multipart", "prometheus_client", 
 
 def require_extra() -> None:
     """Raise :class:`MissingDependency` naming the extra if a package of the server is missing."""
-    missing = []
-    for module in EXTRA_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise MissingDependency(
-            f"the server needs the '{EXTRA}' extra: pip install 'whisperpool[{EXTRA}]' (missing: {', '.join(missing)})"
-        )
+    MissingDependency.unless_importable(EXTRA_MODULES, extra=EXTRA, needed_for="the server")
 
 
 def create_app(settings: ServerSettings, **kwargs: Any) -> FastAPI:
