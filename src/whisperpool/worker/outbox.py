@@ -57,7 +57,9 @@ class Outbox:
         while (message := self._queue.get()) is not _CLOSE:
             try:
                 self._conn.send(message)
-            except (OSError, ValueError) as exc:  # the worker is gone: its exit tells the manager
+            # The worker is gone (its exit tells the manager), or the manager closed the
+            # socket under this send (the connection's handle is None then: TypeError).
+            except (OSError, ValueError, TypeError) as exc:
                 log.debug("%s: %s", self._thread.name, exc)
                 self._broken = True
                 self._pending.clear()
