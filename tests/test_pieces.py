@@ -213,6 +213,25 @@ def test_group_pieces_joins_regions_across_short_silences_up_to_a_piece():
     assert group_pieces([], 10, 5) == ()
 
 
+def test_balanced_pieces_fill_whole_rounds_of_the_workers_with_even_lengths():
+    from whisperpool.pool.pieces import balanced_pieces, group_pieces
+
+    regions = [(i * 6, i * 6 + 5) for i in range(15)]  # fifteen 5-sample regions, 1-sample gaps
+    greedy = group_pieces(regions, max_samples=30, max_gap_samples=5)
+    assert [b - a for a, b in greedy] == [29, 29, 29]  # three full pieces: one worker of 2 idles last
+    balanced = balanced_pieces(regions, max_samples=30, max_gap_samples=5, workers=2)
+    assert [b - a for a, b in balanced] == [23, 23, 23, 17]  # four regions a piece, the rest last
+    assert balanced[0][0] == 0 and balanced[-1][1] == regions[-1][1]  # the same audio
+    starts = {a for a, _ in regions}
+    assert all(a in starts for a, _ in balanced)  # cut only between regions
+    # Already whole rounds: the count stays, the lengths even out.
+    assert [b - a for a, b in balanced_pieces(regions, 30, 5, workers=3)] == [29, 29, 29]
+    # A long silence still cuts, one region is never cut, one worker keeps the greedy pieces.
+    assert balanced_pieces([(0, 10), (30, 40)], 100, 5, workers=2) == ((0, 10), (30, 40))
+    assert balanced_pieces([(0, 25)], 30, 5, workers=4) == ((0, 25),)
+    assert balanced_pieces(regions, 30, 5, workers=1) == greedy
+
+
 def test_each_idle_worker_plans_a_part_of_a_long_recording(make_pool, monkeypatch):
     from whisperpool.worker.handle import Worker
 
