@@ -330,10 +330,14 @@ class FasterWhisperBackend:
         return self._full(audio, options, on_segment, fallback=None)
 
     def transcribe_pieces(self, audio: np.ndarray, pieces, options: DecodeOptions) -> TranscriptionResult:
-        """A long recording's pieces, as faster-whisper's batched mode decodes them: one
-        batch, one window per piece (trimmed to the longest piece, as the short window
-        is), the first temperature only, text without timestamp tokens; then the words
-        are aligned, and each piece's text is cut into sentences at the words' times."""
+        """Several pieces (of a long recording, or queued requests) decoded as one batch
+        by faster-whisper's batched mode: one window per piece (trimmed to the longest
+        piece, as the short window is), the first temperature only.
+
+        Unlike that mode's default, the text keeps its timestamp tokens: without them a
+        trimmed window loses words (12.1% WER against 9.3% decoded alone, on bench
+        --throughput's short clips; 9.3% with them), and they give the segments their
+        times, so words are aligned only when the request asks for them."""
         from faster_whisper import BatchedInferencePipeline
 
         assert self.model is not None, "load() first"
@@ -354,18 +358,15 @@ class FasterWhisperBackend:
                 initial_prompt=options.initial_prompt,
                 clip_timestamps=clips,
                 batch_size=len(pieces),
-                without_timestamps=True,
-                word_timestamps=True,
+                without_timestamps=False,
+                word_timestamps=options.word_timestamps,
                 vad_filter=False,
             )
             raw = list(raw)
         finally:
             model.batch_window_frames = None
         duration = audio.size / SAMPLE_RATE
-        segments = [
-            dataclasses.replace(s, id=i)
-            for i, s in enumerate((s for r in raw for s in _sentences(r, options, duration)), start=1)
-        ]
+        segments = [dataclasses.replace(_segment(r, duration), id=i) for i, r in enumerate(raw, start=1)]
         return _result(segments, info, duration, window="short" if window is not None else "full", fallback=None)
 
     def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float, detect_language: bool = True):
@@ -408,38 +409,6 @@ class FasterWhisperBackend:
         duration = audio.size / SAMPLE_RATE
         segments = _collect(raw, duration, on_segment)
         return _result(segments, info, duration, window="short", fallback=None)
-
-
-def _sentences(raw, options: DecodeOptions, duration: float) -> list[Segment]:
-    """One decoded piece (a faster-whisper segment with words) as segments of a sentence
-    each, cut after the words that end one (. ? !); words kept if the request asked."""
-    words = [Word(float(w.start), float(min(w.end, duration)), w.word, float(w.probability)) for w in raw.words or ()]
-    if not words:
-        groups: list[list[Word]] = []
-    else:
-        groups = [[]]
-        for word in words:
-            if not groups[-1] or not groups[-1][-1].word.rstrip().endswith((".", "?", "!")):
-                groups[-1].append(word)
-            else:
-                groups.append([word])
-    if not groups:
-        return [_segment(raw, duration)] if raw.text.strip() else []
-    return [
-        Segment(
-            id=0,
-            start=group[0].start,
-            end=group[-1].end,
-            text="".join(w.word for w in group),
-            seek=int(group[0].start * FRAMES_PER_SECOND),
-            temperature=options.temperature[0],
-            avg_logprob=float(raw.avg_logprob),
-            compression_ratio=float(raw.compression_ratio),
-            no_speech_prob=float(raw.no_speech_prob),
-            words=tuple(group) if options.word_timestamps else None,
-        )
-        for group in groups
-    ]
 
 
 def _nothing(audio: np.ndarray, options: DecodeOptions) -> TranscriptionResult:
