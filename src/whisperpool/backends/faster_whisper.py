@@ -334,10 +334,14 @@ class FasterWhisperBackend:
         by faster-whisper's batched mode: one window per piece (trimmed to the longest
         piece, as the short window is), the first temperature only.
 
-        Unlike that mode's default, the text keeps its timestamp tokens: without them a
-        trimmed window loses words (12.1% WER against 9.3% decoded alone, on bench
-        --throughput's short clips; 9.3% with them), and they give the segments their
-        times, so words are aligned only when the request asks for them."""
+        Timestamp tokens, measured both ways: in a short window (pieces up to
+        ``short_window_max_s``: the queued requests a batch holds) text without them
+        loses words (12.1% WER against 9.3% decoded alone, on bench --throughput's short
+        clips; 9.3% with them), so they are kept and give the segments their times. In
+        a piece-length window (a long recording's pieces) it is the other way round
+        (12.4% against 21.3% with them on a tune recording, a piece gone astray with no
+        fallback to catch it): the text goes without them, as in faster-whisper's batched
+        mode, and is cut into sentence segments at the aligned words' times."""
         from faster_whisper import BatchedInferencePipeline
 
         assert self.model is not None, "load() first"
@@ -347,6 +351,7 @@ class FasterWhisperBackend:
         window = short_window_seconds(longest, 30.0 - SHORT_WINDOW_TAIL_S)
         clips = [{"start": start / SAMPLE_RATE, "end": end / SAMPLE_RATE} for start, end in pieces]
         model = self.model
+        timestamps = window is not None and longest <= options.short_window_max_s
         model.batch_window_frames = window * FRAMES_PER_SECOND if window is not None else None
         try:
             raw, info = self._batched.transcribe(
@@ -358,15 +363,19 @@ class FasterWhisperBackend:
                 initial_prompt=options.initial_prompt,
                 clip_timestamps=clips,
                 batch_size=len(pieces),
-                without_timestamps=False,
-                word_timestamps=options.word_timestamps,
+                without_timestamps=not timestamps,
+                word_timestamps=options.word_timestamps or not timestamps,
                 vad_filter=False,
             )
             raw = list(raw)
         finally:
             model.batch_window_frames = None
         duration = audio.size / SAMPLE_RATE
-        segments = [dataclasses.replace(_segment(r, duration), id=i) for i, r in enumerate(raw, start=1)]
+        if timestamps:
+            found = [_segment(r, duration) for r in raw]
+        else:
+            found = [s for r in raw for s in _sentences(r, options, duration)]
+        segments = [dataclasses.replace(s, id=i) for i, s in enumerate(found, start=1)]
         return _result(segments, info, duration, window="short" if window is not None else "full", fallback=None)
 
     def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float, detect_language: bool = True):
@@ -414,6 +423,38 @@ class FasterWhisperBackend:
 def _nothing(audio: np.ndarray, options: DecodeOptions) -> TranscriptionResult:
     """No speech: no text, the requested language (or none), and no window ran."""
     return TranscriptionResult("", (), options.language, 0.0, audio.size / SAMPLE_RATE, window="none")
+
+
+def _sentences(raw, options: DecodeOptions, duration: float) -> list[Segment]:
+    """One decoded piece (a faster-whisper segment with words) as segments of a sentence
+    each, cut after the words that end one (. ? !); words kept if the request asked."""
+    words = [Word(float(w.start), float(min(w.end, duration)), w.word, float(w.probability)) for w in raw.words or ()]
+    if not words:
+        groups: list[list[Word]] = []
+    else:
+        groups = [[]]
+        for word in words:
+            if not groups[-1] or not groups[-1][-1].word.rstrip().endswith((".", "?", "!")):
+                groups[-1].append(word)
+            else:
+                groups.append([word])
+    if not groups:
+        return [_segment(raw, duration)] if raw.text.strip() else []
+    return [
+        Segment(
+            id=0,
+            start=group[0].start,
+            end=group[-1].end,
+            text="".join(w.word for w in group),
+            seek=int(group[0].start * FRAMES_PER_SECOND),
+            temperature=options.temperature[0],
+            avg_logprob=float(raw.avg_logprob),
+            compression_ratio=float(raw.compression_ratio),
+            no_speech_prob=float(raw.no_speech_prob),
+            words=tuple(group) if options.word_timestamps else None,
+        )
+        for group in groups
+    ]
 
 
 def _collect(raw_segments, duration: float, on_segment) -> list[Segment]:
