@@ -171,6 +171,21 @@ def test_resume_refuses_to_append_to_a_file_that_is_not_its_output(tmp_path):
     assert read_done(tmp_path / "none.jsonl") == {}
 
 
+@pytest.mark.ray
+@pytest.mark.real_model
+def test_the_actors_run_the_whispercpp_backend(cluster, texts, tmp_path):
+    """``--backend whispercpp`` reaches the actors' engines: ``base-q8_0`` is a model only
+    whisper.cpp loads (faster-whisper would fail to start: exit code 3)."""
+    output = tmp_path / "cpp.jsonl"
+    files = [str(CLIPS / "short" / f"{name}.wav") for name in SHORT]
+    args = ["--backend", "whispercpp", "--model", "base-q8_0", "--actors", "1", "--threads", "2", *OPTIONS]
+    assert main(["ray", "transcribe", *files, "--output", str(output), *args]) == 0
+    records = {Path(r["file"]).stem: r for r in _records(output)}
+    assert sorted(records) == sorted(SHORT)
+    for name in SHORT:
+        assert word_error_rate(texts[name], records[name]["text"]) <= MAX_WER, records[name]
+
+
 def test_ray_transcribe_flags_map_to_the_batch_config():
     args = build_parser().parse_args(
         ["ray", "transcribe", "in/", "-o", "out.jsonl", "--min-actors", "1", "--max-actors", "4"]

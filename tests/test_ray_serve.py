@@ -165,6 +165,30 @@ def test_the_openai_client_transcribes_through_ray_serve(asr, clip_texts):
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_audio"
 
 
+@pytest.mark.real_model
+def test_a_realtime_session_streams_through_ray_serves_proxy(asr, clip_texts):
+    """The Realtime WebSocket passes through Ray's proxy to a replica: a clip streamed
+    (3x real time, committed at its end) comes back as its final transcript."""
+    import asyncio
+
+    from whisperpool.audio import load_audio
+    from whisperpool.streaming.client import play_realtime
+    from whisperpool.streaming.realtime import COMPLETED
+
+    audio = load_audio(clip("fox"))
+
+    async def session() -> list[dict]:
+        return [e async for _, e in play_realtime(asr, audio, pace=3.0, language="en", vad=False, rate=16_000)]
+
+    events = asyncio.run(asyncio.wait_for(session(), 120))
+    types = [e["type"] for e in events]
+    assert types and types[0].endswith("session.created"), types[:5]
+    assert "error" not in types, [e for e in events if e["type"] == "error"]
+    finals = [e for e in events if e["type"] == COMPLETED]
+    assert len(finals) == 1, types
+    assert word_error_rate(clip_texts["fox"], finals[0]["transcript"]) <= MAX_WER
+
+
 def test_a_replica_takes_traffic_only_once_warm(cluster):
     """While the only replica warms (4 s), /health/ready never reaches it: no 'warming' answer."""
     settings = _fake("warming", FakeBehavior(load_delay_s=4.0))
