@@ -222,3 +222,16 @@ def test_the_cli_and_the_cluster_face_import_without_ray():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--workers-per-actor" in proc.stdout
+
+
+def test_the_bench_folder_repeats_the_clips_to_the_files_asked(tmp_path):
+    from whisperpool.bench import BenchOptions
+    from whisperpool.bench.ray_batch import _folder
+
+    made = _folder(tmp_path, 40)  # the 31 clips, then 9 of them again
+    assert len(made) == len(set(made)) == 40 == len(list(tmp_path.glob("*.wav")))
+    assert made[31].name == "c1-" + made[0].name.removeprefix("c0-")
+    assert build_parser().parse_args(["bench", "--ray-batch", "--files", "500"]).files == 500
+    assert BenchOptions().files == 200
+    with pytest.raises(ConfigError, match="files"):
+        BenchOptions(files=0)
