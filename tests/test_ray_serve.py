@@ -303,7 +303,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_the_settings_map_to_ray_serves_options():
+def test_the_settings_map_to_ray_serves_options(capsys):
     from whisperpool.cli import build_parser
     from whisperpool.cli.ray_serve import ray_serve_settings
     from whisperpool.errors import ConfigError
@@ -331,6 +331,9 @@ def test_the_settings_map_to_ray_serves_options():
     from whisperpool.cli import main
 
     assert main(["ray", "serve", "--model", "/nonexistent/folder"]) == 3  # checked before Ray starts
+    # ... by the backend the flag names: whisper.cpp's own message, not faster-whisper's
+    assert main(["ray", "serve", "--backend", "whispercpp", "--model", "/nonexistent/x.bin"]) == 3
+    assert "the whisper.cpp backend loads" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="Wyoming"):
         ray_serve_settings(build_parser().parse_args(["ray", "serve"]), environ={"WHISPERPOOL_WYOMING_PORT": "10300"})
 

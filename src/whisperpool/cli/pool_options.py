@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import Any, get_args
 
-from ..config import PoolConfig
+from ..config import BackendName, PoolConfig
 
-BACKENDS = ("faster-whisper", "whispercpp")  # the engines a command line may pick ("fake" is for tests)
+# the engines a command line may pick: "fake" is the tests' (WHISPERPOOL_BACKEND=fake)
+BACKENDS = tuple(name for name in get_args(BackendName) if name != "fake")
 BACKEND_HELP = (
     "engine: faster-whisper (CTranslate2) or whispercpp (whisper.cpp; --model base, base-q8_0, base-q5_0 "
     "or a ggml file)"
