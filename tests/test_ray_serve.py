@@ -8,6 +8,7 @@ fake-backend apps show warm-up gating and Ray's backpressure. Every wait is boun
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -187,6 +188,40 @@ def test_a_realtime_session_streams_through_ray_serves_proxy(asr, clip_texts):
     finals = [e for e in events if e["type"] == COMPLETED]
     assert len(finals) == 1, types
     assert word_error_rate(clip_texts["fox"], finals[0]["transcript"]) <= MAX_WER
+
+
+def test_an_open_realtime_session_holds_one_of_its_replicas_slots(cluster):
+    """What the docs tell an app that streams: Ray counts a WebSocket as an ongoing request
+    of its replica for as long as it is open (here the only slot: an upload waits)."""
+    import asyncio
+
+    import websockets
+
+    _deploy(_fake("ws", FakeBehavior(), max_ongoing_requests=1, max_queued_requests=4))
+    url = f"{cluster}/ws"
+    wav = clip("fox").read_bytes()
+
+    def post(timeout: float) -> int | None:
+        try:
+            return httpx.post(
+                f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", wav)}, timeout=timeout
+            ).status_code
+        except httpx.TimeoutException:
+            return None
+
+    async def scenario() -> list[int | None]:
+        codes = [await asyncio.to_thread(post, 30)]
+        ws_url = url.replace("http", "ws") + "/v1/realtime?intent=transcription"
+        async with websockets.connect(ws_url) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "transcription_session.created"
+            codes.append(await asyncio.to_thread(post, 3))  # held at the proxy while the session is open
+        codes.append(await asyncio.to_thread(post, 30))
+        return codes
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), 90)) == [200, None, 200]
+    finally:
+        serve.delete("ws")
 
 
 def test_a_replica_takes_traffic_only_once_warm(cluster):
