@@ -150,6 +150,68 @@ def test_stream_and_load_flags():
     assert (load.requests, load.concurrency, load.workers, load.max_queue) == (10, 2, 1, DEFAULTS.pool.max_queue)
 
 
+# the engine flags every command that runs a pool shares, spelled as each spells its workers
+_ENGINE_FLAGS = ["--model", "base-q8_0", "--backend", "whispercpp", "--threads", "2", "--language", "en"]
+_WORKERS = {
+    ("transcribe", "a.wav"): "--workers",
+    ("stream", "a.wav"): "--workers",
+    ("serve",): "--workers",
+    ("wyoming",): "--workers",
+    ("ray", "transcribe", "a.wav", "-o", "o.jsonl"): "--workers-per-actor",
+    ("ray", "serve"): "--workers-per-replica",
+}
+
+
+def engine_config(command: tuple[str, ...], *flags: str):
+    """The PoolConfig a command builds from its flags (no WHISPERPOOL_* variables)."""
+    from whisperpool.cli import batch_config, serve_settings, stream_config, transcribe_config
+    from whisperpool.cli.ray_serve import ray_serve_settings
+
+    args = parse(*command, *flags)
+    build = {
+        "transcribe": transcribe_config,
+        "stream": stream_config,
+        "serve": lambda a: serve_settings(a, {}).pool,
+        "wyoming": lambda a: serve_settings(a, {}).pool,
+    }
+    if command[0] == "ray":
+        build = {"transcribe": lambda a: batch_config(a).pool, "serve": lambda a: ray_serve_settings(a, {}).server.pool}
+        return build[command[1]](args)
+    return build[command[0]](args)
+
+
+def test_the_same_engine_flags_give_the_same_pool_on_every_command():
+    import dataclasses
+
+    configs = {
+        " ".join(command[:2]): engine_config(command, *_ENGINE_FLAGS, workers, "3")
+        for command, workers in _WORKERS.items()
+    }
+    # the server's queue limit is its own (a client retries a 503); everything the flags say is the same
+    normal = {name: dataclasses.replace(c, max_queue=None) for name, c in configs.items()}
+    first = normal["transcribe a.wav"]
+    assert (first.backend, first.model, first.pool_size, first.threads_per_worker) == ("whispercpp", "base-q8_0", 3, 2)
+    assert first.decode.language == "en"
+    for name, config in normal.items():
+        assert config == first, name
+    # flags the serving and batch commands share with transcribe reach their pools alike
+    more = ["--compute-type", "float32", "--window", "full"]
+    pools = [
+        engine_config(c, *more) for c in (("transcribe", "a.wav"), ("serve",), ("ray", "transcribe", "a", "-o", "o"))
+    ]
+    assert {(p.compute_type, p.decode.window) for p in pools} == {("float32", "full")}
+
+
+def test_without_engine_flags_each_command_keeps_its_own_defaults():
+    assert engine_config(("transcribe", "a.wav")).backend == "faster-whisper"
+    assert engine_config(("ray", "serve")).backend == "faster-whisper"
+    actor = engine_config(("ray", "transcribe", "a.wav", "-o", "o.jsonl"))
+    assert (actor.pool_size, actor.threads_per_worker, actor.backend) == (1, 1, "faster-whisper")
+    assert engine_config(("ray", "serve")).max_queue == 64  # the server's table
+    with pytest.raises(SystemExit):
+        parse("ray", "transcribe", "a.wav", "-o", "o.jsonl", "--backend", "whisper")
+
+
 # -- the server extra ------------------------------------------------------------------------
 
 

@@ -171,6 +171,21 @@ def test_resume_refuses_to_append_to_a_file_that_is_not_its_output(tmp_path):
     assert read_done(tmp_path / "none.jsonl") == {}
 
 
+@pytest.mark.ray
+@pytest.mark.real_model
+def test_the_actors_run_the_whispercpp_backend(cluster, texts, tmp_path):
+    """``--backend whispercpp`` reaches the actors' engines: ``base-q8_0`` is a model only
+    whisper.cpp loads (faster-whisper would fail to start: exit code 3)."""
+    output = tmp_path / "cpp.jsonl"
+    files = [str(CLIPS / "short" / f"{name}.wav") for name in SHORT]
+    args = ["--backend", "whispercpp", "--model", "base-q8_0", "--actors", "1", "--threads", "2", *OPTIONS]
+    assert main(["ray", "transcribe", *files, "--output", str(output), *args]) == 0
+    records = {Path(r["file"]).stem: r for r in _records(output)}
+    assert sorted(records) == sorted(SHORT)
+    for name in SHORT:
+        assert word_error_rate(texts[name], records[name]["text"]) <= MAX_WER, records[name]
+
+
 def test_ray_transcribe_flags_map_to_the_batch_config():
     args = build_parser().parse_args(
         ["ray", "transcribe", "in/", "-o", "out.jsonl", "--min-actors", "1", "--max-actors", "4"]
@@ -207,3 +222,16 @@ def test_the_cli_and_the_cluster_face_import_without_ray():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--workers-per-actor" in proc.stdout
+
+
+def test_the_bench_folder_repeats_the_clips_to_the_files_asked(tmp_path):
+    from whisperpool.bench import BenchOptions
+    from whisperpool.bench.ray_batch import _folder
+
+    made = _folder(tmp_path, 40)  # the 31 clips, then 9 of them again
+    assert len(made) == len(set(made)) == 40 == len(list(tmp_path.glob("*.wav")))
+    assert made[31].name == "c1-" + made[0].name.removeprefix("c0-")
+    assert build_parser().parse_args(["bench", "--ray-batch", "--files", "500"]).files == 500
+    assert BenchOptions().files == 200
+    with pytest.raises(ConfigError, match="files"):
+        BenchOptions(files=0)

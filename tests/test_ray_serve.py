@@ -8,6 +8,7 @@ fake-backend apps show warm-up gating and Ray's backpressure. Every wait is boun
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -165,6 +166,64 @@ def test_the_openai_client_transcribes_through_ray_serve(asr, clip_texts):
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_audio"
 
 
+@pytest.mark.real_model
+def test_a_realtime_session_streams_through_ray_serves_proxy(asr, clip_texts):
+    """The Realtime WebSocket passes through Ray's proxy to a replica: a clip streamed
+    (3x real time, committed at its end) comes back as its final transcript."""
+    import asyncio
+
+    from whisperpool.audio import load_audio
+    from whisperpool.streaming.client import play_realtime
+    from whisperpool.streaming.realtime import COMPLETED
+
+    audio = load_audio(clip("fox"))
+
+    async def session() -> list[dict]:
+        return [e async for _, e in play_realtime(asr, audio, pace=3.0, language="en", vad=False, rate=16_000)]
+
+    events = asyncio.run(asyncio.wait_for(session(), 120))
+    types = [e["type"] for e in events]
+    assert types and types[0].endswith("session.created"), types[:5]
+    assert "error" not in types, [e for e in events if e["type"] == "error"]
+    finals = [e for e in events if e["type"] == COMPLETED]
+    assert len(finals) == 1, types
+    assert word_error_rate(clip_texts["fox"], finals[0]["transcript"]) <= MAX_WER
+
+
+def test_an_open_realtime_session_holds_one_of_its_replicas_slots(cluster):
+    """What the docs tell an app that streams: Ray counts a WebSocket as an ongoing request
+    of its replica for as long as it is open (here the only slot: an upload waits)."""
+    import asyncio
+
+    import websockets
+
+    _deploy(_fake("ws", FakeBehavior(), max_ongoing_requests=1, max_queued_requests=4))
+    url = f"{cluster}/ws"
+    wav = clip("fox").read_bytes()
+
+    def post(timeout: float) -> int | None:
+        try:
+            return httpx.post(
+                f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", wav)}, timeout=timeout
+            ).status_code
+        except httpx.TimeoutException:
+            return None
+
+    async def scenario() -> list[int | None]:
+        codes = [await asyncio.to_thread(post, 30)]
+        ws_url = url.replace("http", "ws") + "/v1/realtime?intent=transcription"
+        async with websockets.connect(ws_url) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "transcription_session.created"
+            codes.append(await asyncio.to_thread(post, 3))  # held at the proxy while the session is open
+        codes.append(await asyncio.to_thread(post, 30))
+        return codes
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), 90)) == [200, None, 200]
+    finally:
+        serve.delete("ws")
+
+
 def test_a_replica_takes_traffic_only_once_warm(cluster):
     """While the only replica warms (4 s), /health/ready never reaches it: no 'warming' answer."""
     settings = _fake("warming", FakeBehavior(load_delay_s=4.0))
@@ -279,7 +338,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_the_settings_map_to_ray_serves_options():
+def test_the_settings_map_to_ray_serves_options(capsys):
     from whisperpool.cli import build_parser
     from whisperpool.cli.ray_serve import ray_serve_settings
     from whisperpool.errors import ConfigError
@@ -307,6 +366,9 @@ def test_the_settings_map_to_ray_serves_options():
     from whisperpool.cli import main
 
     assert main(["ray", "serve", "--model", "/nonexistent/folder"]) == 3  # checked before Ray starts
+    # ... by the backend the flag names: whisper.cpp's own message, not faster-whisper's
+    assert main(["ray", "serve", "--backend", "whispercpp", "--model", "/nonexistent/x.bin"]) == 3
+    assert "the whisper.cpp backend loads" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="Wyoming"):
         ray_serve_settings(build_parser().parse_args(["ray", "serve"]), environ={"WHISPERPOOL_WYOMING_PORT": "10300"})
 

@@ -80,7 +80,9 @@ class BenchOptions:
     uses each clip's own); ``quick``: a few clips only, for tests (``accuracy``);
     ``stream_splits``: the halves of the dev set whose 3-10 s clips are streamed
     (``accuracy``); ``traces``: which traces to replay, ``held-out``, ``tune``, ``all``
-    or ids like ``6,7`` (``adaptive``; ``quick``: one trace).
+    or ids like ``6,7`` (``adaptive``; ``quick``: one trace); ``files``: files in the folder
+    transcribed (``ray_batch``: the example clips repeated to that many, so the fixed
+    start-up is spread over a folder as a real archive spreads it; ``quick``: 31, one round).
     """
 
     language: str | None = "en"
@@ -91,9 +93,10 @@ class BenchOptions:
     quick: bool = False
     stream_splits: tuple[Literal["held-out", "tune"], ...] = ("held-out",)
     traces: str = "held-out"
+    files: int = 200
 
     def __post_init__(self) -> None:
-        for name in ("runs", "cold_runs", "batch"):
+        for name in ("runs", "cold_runs", "batch", "files"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"BenchOptions.{name} must be an integer >= 1, got {value!r}")

@@ -17,6 +17,7 @@ from ..errors import ModelError
 from ..models import resolve_model
 from ..server.settings import DEFAULTS
 from .codes import EXIT_OK, EXIT_START_FAILED
+from .pool_options import add_backend_option
 from .serve import serve_settings
 
 
@@ -64,6 +65,7 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=None, help=f"port of Ray's proxy (default: {DEFAULTS.port})")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (default: none)")
     p.add_argument("--model", default=None, help="'base' (packaged), a CTranslate2 folder, or a faster-whisper name")
+    add_backend_option(p)
     p.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: CPUs / workers)")
     p.add_argument(
         "--compute-type", default=None, help=f"CTranslate2 compute type (default: {DEFAULTS.pool.compute_type})"
@@ -74,8 +76,9 @@ def add_serve_parser(sub: Any) -> None:
         dest="extra_models",
         action="append",
         default=None,
-        metavar="NAME=MODEL[:COMPUTE[:WORKERS]]",
-        help="serve another model configuration too, in every replica; repeat for more",
+        metavar="NAME=MODEL[:COMPUTE[:WORKERS[:BACKEND]]]",
+        help="serve another model configuration too, in every replica (e.g. cpp=base-q8_0::1:whispercpp); "
+        "repeat for more",
     )
 
 
@@ -108,7 +111,7 @@ def _ray_serve(args: argparse.Namespace, err: Console) -> int:
     try:
         for config in (server.pool, *server.models.values()):
             if config.backend != "fake":  # fail before starting Ray, with the model's own message
-                resolve_model(config.model, config.model_cache_dir)
+                resolve_model(config.model, config.model_cache_dir, config.backend)
     except ModelError as exc:
         err.print(f"whisperpool: cannot start: {exc}", highlight=False, markup=False)
         return EXIT_START_FAILED

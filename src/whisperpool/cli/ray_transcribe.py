@@ -12,7 +12,7 @@ from ..config import PoolConfig
 from ..errors import PoolNotReady
 from .codes import EXIT_OK, EXIT_SOME_FAILED, EXIT_START_FAILED
 from .parser import _positive_int, add_decode_options
-from .transcribe import decode_options
+from .pool_options import add_backend_option, pool_config
 
 
 def add_ray_transcribe(ray_sub: Any) -> None:
@@ -46,7 +46,13 @@ def add_ray_transcribe(ray_sub: Any) -> None:
         "--min-actors", type=_positive_int, default=None, help="autoscale: fewest actors (with --max-actors)"
     )
     g.add_argument("--max-actors", type=_positive_int, default=None, help="autoscale: most actors (with --min-actors)")
-    g.add_argument("--workers-per-actor", type=_positive_int, default=1, help="worker processes per actor (default: 1)")
+    g.add_argument(
+        "--workers-per-actor",
+        dest="workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes per actor (default: 1)",
+    )
     g.add_argument(
         "--threads",
         type=_positive_int,
@@ -62,7 +68,13 @@ def add_ray_transcribe(ray_sub: Any) -> None:
         default=2,
         help="Ray Data reading tasks at once, each a process (default: 2)",
     )
-    g.add_argument("--model", default=None, help="'base' (packaged, offline) or a model every node has (default: base)")
+    g.add_argument(
+        "--model",
+        default=None,
+        help="'base' (packaged, offline), with --backend whispercpp also base-q8_0 or base-q5_0, or a model every "
+        "node has (default: base)",
+    )
+    add_backend_option(g)
     g.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (default: int8)")
     g.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="(default: cpu)")
     g.add_argument("--timeout", type=float, default=300.0, help="seconds one file may take (default: 300)")
@@ -71,15 +83,9 @@ def add_ray_transcribe(ray_sub: Any) -> None:
 
 
 def batch_config(args: argparse.Namespace) -> BatchConfig:
-    pool = PoolConfig(
-        pool_size=args.workers_per_actor,
-        model=args.model or "base",
-        device=args.device,
-        compute_type=args.compute_type,
-        threads_per_worker=args.threads,
-        request_timeout_s=args.timeout,
-        decode=decode_options(args),
-    )
+    """The :class:`BatchConfig` the flags describe; each actor's pool from the shared engine flags."""
+    # an actor has its share of a node's cores: one worker of one thread unless told
+    pool = pool_config(args, PoolConfig(pool_size=1, threads_per_worker=1))
     return BatchConfig(
         pool=pool,
         actors=args.actors,

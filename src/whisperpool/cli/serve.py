@@ -9,7 +9,9 @@ from rich.console import Console
 from ..errors import ModelError
 from ..server.settings import ServerSettings, build_settings, env_overrides
 from .codes import EXIT_OK, EXIT_START_FAILED
+from .pool_options import pool_values
 
+# the server's own flags; the engine's are pool_options.POOL_FLAGS
 _SERVE_FLAGS = {
     "host": "host",
     "port": "port",
@@ -20,18 +22,6 @@ _SERVE_FLAGS = {
     "max_connections": "max_connections",
     "max_uploads": "max_uploads",
     "metrics_auth": "metrics_auth",
-    "max_queue": "pool.max_queue",
-    "max_batch": "pool.max_batch",
-    "max_audio_s": "pool.max_audio_s",
-    "model": "pool.model",
-    "backend": "pool.backend",
-    "workers": "pool.pool_size",
-    "threads": "pool.threads_per_worker",
-    "compute_type": "pool.compute_type",
-    "device": "pool.device",
-    "timeout": "pool.request_timeout_s",
-    "language": "decode.language",
-    "window": "decode.window",
     "wyoming_port": "wyoming_port",
     "wyoming_host": "wyoming_host",
     "wyoming_insecure": "wyoming_insecure",
@@ -42,10 +32,6 @@ _SERVE_FLAGS = {
     "stream_audio_burst_s": "streams.audio_burst_s",
     "stream_max_buffered_s": "streams.max_buffered_s",
     "allowed_origins": "streams.allowed_origins",
-    "min_workers": "pool.min_workers",
-    "max_workers": "pool.max_workers",
-    "max_total_rss_mb": "pool.max_total_rss_mb",
-    "state_file": "pool.state_file",
     "extra_models": "extra_models",
 }
 
@@ -53,6 +39,7 @@ _SERVE_FLAGS = {
 def serve_settings(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ServerSettings:
     """``serve``/``wyoming`` settings: ``WHISPERPOOL_*`` variables, then the flags given (a flag wins)."""
     values = env_overrides(environ)
+    values.update(pool_values(args))
     values.update(
         {target: getattr(args, flag) for flag, target in _SERVE_FLAGS.items() if getattr(args, flag, None) is not None}
     )

@@ -9,22 +9,17 @@ import json
 from rich.console import Console
 
 from ..audio import load_audio
-from ..config import DecodeOptions, PoolConfig
+from ..config import PoolConfig
 from ..engine import TranscriptionEngine
 from ..errors import WhisperPoolError
 from ..streaming.realtime import COMPLETED, DELTA, FAILED, PARTIAL
 from .codes import EXIT_OK, EXIT_USAGE
+from .pool_options import pool_config
 
 
 def stream_config(args: argparse.Namespace) -> PoolConfig:
     """The local pool of ``stream`` (without ``--url``)."""
-    return PoolConfig(
-        pool_size=args.workers,
-        model=args.model or "base",
-        backend=args.backend,
-        threads_per_worker=args.threads,
-        decode=DecodeOptions(language=args.language),
-    )
+    return pool_config(args)
 
 
 async def _stream(args: argparse.Namespace, out: Console, err: Console) -> int:

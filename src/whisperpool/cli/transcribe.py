@@ -13,38 +13,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..audio import AUDIO_SUFFIXES
-from ..config import DecodeOptions, PoolConfig
+from ..config import PoolConfig
 from ..engine import PoolStatus, TranscriptionEngine
 from ..errors import ModelError, PoolNotReady, WhisperPoolError
 from ..results import TranscriptionResult, error_record, file_record
 from .codes import EXIT_OK, EXIT_SOME_FAILED, EXIT_START_FAILED, EXIT_USAGE
-
-
-def decode_options(args: argparse.Namespace) -> DecodeOptions:
-    """The decoding flags of ``transcribe`` and ``ray transcribe``."""
-    return DecodeOptions(
-        language=args.language,
-        task=args.task,
-        beam_size=args.beam_size,
-        initial_prompt=args.initial_prompt,
-        word_timestamps=args.word_timestamps,
-        vad_filter=args.vad_filter,
-        window=args.window or "auto",
-    )
+from .pool_options import pool_config
 
 
 def transcribe_config(args: argparse.Namespace) -> PoolConfig:
     """The local pool of ``transcribe`` (without ``--url``)."""
-    return PoolConfig(
-        pool_size=args.workers,
-        model=args.model or "base",
-        backend=args.backend,
-        device=args.device,
-        compute_type=args.compute_type,
-        threads_per_worker=args.threads,
-        request_timeout_s=args.timeout,
-        decode=decode_options(args),
-    )
+    return pool_config(args)
 
 
 def _status_table(status: PoolStatus) -> Table:

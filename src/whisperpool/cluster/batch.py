@@ -24,7 +24,8 @@ Ray's ``num_cpus`` accounting matches what an actor runs: its engine's
 core (:data:`READ_CPUS`; otherwise actors holding every core would starve the reads), and
 ``BatchConfig.read_tasks`` bounds how many run at once instead. Each file is a block of
 its own, so its record streams out as soon as it is done (Ray Data holds a block's
-records until the whole block is transcribed) and the files spread evenly over the actors.
+records until the whole block is transcribed) and the files spread evenly over the actors;
+the driver takes each block as it comes, fetching none ahead.
 """
 
 from __future__ import annotations
@@ -216,10 +217,13 @@ def _on_ray(files: list[str], config: BatchConfig) -> Iterator[dict[str, Any]]:
             ),
         )
         try:
-            for row in dataset.iter_rows():
-                record = json.loads(row["record"])
-                record["file"] = names.get(row["path"], row["path"])
-                yield record
+            # a block at a time, none fetched ahead: iter_rows' prefetch holds each record
+            # back until the next block is done too (the first result waits a second file)
+            for batch in dataset.iter_batches(batch_size=None, prefetch_batches=0, batch_format="numpy"):
+                for path, line in zip(batch["path"], batch["record"], strict=True):
+                    record = json.loads(line)
+                    record["file"] = names.get(str(path), str(path))
+                    yield record
         except ray.exceptions.RayActorError as exc:
             if not exc.actor_init_failed:
                 raise
