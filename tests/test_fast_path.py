@@ -5,6 +5,7 @@ The backend runs in this process (one model load for the module), as a worker ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -200,3 +201,44 @@ def test_the_pool_counts_short_windows(clip_texts):
         assert result.window == "full"
         assert engine.status().short_window_requests == 1
         assert engine.status().window_fallbacks == {}
+
+
+@pytest.mark.parametrize("quiet_s", [2.5, 0.5])  # a long recording's pieces; a batch of requests
+def test_a_piece_gone_astray_in_a_batch_is_decoded_again_alone(backend, clip_texts, quiet_s):
+    """Batched decoding has no temperature ladder: a piece whose pass loops (made to here,
+    as the long-recording benchmark saw one loop on "four four four ...") is decoded again
+    the ordinary way, and only it; the others keep their batched text."""
+    first, second = load_audio(clip("weather")), load_audio(clip("fox"))
+    gap = np.zeros(int(quiet_s * RATE), np.float32)
+    audio = np.concatenate([first, gap, second])
+    pieces = ((0, first.size), (first.size + gap.size, audio.size))
+    pipeline = backend._batched
+    real = pipeline.transcribe if pipeline is not None else None
+
+    def looping(*args, **kwargs):
+        segments, info = real(*args, **kwargs)
+        out = list(segments)
+        last = out[-1]
+        out[-1] = dataclasses.replace(last, text=" four" * 60, compression_ratio=1.0)  # the second piece loops
+        return out, info
+
+    import faster_whisper
+
+    if pipeline is None:
+        backend._batched = pipeline = faster_whisper.BatchedInferencePipeline(backend.model)
+        real = pipeline.transcribe
+    pipeline.transcribe = looping
+    try:
+        result = backend.transcribe_pieces(
+            audio, pieces, LANGUAGE.replace(short_window_max_s=30.0 if quiet_s < 1 else 8.0)
+        )
+    finally:
+        del pipeline.transcribe  # the bound method again
+    assert result.fallback == "repetition"
+    second_start = pieces[1][0] / RATE
+    before = [s for s in result.segments if s.end <= second_start]
+    after = [s for s in result.segments if s.start >= second_start - 0.5]
+    assert word_error_rate(clip_texts["weather"], "".join(s.text for s in before)) <= 0.25
+    assert word_error_rate(clip_texts["fox"], "".join(s.text for s in after)) <= 0.25, result.text
+    assert all(s.end <= audio.size / RATE + 0.5 for s in result.segments)
+    assert [s.id for s in result.segments] == list(range(1, len(result.segments) + 1))

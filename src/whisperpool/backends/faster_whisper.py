@@ -212,17 +212,30 @@ class Decoding:
     max_new_tokens: int | None = None
 
 
-def guard(d: Decoding, low_confidence_fallback: bool = True) -> None:
-    """Raise ``NeedsFullWindow`` when one short-window decoding pass looks wrong; a low
-    average log-probability alone only when ``low_confidence_fallback``."""
-    silence = d.no_speech_prob > NO_SPEECH_LIMIT
-    if d.compression_ratio > COMPRESSION_RATIO_LIMIT:
-        raise NeedsFullWindow("compression_ratio", f"{d.compression_ratio:.2f} > {COMPRESSION_RATIO_LIMIT}")
-    loop = repeated_phrase(normalize(d.text))
+def suspect(
+    text: str, avg_logprob: float, compression_ratio: float, no_speech_prob: float, low_confidence_fallback: bool = True
+) -> tuple[str, str] | None:
+    """Why a decoding pass done without faster-whisper's temperature ladder looks wrong,
+    as (reason, detail), or None: a loop, or (when ``low_confidence_fallback``) a low
+    average log-probability on audio that is not silence."""
+    if compression_ratio > COMPRESSION_RATIO_LIMIT:
+        return "compression_ratio", f"{compression_ratio:.2f} > {COMPRESSION_RATIO_LIMIT}"
+    loop = repeated_phrase(normalize(text))
     if loop is not None:
-        raise NeedsFullWindow("repetition", f"repeats {loop!r}")
-    if d.avg_logprob < LOG_PROB_LIMIT and not silence and low_confidence_fallback:
-        raise NeedsFullWindow("log_probability", f"average {d.avg_logprob:.2f} < {LOG_PROB_LIMIT}")
+        return "repetition", f"repeats {loop!r}"
+    if avg_logprob < LOG_PROB_LIMIT and no_speech_prob <= NO_SPEECH_LIMIT and low_confidence_fallback:
+        return "log_probability", f"average {avg_logprob:.2f} < {LOG_PROB_LIMIT}"
+    return None
+
+
+def guard(d: Decoding, low_confidence_fallback: bool = True) -> None:
+    """Raise ``NeedsFullWindow`` when one short-window decoding pass looks wrong: a
+    :func:`suspect` pass, one cut off by its token cap, or one that does not end on a
+    timestamp."""
+    found = suspect(d.text, d.avg_logprob, d.compression_ratio, d.no_speech_prob, low_confidence_fallback)
+    if found is not None:
+        raise NeedsFullWindow(*found)
+    silence = d.no_speech_prob > NO_SPEECH_LIMIT
     if d.max_new_tokens is not None and len(d.tokens) >= d.max_new_tokens:
         raise NeedsFullWindow("token_cap", f"{d.max_new_tokens} tokens")
     said = any(t < d.timestamp_begin for t in d.tokens)
@@ -371,12 +384,28 @@ class FasterWhisperBackend:
         finally:
             model.batch_window_frames = None
         duration = audio.size / SAMPLE_RATE
-        if timestamps:
-            found = [_segment(r, duration) for r in raw]
-        else:
-            found = [s for r in raw for s in _sentences(r, options, duration)]
+        found: list[Segment] = []
+        fallback = None
+        for start, end in pieces:
+            mine = [r for r in raw if start <= (r.start + r.end) / 2 * SAMPLE_RATE < end]
+            wrong = mine and suspect(
+                "".join(r.text for r in mine),
+                min(r.avg_logprob for r in mine),
+                max(r.compression_ratio for r in mine),
+                max(r.no_speech_prob for r in mine),
+                options.low_confidence_fallback,
+            )
+            if wrong:  # decoded again alone, the ordinary way: with the temperature ladder
+                log.info("a piece at %.1f s went astray (%s: %s); decoding it alone", start / SAMPLE_RATE, *wrong)
+                fallback = fallback or wrong[0]
+                again = self.transcribe(np.ascontiguousarray(audio[start:end]), options.replace(window="full"))
+                found += [_shifted(seg, start) for seg in again.segments]
+            elif timestamps:
+                found += [_segment(r, duration) for r in mine]
+            else:
+                found += [seg for r in mine for seg in _sentences(r, options, duration)]
         segments = [dataclasses.replace(s, id=i) for i, s in enumerate(found, start=1)]
-        return _result(segments, info, duration, window="short" if window is not None else "full", fallback=None)
+        return _result(segments, info, duration, window="short" if window is not None else "full", fallback=fallback)
 
     def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float, detect_language: bool = True):
         """faster-whisper's own Silero VAD finds the speech, as its batched mode does."""
@@ -455,6 +484,17 @@ def _sentences(raw, options: DecodeOptions, duration: float) -> list[Segment]:
         )
         for group in groups
     ]
+
+
+def _shifted(segment: Segment, start: int) -> Segment:
+    """``segment`` of audio that starts ``start`` samples into a longer one, on that one's timeline."""
+    offset = start / SAMPLE_RATE
+    words = segment.words
+    if words is not None:
+        words = tuple(dataclasses.replace(w, start=w.start + offset, end=w.end + offset) for w in words)
+    return dataclasses.replace(
+        segment, start=segment.start + offset, end=segment.end + offset, seek=segment.seek + start // 160, words=words
+    )
 
 
 def _collect(raw_segments, duration: float, on_segment) -> list[Segment]:
