@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet_s=args.quiet,
             quick=args.quick,
             traces=args.traces,
+            splits=("held-out", "tune") if args.split == "both" else (args.split,),
             stream_splits=("held-out", "tune") if args.stream_splits == "both" else ("held-out",),
         )
         run_bench(args.suite, bench, out, output=args.output)
