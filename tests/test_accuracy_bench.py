@@ -128,3 +128,30 @@ def test_the_suite_measures_a_few_clips_with_the_real_model(tmp_path):
     out = Console(record=True, width=160)
     accuracy.report(result, out)
     assert "by length class" in out.export_text()
+
+
+def test_a_run_of_one_half_is_summarized_and_reported_without_the_other():
+    """``--split tune``: the tables show the tune half (the 7 s class too); no held-out target is claimed."""
+    tune = [n for n, c in CLIPS.items() if c["split"] == "tune"]
+    entries = []
+    for i, name in enumerate(tune):
+        said = CLIPS[name]["text"]
+        auto = said.rsplit(" ", 1)[0] if i % 4 == 0 else said  # a word lost on every fourth clip
+        decoded = {"window": "full", "fallback": None, "inference_s": 1.0}
+        entries.append(
+            {"name": name}
+            | CLIPS[name]
+            | {
+                "full": decoded | {"text": said},
+                "auto": decoded | {"text": auto, "window": "short", "inference_s": 0.5},
+            }
+        )
+    result = {"clips": entries}
+    s = accuracy.summary(result)
+    assert s["held-out"]["all"] == {"clips": 0}
+    assert s["tune"]["all"]["wer_full"] == 0 and s["tune"]["all"]["auto_minus_full"] > 0
+    assert s["tune"]["length"]["7"]["clips"] == 30
+    assert accuracy.targets(result) == []
+    out = Console(record=True, width=200)
+    accuracy.report(result, out)
+    assert "7 s" in out.export_text()
