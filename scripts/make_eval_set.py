@@ -18,6 +18,19 @@ speed, where the voice starts and ends, length class (about 1, 3, 5, 10 or 20 s)
 * split - within each condition the clips alternate ``tune`` and ``held-out`` through
   the length classes (each condition starting on the other), so both halves cover every
   length class and condition about equally. Settings may be chosen on ``tune``; ``held-out`` is only reported.
+* batch 2 (``"batch": 2``; seed ``SEED_2``) - about as many words again, all on the fast
+  path (up to 8 s): 1, 3, 5 s and a 7 s class, in the same conditions, with 13 other
+  voices (``en-us-nyc``, ``en-gb-x-gbclan``, ``en-gb-x-gbcwmd``, other variants), texts of
+  ``eval_texts.py`` (commands, templated requests with seeded fills, plain sentences of the
+  standard library's docstrings: this Python's, 3.11 when it was made) and Italian,
+  Portuguese and Dutch; every cell of length class, condition and language has as many
+  clips in each half.
+
+The split is written in ``eval.json`` and never recomputed by the suites. The rendering
+is deterministic (seeded texts and mixing, sox ``-R``, Ogg files with a fixed serial), but
+clips already on disk are kept: the first batch (``"batch": 1``) was rendered before
+sox ran with ``-R``, so rendering it again would give other noise (its metadata comes
+out the same). Delete a clip to render it again.
 
 References are written as spoken: numbers in words (``whisperpool.wer`` spells out the
 digits Whisper writes). Needs the Debian packages espeak-ng and sox.
@@ -40,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from whisperpool.audio import SAMPLE_RATE, load_audio  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import eval_texts  # noqa: E402
 from make_long_clips import opus  # noqa: E402  (the same Ogg Opus writer)
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "whisperpool" / "bench" / "clips" / "eval"
@@ -67,6 +81,27 @@ VOICES = [
     "en-gb-scotland+f4",
 ]
 BABBLE_VOICES = ["en-us+m7", "en-gb+f1", "en-us+f5", "en-029+m4"]
+# The second batch: new voices, texts and seed; every clip on the fast path (up to 8 s)
+SEED_2 = 20261127
+PER_CELL_2 = {1: 4, 3: 4, 5: 8, 7: 10}  # clips per length class and condition, half in each split
+FIT_2 = {1: (0.6, 1.9), 3: (1.9, 3.3), 5: (3.3, 5.9), 7: (6.0, 7.8)}  # seconds a clip of the class may last
+PROSE_WORDS_2 = {3: (5, 7), 5: (9, 13), 7: (15, 21)}
+VOICES_2 = [
+    "en-us-nyc",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-us+f1",
+    "en-gb+f4",
+    "en-029+f2",
+    "en-us+m5",
+    "en-gb-scotland+m4",
+    "en-gb-x-rp+m6",
+    "en-us+klatt",
+    "en-gb+f5",
+    "en-us-nyc+f2",
+    "en-gb-x-gbclan+m1",
+]
+BABBLE_VOICES_2 = ["en-us-nyc+m2", "en-gb+f3", "en-029+m3", "en-gb-x-rp+f1"]
 PAUSE_S = 0.4  # between the sentences of a passage
 
 ONE_S = [
@@ -210,8 +245,8 @@ def speak(text: str, voice: str, wpm: int) -> np.ndarray:
 def sox_synth(seconds: float, *synth: str) -> np.ndarray:
     """``sox -n ... synth SECONDS ARGS``, as 16 kHz mono float32 (channels averaged)."""
     channels = max(1, sum(a in ("sine", "pluck", "whitenoise", "pinknoise", "brownnoise") for a in synth))
-    raw = subprocess.run(
-        ["sox", "-n", "-r", str(SAMPLE_RATE), "-c", str(channels), "-b", "32", "-e", "float", "-t", "raw", "-"]
+    raw = subprocess.run(  # -R: repeatable (sox seeds its noise generators with a fixed number)
+        ["sox", "-R", "-n", "-r", str(SAMPLE_RATE), "-c", str(channels), "-b", "32", "-e", "float", "-t", "raw", "-"]
         + ["synth", f"{seconds}", *synth],
         check=True,
         capture_output=True,
@@ -231,16 +266,16 @@ def music_bed(rng: random.Random, seconds: float) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def babble_bed(sentences: list[str], seconds: float) -> np.ndarray:
+def babble_bed(sentences: list[str], seconds: float, voices: list[str] = BABBLE_VOICES) -> np.ndarray:
     """Four other voices, each reading other sentences, summed (each at the same level)."""
     tracks = []
-    for i, voice in enumerate(BABBLE_VOICES):
+    for i, voice in enumerate(voices):
         parts, total, k = [], 0.0, i
         while total < seconds:
             speech = speak(sentences[k % len(sentences)], voice, 160)
             parts.append(speech / (np.sqrt(np.mean(speech**2)) + 1e-9))
             total += speech.size / SAMPLE_RATE
-            k += len(BABBLE_VOICES)
+            k += len(voices)
         tracks.append(np.concatenate(parts)[: int(seconds * SAMPLE_RATE)])
     return np.sum(tracks, axis=0).astype(np.float32)
 
@@ -288,6 +323,56 @@ def passage(pool: list[str], target_s: float, voice: str, wpm: int) -> tuple[np.
     return np.concatenate(parts[:-1]), " ".join(said)
 
 
+def second_batch(add, taken: set[str]) -> None:
+    """About as many words again as the first batch, all on the fast path: 1, 3, 5 s and a
+    7 s class, in the same conditions, with other voices, commands written here, templated
+    sentences and docstring prose (half each in the 3-7 s classes), and Italian,
+    Portuguese and Dutch; each cell split evenly, pairs of clips alternating."""
+    rng = random.Random(SEED_2)
+    prose_all = [s for s in eval_texts.docstring_sentences(5, 21) if s not in taken]
+    rng.shuffle(prose_all)
+    babble, prose_all = prose_all[:40], prose_all[40:]
+    prose = {n: [s for s in prose_all if lo <= len(s.split()) <= hi] for n, (lo, hi) in PROSE_WORDS_2.items()}
+    ones = list(eval_texts.ONE_S)
+    rng.shuffle(ones)
+    beds = {name: sox_synth(60, name) for name in ("whitenoise", "pinknoise", "brownnoise")}
+    beds["music"] = music_bed(rng, 60)
+    beds["babble"] = babble_bed(babble, 60, BABBLE_VOICES_2)
+    used: set[str] = set(taken)
+
+    def fitting(length: int, from_prose: bool, voice: str, wpm: int) -> tuple[str, np.ndarray]:
+        for _ in range(80):  # texts that come out too short or long for the class are passed over
+            source = ones if length == 1 else prose[length] if from_prose else None
+            text = source.pop() if source is not None else eval_texts.templated(rng, length)
+            speech = speak(text, voice, wpm)
+            low, high = FIT_2[length]
+            if text not in used and low <= speech.size / SAMPLE_RATE <= high:
+                used.add(text)
+                return text, speech
+        raise RuntimeError(f"no text fits the {length} s class")
+
+    turn = 0
+    for length, count in PER_CELL_2.items():
+        for c, (condition, (noise, snr)) in enumerate(CONDITIONS.items()):
+            for k in range(count):
+                voice = VOICES_2[turn % len(VOICES_2)]
+                turn += 1
+                wpm = rng.choice([135, 150, 160, 170, 185])
+                text, speech = fitting(length, (k // 2) % 2 == 0, voice, wpm)
+                audio = speech if noise is None else mix(speech, beds[noise], snr, rng)
+                split = "tune" if (k + c) % 2 == 0 else "held-out"
+                meta = {"text": text, "language": "en", "voice": voice, "wpm": wpm, "length_class": length}
+                meta |= speech_bounds(speech) | {"condition": condition, "snr_db": snr, "split": split, "batch": 2}
+                add(f"en-{length:02d}s-{condition}-b{k}", audio, meta)
+    for language, (voice, sentences) in eval_texts.FOREIGN.items():
+        for k, text in enumerate(sentences):
+            length = 3 if k < 2 else 5
+            speech = speak(text, voice, 150)
+            meta = {"text": text, "language": language, "voice": voice, "wpm": 150, "length_class": length}
+            meta |= speech_bounds(speech) | {"condition": "clean", "snr_db": None, "split": ("tune", "held-out")[k % 2]}
+            add(f"{language}-{length:02d}s-clean-{k}", speech, meta | {"batch": 2})
+
+
 def main() -> None:
     rng = random.Random(SEED)
     manual = manual_sentences()
@@ -306,16 +391,16 @@ def main() -> None:
     beds["music"] = music_bed(rng, 60)
     beds["babble"] = babble_bed(babble_text, 60)
 
-    if OUT.exists():
-        for old in OUT.glob("*.opus"):
-            old.unlink()
     OUT.mkdir(parents=True, exist_ok=True)
     clips: dict[str, dict] = {}
     voice_turn = 0
     in_condition = dict.fromkeys(CONDITIONS, 0)  # clips so far, for the alternating split
 
     def add(name: str, audio: np.ndarray, meta: dict) -> None:
-        (OUT / f"{name}.opus").write_bytes(opus(audio))
+        # A clip already rendered is kept: the first batch was rendered before sox ran
+        # with -R, so its noise would come out different (the metadata does not).
+        if not (OUT / f"{name}.opus").is_file():
+            (OUT / f"{name}.opus").write_bytes(opus(audio))
         clips[name] = meta | {"seconds": round(audio.size / SAMPLE_RATE, 2)}
         print(f"{name}: {audio.size / SAMPLE_RATE:.1f} s {meta['voice']} {meta['split']}: {meta['text'][:60]}")
 
@@ -336,7 +421,7 @@ def main() -> None:
                 name = f"en-{length:02d}s-{condition}-{k}"
                 meta = {"text": text, "language": "en", "voice": voice, "wpm": wpm, "length_class": length}
                 meta |= speech_bounds(speech)
-                add(name, audio, meta | {"condition": condition, "snr_db": snr, "split": split})
+                add(name, audio, meta | {"condition": condition, "snr_db": snr, "split": split, "batch": 1})
     for language, (voice, sentences) in FOREIGN.items():
         for k, text in enumerate(sentences):
             length = 3 if k < 2 else 5
@@ -344,7 +429,11 @@ def main() -> None:
             speech = speak(text, voice, 150)
             meta = {"text": text, "language": language, "voice": voice, "wpm": 150, "length_class": length}
             meta |= speech_bounds(speech) | {"condition": "clean", "snr_db": None, "split": split}
-            add(f"{language}-{length:02d}s-clean-{k}", speech, meta)
+            add(f"{language}-{length:02d}s-clean-{k}", speech, meta | {"batch": 1})
+    second_batch(add, {c["text"] for c in clips.values()} | set(babble_text))
+    for old in OUT.glob("*.opus"):
+        if old.stem not in clips:
+            old.unlink()
     (OUT / "eval.json").write_text(json.dumps(clips, indent=1, ensure_ascii=False) + "\n")
     print(f"{len(clips)} clips, {sum(c['seconds'] for c in clips.values()):.0f} s")
 

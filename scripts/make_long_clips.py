@@ -70,7 +70,9 @@ def speak(text: str, voice: str, wpm: int) -> np.ndarray:
 
 def opus(audio: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    with av.open(buf, "w", format="ogg") as out:
+    # bitexact: the Ogg stream's serial number is fixed instead of random, so the same
+    # audio gives the same file
+    with av.open(buf, "w", format="ogg", options={"fflags": "bitexact"}) as out:
         stream = out.add_stream("libopus", rate=SAMPLE_RATE, layout="mono")
         stream.bit_rate = 24_000
         pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)

@@ -16,6 +16,7 @@ from whisperpool.wer import normalize, word_error_rate
 
 CLIPS = accuracy.eval_set()
 CONDITIONS = {"clean", "white-20db", "pink-10db", "brown-5db", "babble-10db", "music-10db"}
+LANGUAGES = {"en", "de", "es", "fr", "it", "pt", "nl"}
 
 
 def test_every_clip_exists_and_lasts_about_its_declared_length():
@@ -31,7 +32,8 @@ def test_every_clip_exists_and_lasts_about_its_declared_length():
 def test_every_clip_has_a_reference_and_its_description():
     for name, clip in CLIPS.items():
         assert normalize(clip["text"]), name
-        assert clip["language"] in {"en", "de", "es", "fr"}, name
+        assert clip["language"] in LANGUAGES, name
+        assert clip["batch"] in (1, 2), name
         assert clip["length_class"] in accuracy.LENGTHS, name
         assert clip["condition"] in CONDITIONS, name
         assert clip["split"] in accuracy.SPLITS, name
@@ -44,14 +46,41 @@ def test_both_halves_cover_every_condition_length_and_language_and_share_no_text
         mine = [c for c in CLIPS.values() if c["split"] == split]
         assert {c["condition"] for c in mine} == CONDITIONS
         assert {c["length_class"] for c in mine} == set(accuracy.LENGTHS)
-        assert {c["language"] for c in mine} == {"en", "de", "es", "fr"}
+        assert {c["language"] for c in mine} == LANGUAGES
         for condition in CONDITIONS:  # every length class too, within each noisy condition
             assert {c["length_class"] for c in mine if c["condition"] == condition} == set(accuracy.LENGTHS)
     halves = Counter(c["split"] for c in CLIPS.values())
     assert abs(halves["tune"] - halves["held-out"]) <= 2
     texts = Counter(c["text"] for c in CLIPS.values())
     assert texts.most_common(1)[0][1] == 1, "a sentence is read in more than one clip"
-    assert 120 <= len(CLIPS) <= 200
+    assert 280 <= len(CLIPS) <= 330
+
+
+def test_the_second_batch_splits_every_cell_evenly_and_doubles_the_held_out_words():
+    """Batch 2 adds as many clips to each half in every length class and condition; the
+    held-out half ends with about twice the words it had (971) so that 0.3 points resolve."""
+    second = [c for c in CLIPS.values() if c["batch"] == 2]
+    cells = Counter((c["length_class"], c["condition"], c["language"], c["split"]) for c in second)
+    for length, condition, language, split in cells:
+        other = "tune" if split == "held-out" else "held-out"
+        assert cells[(length, condition, language, split)] == cells[(length, condition, language, other)]
+    assert all(c["seconds"] <= 8.0 for c in second)  # all on the fast path
+    words = Counter()
+    for c in CLIPS.values():
+        words[c["split"]] += len(normalize(c["text"]))
+    assert 1900 <= words["held-out"] <= 2200 and abs(words["held-out"] - words["tune"]) < 100
+
+
+def test_the_splits_to_run_are_chosen_from_the_clip_metadata():
+    names, streamed = accuracy.chosen(CLIPS, BenchOptions(splits=("held-out",)))
+    assert names and {CLIPS[n]["split"] for n in names} == {"held-out"}
+    assert set(streamed) <= set(names) and {CLIPS[n]["length_class"] for n in streamed} == set(
+        accuracy.STREAMED_LENGTHS
+    )
+    names, streamed = accuracy.chosen(CLIPS, BenchOptions(splits=("tune",)))
+    assert {CLIPS[n]["split"] for n in names} == {"tune"} and streamed == []
+    names, _ = accuracy.chosen(CLIPS, BenchOptions())
+    assert set(names) == set(CLIPS)
 
 
 def test_the_references_are_written_as_whisper_is_scored():
@@ -71,6 +100,8 @@ def test_the_references_are_written_as_whisper_is_scored():
 def test_the_options_are_checked():
     with pytest.raises(ConfigError, match="stream_splits"):
         BenchOptions(stream_splits=("train",))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="BenchOptions.splits"):
+        BenchOptions(splits=())
     with pytest.raises(ConfigError, match="quick"):
         BenchOptions(quick=1)  # type: ignore[arg-type]
 
@@ -97,3 +128,30 @@ def test_the_suite_measures_a_few_clips_with_the_real_model(tmp_path):
     out = Console(record=True, width=160)
     accuracy.report(result, out)
     assert "by length class" in out.export_text()
+
+
+def test_a_run_of_one_half_is_summarized_and_reported_without_the_other():
+    """``--split tune``: the tables show the tune half (the 7 s class too); no held-out target is claimed."""
+    tune = [n for n, c in CLIPS.items() if c["split"] == "tune"]
+    entries = []
+    for i, name in enumerate(tune):
+        said = CLIPS[name]["text"]
+        auto = said.rsplit(" ", 1)[0] if i % 4 == 0 else said  # a word lost on every fourth clip
+        decoded = {"window": "full", "fallback": None, "inference_s": 1.0}
+        entries.append(
+            {"name": name}
+            | CLIPS[name]
+            | {
+                "full": decoded | {"text": said},
+                "auto": decoded | {"text": auto, "window": "short", "inference_s": 0.5},
+            }
+        )
+    result = {"clips": entries}
+    s = accuracy.summary(result)
+    assert s["held-out"]["all"] == {"clips": 0}
+    assert s["tune"]["all"]["wer_full"] == 0 and s["tune"]["all"]["auto_minus_full"] > 0
+    assert s["tune"]["length"]["7"]["clips"] == 30
+    assert accuracy.targets(result) == []
+    out = Console(record=True, width=200)
+    accuracy.report(result, out)
+    assert "7 s" in out.export_text()

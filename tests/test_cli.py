@@ -64,6 +64,17 @@ def test_transcribe_flags_map_to_the_pool_config():
     assert (plain.language, plain.window, plain.word_timestamps) == (None, "auto", False)
 
 
+def test_bench_accuracy_runs_one_half_of_the_dev_set_when_asked():
+    from whisperpool.cli import bench_options
+
+    assert bench_options(parse("bench", "--accuracy")).splits == ("held-out", "tune")
+    held = bench_options(parse("bench", "--accuracy", "--split", "held-out", "--stream-splits", "both"))
+    assert (held.splits, held.stream_splits) == (("held-out",), ("held-out", "tune"))
+    assert bench_options(parse("bench", "--accuracy", "--split", "tune")).splits == ("tune",)
+    with pytest.raises(SystemExit):
+        parse("bench", "--accuracy", "--split", "train")
+
+
 def test_serve_flags_win_over_environment_variables_and_both_reach_the_settings():
     from whisperpool.cli import serve_settings
 

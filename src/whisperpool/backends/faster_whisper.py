@@ -38,8 +38,12 @@ log = logging.getLogger(__name__)
 FRAMES_PER_SECOND = 100  # log-mel frames: one per 10 ms hop
 
 SHORT_WINDOW_MAX_S = 8.0  # the default of DecodeOptions.short_window_max_s
-SHORT_WINDOW_MIN_S = 8  # the shortest window the encoder is given (5 s looped more often on 1 s clips)
-SHORT_WINDOW_TAIL_S = 1.0  # silence after the clip, so the decoder sees it end
+# The shortest window the encoder is given (5 s looped more often on 1 s clips before the
+# repetition rule), and the silence after the clip, so the decoder sees it end. Swept with
+# the guard's LOG_PROB_LIMIT on the dev set's tune half (scripts/tune_short_window.py,
+# docs/fast-path.md): no floor (4-10 s), tail (1-3 s) or limit did better beyond noise.
+SHORT_WINDOW_MIN_S = 8
+SHORT_WINDOW_TAIL_S = 1.0
 
 # The guard, with faster-whisper's own defaults for its temperature fallback.
 COMPRESSION_RATIO_LIMIT = 2.4

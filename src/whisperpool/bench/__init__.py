@@ -78,11 +78,17 @@ class BenchOptions:
     throughput batch (``pool``); ``quiet_s``: seconds of quiet before the re-warm test
     (``adaptive``); ``language``: the decoding language of every suite (``accuracy``
     uses each clip's own); ``quick``: a few clips only, for tests (``accuracy``);
+<<<<<<< HEAD
     ``stream_splits``: the halves of the dev set whose 3-10 s clips are streamed
     (``accuracy``); ``traces``: which traces to replay, ``held-out``, ``tune``, ``all``
     or ids like ``6,7`` (``adaptive``; ``quick``: one trace); ``files``: files in the folder
     transcribed (``ray_batch``: the example clips repeated to that many, so the fixed
     start-up is spread over a folder as a real archive spreads it; ``quick``: 31, one round).
+=======
+    ``splits``: the halves of the dev set transcribed, both by default, and
+    ``stream_splits``: those whose 3-10 s clips are also streamed (``accuracy``); ``traces``: which traces to replay, ``held-out``, ``tune``, ``all``
+    or ids like ``6,7`` (``adaptive``; ``quick``: one trace).
+>>>>>>> acc3
     """
 
     language: str | None = "en"
@@ -91,6 +97,7 @@ class BenchOptions:
     batch: int = 8
     quiet_s: float = 120.0
     quick: bool = False
+    splits: tuple[Literal["held-out", "tune"], ...] = ("held-out", "tune")
     stream_splits: tuple[Literal["held-out", "tune"], ...] = ("held-out",)
     traces: str = "held-out"
     files: int = 200
@@ -104,9 +111,15 @@ class BenchOptions:
             raise ConfigError(f"BenchOptions.quiet_s must be >= 0, got {self.quiet_s!r}")
         if not isinstance(self.quick, bool):
             raise ConfigError(f"BenchOptions.quick must be a bool, got {self.quick!r}")
-        splits = self.stream_splits
-        if not isinstance(splits, tuple) or not set(splits) <= {"held-out", "tune"} or len(set(splits)) != len(splits):
-            raise ConfigError(f"BenchOptions.stream_splits must be a tuple of 'held-out' and/or 'tune', got {splits!r}")
+        for name in ("splits", "stream_splits"):
+            splits = getattr(self, name)
+            if (
+                not isinstance(splits, tuple)
+                or not splits
+                or not set(splits) <= {"held-out", "tune"}
+                or len(set(splits)) != len(splits)
+            ):
+                raise ConfigError(f"BenchOptions.{name} must be a tuple of 'held-out' and/or 'tune', got {splits!r}")
 
 
 def print_targets(targets: list[Target], out: Console) -> None:

@@ -285,7 +285,8 @@ def _accuracy(r: dict[str, Any], fig: Figure) -> None:
     """Held-out WER by length class, full window against auto (clips, not a suite's summary)."""
     from ..wer import word_error_rate
 
-    held = [c for c in r["clips"] if c["split"] == "held-out"]
+    split = "held-out" if any(c["split"] == "held-out" for c in r["clips"]) else "tune"  # --split tune
+    held = [c for c in r["clips"] if c["split"] == split]
     classes = sorted({c["length_class"] for c in held})
     ax = fig.add_subplot(1, 1, 1)
     width = 0.38
@@ -297,7 +298,7 @@ def _accuracy(r: dict[str, Any], fig: Figure) -> None:
         bars = ax.bar([x + (i - 0.5) * width for x in range(len(classes))], values, width, label=f"window={mode}")
         _label_bars(ax, bars, "{:.0f}")
     ax.set_xticks(range(len(classes)), [f"{k} s" for k in classes])
-    ax.set_ylabel("WER % (held-out half)")
+    ax.set_ylabel(f"WER % ({split} half)")
     ax.set_title("accuracy dev set: word error rate by clip length")
     ax.legend()
 

@@ -8,10 +8,12 @@ every worker failed).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -22,6 +24,9 @@ from .ray_transcribe import batch_config, ray_transcribe
 from .serve import _serve, serve_settings
 from .stream import _stream, stream_config
 from .transcribe import AUDIO_SUFFIXES, _transcribe, expand_inputs, transcribe_config
+
+if TYPE_CHECKING:
+    from ..bench import BenchOptions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,20 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run(load, out)
             good = result["ok"] if load.abuse else result["lost"] == 0
             return EXIT_OK if good else EXIT_SOME_FAILED
-        from ..bench import BenchOptions, run_bench
+        from ..bench import run_bench
 
-        bench = BenchOptions(
-            language=args.language,
-            runs=args.runs,
-            cold_runs=args.cold_runs,
-            batch=args.batch,
-            quiet_s=args.quiet,
-            quick=args.quick,
-            traces=args.traces,
-            files=args.files,
-            stream_splits=("held-out", "tune") if args.stream_splits == "both" else ("held-out",),
-        )
-        run_bench(args.suite, bench, out, output=args.output)
+        run_bench(args.suite, bench_options(args), out, output=args.output)
         return EXIT_OK
     except (ConfigError, MissingDependency) as exc:
         err.print(f"whisperpool: {exc}", highlight=False, markup=False)
@@ -96,6 +90,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def bench_options(args: argparse.Namespace) -> BenchOptions:
+    """``whisperpool bench``'s flags as the options its suites are told."""
+    from ..bench import BenchOptions
+
+    return BenchOptions(
+        language=args.language,
+        runs=args.runs,
+        cold_runs=args.cold_runs,
+        batch=args.batch,
+        quiet_s=args.quiet,
+        quick=args.quick,
+        traces=args.traces,
+        files=args.files,
+        splits=("held-out", "tune") if args.split == "both" else (args.split,),
+        stream_splits=("held-out", "tune") if args.stream_splits == "both" else ("held-out",),
+    )
+
+
 __all__ = [
     "AUDIO_SUFFIXES",
     "EXIT_OK",
@@ -103,6 +115,7 @@ __all__ = [
     "EXIT_START_FAILED",
     "EXIT_USAGE",
     "batch_config",
+    "bench_options",
     "build_parser",
     "expand_inputs",
     "main",

@@ -402,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="--adaptive: the traces to replay: held-out (default), tune, all, or trace ids like 6,7",
     )
     b.add_argument(
+        "--split",
+        choices=("held-out", "tune", "both"),
+        default="both",
+        help="--accuracy: which half of the dev set to transcribe (default: both)",
+    )
+    b.add_argument(
         "--stream-splits",
         choices=("held-out", "both"),
         default="held-out",
