@@ -17,7 +17,8 @@ decodings the guard sent to the full window, and the median full / auto inferenc
 
 Streaming: each clip of the 3, 5 and 10 s classes of the streamed splits (``held-out``
 by default) is played after 0.5 s of silence at real-time pace, in 100 ms chunks, into
-a session on the same pool, with the session's VAD (:func:`~whisperpool.streaming.client.play_local`,
+a session on a pool of the default layout (two workers, as ``bench --streaming``
+measures streams), with the session's VAD (:func:`~whisperpool.streaming.client.play_local`,
 as ``bench --streaming`` does). Reported: the WER of its finals beside offline ``auto``
 and ``full`` on the same clips, the final latency after the end of the voice (from the
 clean rendering; the noise goes on to the clip's end), and how many finals the guard sent
@@ -128,6 +129,7 @@ async def _measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         "compute_type": "int8",
         "workers": 1,
         "threads": threads,
+        "stream_workers": PoolConfig().pool_size,
         "beam_size": decode.beam_size,
         "short_window_max_s": decode.short_window_max_s,
         "quick": options.quick,
@@ -156,6 +158,10 @@ async def _measure(options: BenchOptions, log: Console) -> dict[str, Any]:
             entries[name] = entry
             if (i + 1) % 20 == 0:
                 log.print(f"[dim]  {i + 1}/{len(names)}[/dim]")
+    # The streams run on the default layout, as a server's do and as bench --streaming
+    # measures them: on a pool of one, a final waits for the partial being decoded,
+    # while with two it goes to the other worker.
+    async with TranscriptionEngine(PoolConfig(decode=decode)) as engine:
         log.print(f"[dim]streaming: {len(streamed)} clips at real-time pace ...[/dim]")
         for i, name in enumerate(streamed):
             audio = load_audio(EVAL / f"{name}.opus")
