@@ -42,6 +42,13 @@ RECORDINGS = {
     "long-lancaster": ("en-gb-x-gbclan", 150, 240, "held-out"),
     "long-us-f": ("en-us+f3", 160, 240, "held-out"),
 }
+# More tune recordings, read from sentences of the standard library's docstrings (the
+# manual's are all used above), drawn with a seed of their own.
+MORE_TUNE = {
+    "long-midlands": ("en-gb-x-gbcwmd", 155, 240, "tune"),
+    "long-gb-f": ("en-gb+f2", 165, 240, "tune"),
+    "long-us-nyc-f": ("en-us-nyc+f4", 160, 240, "tune"),
+}
 PLAIN = re.compile(r"^[A-Z][A-Za-z ,;'\-]+[a-z]\.$")
 
 
@@ -88,12 +95,24 @@ def opus(audio: np.ndarray) -> bytes:
 
 
 def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    texts = json.loads((OUT / "texts.json").read_text()) if (OUT / "texts.json").exists() else {}
     rng = random.Random(20261127)
     pool = sentences()
     rng.shuffle(pool)
-    OUT.mkdir(parents=True, exist_ok=True)
-    texts = json.loads((OUT / "texts.json").read_text()) if (OUT / "texts.json").exists() else {}
-    for name, (voice, wpm, seconds, split) in RECORDINGS.items():
+    render(RECORDINGS, pool, rng, texts)
+    from eval_texts import docstring_sentences
+
+    rng = random.Random(20261128)
+    pool = docstring_sentences(8, 28)
+    rng.shuffle(pool)
+    render(MORE_TUNE, pool, rng, texts)
+    (OUT / "texts.json").write_text(json.dumps(texts, indent=2) + "\n")
+
+
+def render(recordings: dict, pool: list[str], rng: random.Random, texts: dict) -> None:
+    """Each recording read from sentences popped off ``pool``, unless ``texts`` has it."""
+    for name, (voice, wpm, seconds, split) in recordings.items():
         parts, said, total = [], [], 0.0
         while total < seconds:
             sentence = pool.pop()
@@ -109,7 +128,6 @@ def main() -> None:
         (OUT / f"{name}.opus").write_bytes(opus(audio))
         texts[name] = {"text": " ".join(said), "voice": voice, "wpm": wpm, "seconds": round(total, 1), "split": split}
         print(f"{name}: {total:.0f} s, {len(said)} sentences, {voice} at {wpm} wpm ({split})")
-    (OUT / "texts.json").write_text(json.dumps(texts, indent=2) + "\n")
 
 
 if __name__ == "__main__":
