@@ -150,9 +150,10 @@ class PoolConfig:
     silences into pieces of at most ``piece_s`` seconds, which are decoded in parallel on
     the idle workers, up to ``piece_batch`` pieces in one batch, and stitched in order (see
     :mod:`whisperpool.pool.pieces`). Finding its silences is shared out too: one part of
-    at least ``plan_span_s`` seconds per idle worker (``None``: one worker plans it all). With ``max_batch`` above 1, a worker decodes up to
-    that many queued short requests with the same options as one batch (see
-    :mod:`whisperpool.pool.batching`; off by default: on a CPU it does not pay).
+    at least ``plan_span_s`` seconds per idle worker (``None``: one worker plans it all).
+    With ``max_batch`` above 1, a worker decodes up to that many queued short requests
+    with the same options as one batch (see :mod:`whisperpool.pool.batching`; off by
+    default: a batched request's text depends on the requests batched with it).
 
     Supervision: a worker that dies is replaced at once; one that fails to warm up is
     restarted after ``restart_backoff_s``, doubling up to ``restart_backoff_max_s``, and

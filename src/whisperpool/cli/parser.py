@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch",
         type=_positive_int,
         default=None,
-        help=f"queued short requests a worker may decode as one batch; pays on a GPU, not on a CPU "
+        help=f"queued short requests a worker may decode as one batch; about 1.3x the throughput under load, but a "
+        f"request's text then depends on its batch "
         f"(default: {pool.max_batch})",
     )
     s.add_argument(

@@ -8,10 +8,11 @@ windows trimmed to the longest), and the answer is split back into one result pe
 request. A batch shares its earliest deadline; if its worker dies, each request in it
 is retried on its own.
 
-On this project's 2-core CPU batching does not pay (see ``bench --throughput``): the
-short window already trims each request's encoder work, and the batched decoding gives
-up the guard and the temperature fallback. It is meant for a GPU, where batches are
-where the throughput is.
+Off by default (``max_batch=1``) although it pays on this project's 2-core CPU under
+load (see ``bench --throughput``): a batch's window is trimmed to its longest request,
+so a batched request's text can depend on the requests that happened to be queued with
+it, and a batch decodes at the first temperature only, with a lighter guard than the
+short window's (a request whose pass goes astray is decoded again alone).
 """
 
 from __future__ import annotations
