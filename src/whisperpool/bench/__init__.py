@@ -73,22 +73,17 @@ RESULTS = Path("benchmarks/results")
 class BenchOptions:
     """What a suite is told. Each suite reads the fields it uses and ignores the rest.
 
-        ``runs``: timed runs per steady-state measure (``pool``, ``windows``);
-        ``cold_runs``: new processes for the cold measure and ``batch``: clips in the
-        throughput batch (``pool``); ``quiet_s``: seconds of quiet before the re-warm test
-        (``adaptive``); ``language``: the decoding language of every suite (``accuracy``
-        uses each clip's own); ``quick``: a few clips only, for tests (``accuracy``);
-    <<<<<<< HEAD
-        ``stream_splits``: the halves of the dev set whose 3-10 s clips are streamed
-        (``accuracy``); ``traces``: which traces to replay, ``held-out``, ``tune``, ``all``
-        or ids like ``6,7`` (``adaptive``; ``quick``: one trace); ``files``: files in the folder
-        transcribed (``ray_batch``: the example clips repeated to that many, so the fixed
-        start-up is spread over a folder as a real archive spreads it; ``quick``: 31, one round).
-    =======
-        ``splits``: the halves of the dev set transcribed, both by default, and
-        ``stream_splits``: those whose 3-10 s clips are also streamed (``accuracy``); ``traces``: which traces to replay, ``held-out``, ``tune``, ``all``
-        or ids like ``6,7`` (``adaptive``; ``quick``: one trace).
-    >>>>>>> acc3
+    ``runs``: timed runs per steady-state measure (``pool``, ``windows``);
+    ``cold_runs``: new processes for the cold measure and ``batch``: clips in the
+    throughput batch (``pool``); ``quiet_s``: seconds of quiet before the re-warm test
+    (``adaptive``); ``language``: the decoding language of every suite (``accuracy``
+    uses each clip's own); ``quick``: a few clips only, for tests (``accuracy``);
+    ``splits``: the halves of the dev set transcribed, both by default, and
+    ``stream_splits``: those whose 3-10 s clips are also streamed (``accuracy``);
+    ``traces``: which traces to replay, ``held-out``, ``tune``, ``all`` or ids like
+    ``6,7`` (``adaptive``; ``quick``: one trace); ``files``: files in the folder
+    transcribed (``ray_batch``: the example clips repeated to that many, so the fixed
+    start-up is spread over a folder as a real archive spreads it; ``quick``: 31, one round).
     """
 
     language: str | None = "en"
