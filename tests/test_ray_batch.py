@@ -232,6 +232,6 @@ def test_the_bench_folder_repeats_the_clips_to_the_files_asked(tmp_path):
     assert len(made) == len(set(made)) == 40 == len(list(tmp_path.glob("*.wav")))
     assert made[31].name == "c1-" + made[0].name.removeprefix("c0-")
     assert build_parser().parse_args(["bench", "--ray-batch", "--files", "500"]).files == 500
-    assert BenchOptions().files == 200
+    assert BenchOptions().files == 600
     with pytest.raises(ConfigError, match="files"):
         BenchOptions(files=0)

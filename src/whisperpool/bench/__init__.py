@@ -95,7 +95,7 @@ class BenchOptions:
     splits: tuple[Literal["held-out", "tune"], ...] = ("held-out", "tune")
     stream_splits: tuple[Literal["held-out", "tune"], ...] = ("held-out",)
     traces: str = "held-out"
-    files: int = 200
+    files: int = 600
 
     def __post_init__(self) -> None:
         for name in ("runs", "cold_runs", "batch", "files"):

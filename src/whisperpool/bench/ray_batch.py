@@ -1,8 +1,8 @@
 """``whisperpool bench --ray-batch``: a folder of clips on Ray Data against the local CLI.
 
 The same folder (the example clips and the 1-5 s commands, repeated to ``--files`` files,
-default 200: the fixed start-up of each command is then spread over a folder as an archive
-spreads it, while the suite stays under about 6 minutes on 2 cores) is
+default 600: the fixed start-up of each command is then spread over a folder as an archive
+spreads it; the suite takes about 10 minutes on 2 cores) is
 transcribed, in the same run and on the same cores, by the two commands as a user runs
 them, each a new process from start to exit:
 

@@ -430,9 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--files",
         type=_positive_int,
-        default=200,
+        default=600,
         help="--ray-batch: files in the folder, the example clips repeated; more spreads the fixed start-up "
-        "further, as an archive does (default: 200, about 6 minutes on 2 cores)",
+        "further, as an archive does (default: 600, about 10 minutes on 2 cores)",
     )
     return parser
 
