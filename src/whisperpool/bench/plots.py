@@ -247,8 +247,10 @@ def _throughput(r: dict[str, Any], fig: Figure) -> None:
     meta = r.get("recordings", {})
     long_ax.set_xticks(
         range(len(recordings)),
-        [f"{n}\n{meta[n]['seconds']:.0f} s, {meta[n]['split']}" if n in meta else n for n in recordings],
+        [f"{n.removeprefix('long-')} ({meta[n]['split']})" if n in meta else n for n in recordings],
         fontsize=7,
+        rotation=35 if len(recordings) > 4 else 0,
+        ha="right" if len(recordings) > 4 else "center",
     )
     long_ax.set_ylabel("wall time, s")
     long_ax.set_title("long recordings", fontsize=10)
