@@ -45,6 +45,21 @@ class Segment:
     no_speech_prob: float = 0.0
     words: tuple[Word, ...] | None = None
 
+    def moved(self, seconds: float, frames: int, id: int | None = None) -> Segment:  # noqa: A002 (the field's name)
+        """This segment, and its words, ``seconds`` later: on a longer recording whose
+        feature frames (``seek``) start ``frames`` earlier; numbered ``id`` if given."""
+        words = self.words
+        if words is not None:
+            words = tuple(dataclasses.replace(w, start=w.start + seconds, end=w.end + seconds) for w in words)
+        return dataclasses.replace(
+            self,
+            id=self.id if id is None else id,
+            start=self.start + seconds,
+            end=self.end + seconds,
+            seek=self.seek + frames,
+            words=words,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Timings:

@@ -403,7 +403,9 @@ class FasterWhisperBackend:
                 log.info("a piece at %.1f s went astray (%s: %s); decoding it alone", start / SAMPLE_RATE, *wrong)
                 fallback = fallback or wrong[0]
                 again = self.transcribe(np.ascontiguousarray(audio[start:end]), options.replace(window="full"))
-                found += [_shifted(seg, start) for seg in again.segments]
+                found += [
+                    seg.moved(start / SAMPLE_RATE, start * FRAMES_PER_SECOND // SAMPLE_RATE) for seg in again.segments
+                ]
             elif timestamps:
                 found += [_segment(r, duration) for r in mine]
             else:
@@ -488,17 +490,6 @@ def _sentences(raw, options: DecodeOptions, duration: float) -> list[Segment]:
         )
         for group in groups
     ]
-
-
-def _shifted(segment: Segment, start: int) -> Segment:
-    """``segment`` of audio that starts ``start`` samples into a longer one, on that one's timeline."""
-    offset = start / SAMPLE_RATE
-    words = segment.words
-    if words is not None:
-        words = tuple(dataclasses.replace(w, start=w.start + offset, end=w.end + offset) for w in words)
-    return dataclasses.replace(
-        segment, start=segment.start + offset, end=segment.end + offset, seek=segment.seek + start // 160, words=words
-    )
 
 
 def _collect(raw_segments, duration: float, on_segment) -> list[Segment]:

@@ -161,7 +161,7 @@ class WhisperCppBackend:
             language = language or result.language
             offset = start / SAMPLE_RATE
             for seg in result.segments:
-                segments.append(_shifted(seg, offset, len(segments) + 1))
+                segments.append(seg.moved(offset, int(math.floor(offset * CENTISECONDS)), len(segments) + 1))
         duration = audio.size / SAMPLE_RATE
         text = "".join(s.text for s in segments).strip()
         probability = 1.0 if options.language else 0.0
@@ -330,22 +330,3 @@ def _words(tokens, duration: float, to_bytes) -> tuple[Word, ...]:
         end = min(max(group[-1][0].t1 / CENTISECONDS, start), duration)
         words.append(Word(start, end, text, float(np.mean([d.p for d, _ in group]))))
     return tuple(words)
-
-
-def _shifted(seg: Segment, offset: float, new_id: int) -> Segment:
-    words = None
-    if seg.words is not None:
-        words = tuple(Word(w.start + offset, w.end + offset, w.word, w.probability) for w in seg.words)
-    return Segment(
-        id=new_id,
-        start=seg.start + offset,
-        end=seg.end + offset,
-        text=seg.text,
-        seek=seg.seek + int(math.floor(offset * CENTISECONDS)),
-        tokens=seg.tokens,
-        temperature=seg.temperature,
-        avg_logprob=seg.avg_logprob,
-        compression_ratio=seg.compression_ratio,
-        no_speech_prob=seg.no_speech_prob,
-        words=words,
-    )

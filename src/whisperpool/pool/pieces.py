@@ -158,17 +158,19 @@ class LongRequest:
     def done_pieces(self) -> int:
         return sum(len(b) for b, r in zip(self.batches, self.results, strict=True) if r is not None)
 
+    def _workers(self) -> int:
+        """Workers that can take work now (at least one: the pool replaces the ones it lost)."""
+        return max(1, len(self.pool._capacity()))
+
     def _plan_parts(self) -> int:
         """One part per worker that can take work now, each at least ``plan_span_s`` long."""
         span = self.pool.config.plan_span_s
         if span is None:
             return 1
-        workers = max(1, len(self.pool._capacity()))
-        return max(1, min(workers, int(self.duration // span)))
+        return max(1, min(self._workers(), int(self.duration // span)))
 
-    def _batch_size(self) -> int:
+    def _batch_size(self, workers: int) -> int:
         """Pieces per job: at most ``piece_batch``, and few enough that every worker gets some."""
-        workers = max(1, len(self.pool._capacity()))
         return max(1, min(self.pool.config.piece_batch, math.ceil(len(self.pieces) / workers)))
 
     # -- callbacks ---------------------------------------------------------------------
@@ -197,9 +199,9 @@ class LongRequest:
         """Every part is planned: the regions, joined across the cuts, become pieces."""
         regions = [region for part in self.regions if part is not None for region in part]
         max_samples = int(self.piece_s * SAMPLE_RATE)
-        workers = len(self.pool._capacity())
+        workers = self._workers()
         self.pieces = balanced_pieces(regions, max_samples, int(MAX_GAP_S * SAMPLE_RATE), workers)
-        size = self._batch_size()
+        size = self._batch_size(workers)
         self.batches = [self.pieces[i : i + size] for i in range(0, len(self.pieces), size)]
         self.results = [None] * len(self.batches)
         log.info(
@@ -242,7 +244,7 @@ class LongRequest:
         offset = self.pieces[0][0] / SAMPLE_RATE
         self.streamed += 1
         assert self.on_segment is not None
-        self.on_segment(_moved(segment, offset, self.pieces[0][0] // HOP, segment.id))
+        self.on_segment(segment.moved(offset, self.pieces[0][0] // HOP))
 
     def _piece_done(self, index: int, future: Future) -> None:
         if future.cancelled() or self.future.done():
@@ -276,7 +278,7 @@ class LongRequest:
     def _on_timeline(self, index: int, piece: TranscriptionResult) -> TranscriptionResult:
         """The batch's segments and words moved to the recording's timeline."""
         start = self.batches[index][0][0]
-        moved = tuple(_moved(s, start / SAMPLE_RATE, start // HOP, s.id) for s in piece.segments)
+        moved = tuple(s.moved(start / SAMPLE_RATE, start // HOP) for s in piece.segments)
         return dataclasses.replace(piece, segments=moved)
 
     def _finish(self) -> None:
@@ -318,21 +320,6 @@ class LongRequest:
                 self.on_progress(self.done_pieces, len(self.pieces))
             except Exception:
                 log.exception("an on_progress callback raised")
-
-
-def _moved(segment: Segment, offset: float, frames: int, number: int) -> Segment:
-    """``segment`` (and its words) ``offset`` seconds later, numbered ``number``."""
-    words = segment.words
-    if words is not None:
-        words = tuple(dataclasses.replace(w, start=w.start + offset, end=w.end + offset) for w in words)
-    return dataclasses.replace(
-        segment,
-        id=number,
-        start=segment.start + offset,
-        end=segment.end + offset,
-        seek=segment.seek + frames,
-        words=words,
-    )
 
 
 __all__ = ["MAX_GAP_S", "LongRequest", "ProgressCallback", "balanced_pieces", "group_pieces", "plan_spans"]
