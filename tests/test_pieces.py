@@ -7,6 +7,7 @@ stitched result can be checked exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 
@@ -24,8 +25,8 @@ PIECE = 2 * SAMPLE_RATE  # samples in a full piece (piece_s=2)
 
 
 def long_config(**changes) -> PoolConfig:
-    """Pieces of 2 s, one a job (``piece_batch=1``) unless a test batches them."""
-    return fake_config(**{"split_above_s": 3.0, "piece_s": 2.0, "piece_batch": 1, **changes})
+    """Pieces of 2 s, unpadded, one a job (``piece_batch=1``) unless a test batches them."""
+    return fake_config(**{"split_above_s": 3.0, "piece_s": 2.0, "piece_pad_s": 0.0, "piece_batch": 1, **changes})
 
 
 def recording(seconds: float, marks: dict[int, float] | None = None) -> np.ndarray:
@@ -182,6 +183,53 @@ def test_recordings_side_by_side_each_get_their_segments_in_order(make_pool):
         result = future.result(WAIT)
         assert seen[n] == list(result.segments) and result.pieces == (n + 1) // 2
         assert [s.start for s in seen[n]] == [2.0 * i for i in range(result.pieces)]
+
+
+def test_each_piece_is_decoded_with_silence_around_it_and_lands_on_its_own_time(make_pool):
+    # 9 s in pieces of 2 s, each sent with 0.5 s of silence either side (the fake answers
+    # with the samples it was given), one batch of three and one of two.
+    pool = make_pool(long_config(pool_size=2, piece_pad_s=0.5, piece_batch=4))
+    pool.warm_up_all_workers(timeout=WAIT)
+    result = pool.submit(recording(9.0)).result(WAIT)
+    assert [(s.id, s.start, s.end) for s in result.segments] == [
+        (1, 0.0, 2.0),
+        (2, 2.0, 4.0),
+        (3, 4.0, 6.0),
+        (4, 6.0, 8.0),
+        (5, 8.0, 9.0),
+    ]
+    assert [s.text for s in result.segments] == ["48000 samples"] * 4 + ["32000 samples"]
+
+
+def test_a_piece_and_its_padding_fit_one_window(make_pool):
+    from whisperpool.pool.pieces import WINDOW_S
+
+    pool = make_pool(long_config(pool_size=2, piece_s=WINDOW_S, piece_pad_s=2.0))
+    pool.warm_up_all_workers(timeout=WAIT)
+    result = pool.submit(recording(60.0)).result(WAIT)
+    lengths = [s.end - s.start for s in result.segments]
+    assert sum(lengths) == pytest.approx(60.0) and max(lengths) <= WINDOW_S - 4.0 + 1e-6
+    assert [int(s.text.split()[0]) for s in result.segments] == [round((n + 4.0) * SAMPLE_RATE) for n in lengths]
+
+
+def test_padded_pieces_lie_one_after_another_and_map_back_to_the_recording():
+    from whisperpool.pool.pieces import on_timeline, padded
+    from whisperpool.results import Segment, Word
+
+    audio = np.arange(1, 101, dtype=np.float32)
+    batch = ((10, 30), (50, 60))
+    joined, where = padded(audio, batch, 5)
+    assert where == ((0, 30), (30, 50))
+    assert joined.tolist() == [0] * 5 + list(range(11, 31)) + [0] * 10 + list(range(51, 61)) + [0] * 5
+    sr = SAMPLE_RATE
+    # A segment in the second padded piece: its word in the padding stays at the piece's start.
+    words = (Word(31 / sr, 37 / sr, " a", 0.9), Word(37 / sr, 44 / sr, " b", 0.9))
+    segment = Segment(id=1, start=31 / sr, end=44 / sr, text=" a b", seek=0, words=words)
+    moved = on_timeline(segment, batch, where, 5)
+    assert (moved.start * sr, moved.end * sr) == pytest.approx((50, 59))
+    assert [t * sr for w in moved.words for t in (w.start, w.end)] == pytest.approx([50, 52, 52, 59])
+    first = on_timeline(dataclasses.replace(segment, start=6 / sr, end=20 / sr, words=None), batch, where, 5)
+    assert (first.start * sr, first.end * sr) == pytest.approx((11, 25))
 
 
 def test_plan_spans_cut_at_the_quietest_moment_near_each_nominal_end():

@@ -54,6 +54,7 @@ TOKENS_PER_S = 10
 TOKENS_MAX = 200  # leaves room for a prompt in Whisper's 448-token context
 MIN_AUDIO_S = 0.1  # shorter audio is nothing to decode (OpenAI's API refuses it)
 SILENT_PEAK = 1e-4  # below this peak the audio is digital silence: no VAD needed to say so
+PIECE_TIMESTAMPS = False  # decode every piece with timestamp tokens, not only short-window ones
 
 
 class NeedsFullWindow(Exception):
@@ -368,7 +369,7 @@ class FasterWhisperBackend:
         window = short_window_seconds(longest, 30.0 - SHORT_WINDOW_TAIL_S)
         clips = [{"start": start / SAMPLE_RATE, "end": end / SAMPLE_RATE} for start, end in pieces]
         model = self.model
-        timestamps = window is not None and longest <= options.short_window_max_s
+        timestamps = PIECE_TIMESTAMPS or (window is not None and longest <= options.short_window_max_s)
         model.batch_window_frames = window * FRAMES_PER_SECOND if window is not None else None
         try:
             raw, info = self._batched.transcribe(

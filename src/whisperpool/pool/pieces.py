@@ -5,7 +5,10 @@ find its speech (faster-whisper's own Silero VAD, as its batched mode does): one
 idle worker, each on a part of at least ``plan_span_s`` seconds cut at the quietest
 moment near its nominal end, the first also detecting the language when the request
 leaves it open. Their regions are grouped here into pieces of at most ``piece_s``
-seconds, cut only at silences (and at every long one). Then each piece is a job of its own: the pieces queue like any other work (piece
+seconds, cut only at silences (and at every long one). A piece is decoded with
+``piece_pad_s`` of silence before and after it: cut in a short pause, its first and
+last words would otherwise start and end the window with no quiet around them, and
+Whisper mishears them more often there (scripts/piece_wer.py, docs/pool.md). Then each piece is a job of its own: the pieces queue like any other work (piece
 k in round k, so short requests are not stuck behind a recording, see :mod:`.jobs`),
 go to whichever workers are idle, and are retried alone if their worker dies. As the
 pieces finish, their segments are moved onto the recording's timeline and handed to
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 HOP = 160  # samples per feature frame: a segment's ``seek`` is counted in frames
 MAX_GAP_S = 2.0  # a silence at least this long always ends a piece: Whisper invents words in long ones
 CUT_SEARCH_S = 2.0  # a plan part ends at the quietest 10 ms this close to its nominal end
+WINDOW_S = 30.0  # Whisper's window: a piece and its padding fit in one
 ProgressCallback = Callable[[int, int], None]  # (pieces done, pieces in all)
 Region = tuple[int, int]  # (start, end) sample indices
 
@@ -97,6 +101,39 @@ def plan_spans(audio: np.ndarray, parts: int) -> list[Region]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
+def padded(audio: np.ndarray, batch: tuple[Region, ...], pad: int) -> tuple[np.ndarray, tuple[Region, ...]]:
+    """The audio a job decodes for ``batch`` (pieces of ``audio``): each piece with
+    ``pad`` samples of silence before and after it, one after another; and where each
+    padded piece lies in it (:func:`piece_offsets` maps its times back)."""
+    silence = np.zeros(pad, dtype=np.float32)
+    parts, where, at = [], [], 0
+    for start, end in batch:
+        parts += [silence, audio[start:end], silence]
+        where.append((at, at + end - start + 2 * pad))
+        at = where[-1][1]
+    return np.concatenate(parts), tuple(where)
+
+
+def on_timeline(segment: Segment, batch: tuple[Region, ...], where: tuple[Region, ...], pad: int) -> Segment:
+    """A segment of a job's :func:`padded` audio moved onto the recording's timeline: by
+    the offset of the piece its middle falls in, its times (and words) kept inside that
+    piece (a word heard in the padding belongs to the piece's edge)."""
+    middle = (segment.start + segment.end) / 2 * SAMPLE_RATE
+    k = next((k for k, (_, e) in enumerate(where) if middle < e), len(where) - 1)
+    start, end = batch[k]
+    shift = start - (where[k][0] + pad)
+    lo, hi = start / SAMPLE_RATE, end / SAMPLE_RATE
+    moved = segment.moved(shift / SAMPLE_RATE, shift // HOP)
+
+    def inside(t: float) -> float:
+        return min(max(t, lo), hi)
+
+    words = moved.words
+    if words is not None:
+        words = tuple(dataclasses.replace(w, start=inside(w.start), end=inside(w.end)) for w in words)
+    return dataclasses.replace(moved, start=inside(moved.start), end=inside(moved.end), words=words)
+
+
 class LongRequest:
     """One long recording on its way through the pool, from plan to stitched result."""
 
@@ -116,7 +153,9 @@ class LongRequest:
     ) -> None:
         self.id = job_id
         self.pool = pool
-        self.piece_s = pool.config.piece_s
+        self.pad = int(pool.config.piece_pad_s * SAMPLE_RATE)
+        # A piece and its padding fit one window: the plan's regions are cut to this too.
+        self.piece_s = min(pool.config.piece_s, WINDOW_S - 2 * pool.config.piece_pad_s)
         self.audio = audio
         self.options = options
         self.future = future
@@ -125,6 +164,7 @@ class LongRequest:
         self.on_progress = on_progress
         self.pieces: tuple[tuple[int, int], ...] = ()
         self.batches: list[tuple[tuple[int, int], ...]] = []  # the pieces each job decodes
+        self.layouts: list[tuple[Region, ...]] = []  # where they lie in its padded audio (none: alone)
         self.jobs: list[Job] = []
         self.results: list[TranscriptionResult | None] = []
         self.delivered = 0  # pieces whose segments went to on_segment, numbered on the recording
@@ -220,11 +260,17 @@ class LongRequest:
         # One piece: nothing to spread. It is decoded as any audio up to 30 s is, and its
         # segments stream as they decode.
         alone = len(self.pieces) == 1
+        self.layouts = []
         for index, batch in enumerate(self.batches):
-            start, end = batch[0][0], batch[-1][1]
+            if alone:
+                start, end = batch[0]
+                audio, where = np.ascontiguousarray(self.audio[start:end]), ()
+            else:
+                audio, where = padded(self.audio, batch, self.pad)
+            self.layouts.append(where)
             job = Job(
                 id=next(self.pool._job_ids),
-                audio=np.ascontiguousarray(self.audio[start:end]),
+                audio=audio,
                 options=options,
                 future=Future(),
                 priority=self.plan_job.priority,
@@ -232,7 +278,7 @@ class LongRequest:
                 deadline=self.plan_job.deadline,
                 parent=self,
                 round=index,
-                pieces=() if alone else tuple((s - start, e - start) for s, e in batch),
+                pieces=where,
                 on_segment=self._stream_alone if alone and self.on_segment is not None else None,
             )
             job.future.add_done_callback(lambda f, index=index: self._piece_done(index, f))
@@ -277,8 +323,12 @@ class LongRequest:
 
     def _on_timeline(self, index: int, piece: TranscriptionResult) -> TranscriptionResult:
         """The batch's segments and words moved to the recording's timeline."""
-        start = self.batches[index][0][0]
-        moved = tuple(s.moved(start / SAMPLE_RATE, start // HOP) for s in piece.segments)
+        batch, where = self.batches[index], self.layouts[index]
+        if not where:  # a single piece, decoded as it is
+            start = batch[0][0]
+            moved = tuple(s.moved(start / SAMPLE_RATE, start // HOP) for s in piece.segments)
+        else:
+            moved = tuple(on_timeline(s, batch, where, self.pad) for s in piece.segments)
         return dataclasses.replace(piece, segments=moved)
 
     def _finish(self) -> None:
@@ -322,4 +372,14 @@ class LongRequest:
                 log.exception("an on_progress callback raised")
 
 
-__all__ = ["MAX_GAP_S", "LongRequest", "ProgressCallback", "balanced_pieces", "group_pieces", "plan_spans"]
+__all__ = [
+    "MAX_GAP_S",
+    "WINDOW_S",
+    "LongRequest",
+    "ProgressCallback",
+    "balanced_pieces",
+    "group_pieces",
+    "on_timeline",
+    "padded",
+    "plan_spans",
+]
