@@ -54,7 +54,10 @@ TOKENS_PER_S = 10
 TOKENS_MAX = 200  # leaves room for a prompt in Whisper's 448-token context
 MIN_AUDIO_S = 0.1  # shorter audio is nothing to decode (OpenAI's API refuses it)
 SILENT_PEAK = 1e-4  # below this peak the audio is digital silence: no VAD needed to say so
-PIECE_TIMESTAMPS = False  # decode every piece with timestamp tokens, not only short-window ones
+# Timestamp tokens in a long recording's pieces too (not only in short-window ones): off,
+# measured (scripts/piece_wer.py, which turns it on): a one-pass decoding with them stops
+# early at a timestamp and drops a piece's last sentence.
+PIECE_TIMESTAMPS = False
 
 
 class NeedsFullWindow(Exception):
@@ -357,9 +360,9 @@ class FasterWhisperBackend:
         loses words (12.1% WER against 9.3% decoded alone, on bench --throughput's short
         clips; 9.3% with them), so they are kept and give the segments their times. In
         a piece-length window (a long recording's pieces) it is the other way round
-        (12.4% against 21.3% with them on a tune recording, a piece gone astray with no
-        fallback to catch it): the text goes without them, as in faster-whisper's batched
-        mode, and is cut into sentence segments at the aligned words' times."""
+        (+2.8 WER points against +0.6 over a sequential pass on the tune recordings,
+        see :data:`PIECE_TIMESTAMPS`): the text goes without them, as in faster-whisper's
+        batched mode, and is cut into sentence segments at the aligned words' times."""
         from faster_whisper import BatchedInferencePipeline
 
         assert self.model is not None, "load() first"
