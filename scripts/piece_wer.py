@@ -1,6 +1,7 @@
 """Where does a long recording decoded in pieces lose words against one sequential pass?
 
 python scripts/piece_wer.py [--split tune] [--variants 30,30t,20,20t] [--output benchmarks/results/piece-wer.json]
+python scripts/piece_wer.py --pool [--split held-out]
 
 Each recording of the split is cut into pieces exactly as the default pool cuts it (its
 plan spans, faster-whisper's Silero VAD per span, :func:`balanced_pieces` for two
@@ -20,6 +21,10 @@ reference words in a row count as dropped sentences. The sequential pass is anal
 alike (its 30 s windows are not known, so only its runs). Results already in the
 output file are kept, so variants can be added run by run. Decisions are taken on the
 ``tune`` recordings; the ``held-out`` ones are measured once, for the chosen variant.
+
+With ``--pool`` the split goes through real pools instead (the default one, one with
+unpadded 30 s pieces as before, and one worker alone, as ``bench --throughput`` runs
+it), for WER and wall time in one run: ``pools`` and ``pool_splits`` in the JSON.
 """
 
 import argparse
