@@ -51,6 +51,7 @@ from whisperpool.wer import normalize, word_error_rate  # noqa: E402
 from whisperpool.worker.protocol import BackendSpec  # noqa: E402
 
 WORKERS = 2  # the default pool's on this machine: the pieces are cut for it
+NOTE = "WER is deterministic for the pieces (temperature 0); times are only indicative: check the load average"
 EDGE = 2  # words at each end of a piece that count as its edge
 DROPPED = 4  # this many deleted reference words in a row: a dropped sentence, not a slip
 
@@ -206,7 +207,7 @@ def through_pools(split: str, output: Path, out: Console) -> None:
         "load_average": os.getloadavg(),
     }
     out.print(json.dumps(saved["pool_splits"][split], indent=1))
-    output.write_text(json.dumps({**saved, "pools": runs}, indent=1) + "\n")
+    output.write_text(json.dumps({**saved, "note": NOTE, "pools": runs}, indent=1) + "\n")
 
 
 def main() -> None:
@@ -297,7 +298,8 @@ def main() -> None:
             *(f"{s[v]['wer']:.2f}" if v in s else "-" for v in variants),
         )
     out.print(t)
-    args.output.write_text(json.dumps({**saved, **header(), "recordings": runs, "splits": splits}, indent=1) + "\n")
+    summary = {**saved, **header(), "note": NOTE, "recordings": runs, "splits": splits}
+    args.output.write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -322,18 +322,31 @@ def test_a_long_recording_of_real_speech_in_pieces_reads_like_one_pass(clip_text
     audio = joined(names, 1.5)
     reference = " ".join(clip_texts[n] for n in names)
     decode = DecodeOptions(language="en")
+    # Where each clip lies on the recording: a word must land in its own clip.
+    edges = np.cumsum([0] + [load_audio(clip(n)).size + int(1.5 * SAMPLE_RATE) for n in names]) / SAMPLE_RATE
     texts = {}
     for split in (30.0, None):
-        # Planned in two parts (one per worker), cut in one of the pauses between the clips.
+        # Planned in two parts (one per worker), cut in one of the pauses between the clips;
+        # each piece decoded with its 1 s of silence either side (the default).
         config = PoolConfig(pool_size=2, threads_per_worker=1, decode=decode, split_above_s=split, plan_span_s=15.0)
         with ProcessPool(config) as pool:
-            texts[split] = result = pool.transcribe(audio, timeout=300)
+            texts[split] = result = pool.transcribe(audio, decode.replace(word_timestamps=True), timeout=300)
         if split is not None:
             assert result.pieces >= 2 and result.duration == pytest.approx(audio.size / SAMPLE_RATE)
             starts = [s.start for s in result.segments]
             assert starts == sorted(starts) and result.segments[-1].end <= result.duration + 0.5
+            words = [w for s in result.segments for w in s.words]
+            assert [w.start for w in words] == sorted(w.start for w in words)
+            for word, name in (("fox", "fox"), ("bananas", "groceries")):
+                at = next(w.start for w in words if word in w.word.lower())
+                assert edges[names.index(name)] <= at <= edges[names.index(name) + 1], (word, at, edges)
+            said = [w for w in words if "saturday" in w.word.lower()]  # the second library clip's last word
+            assert len(said) == 2 and edges[5] <= said[1].start <= said[1].end <= result.duration + 0.5
     in_pieces, one_pass = wer(reference, texts[30.0].text), wer(reference, texts[None].text)
-    assert in_pieces <= 0.1 and in_pieces <= one_pass + 0.02, (in_pieces, one_pass, texts[30.0].text)
+    # Nothing lost or repeated at the cuts (a lost piece is 20 words or more of 155); a
+    # misheard word or two is the benchmark's to measure (scripts/piece_wer.py), not this.
+    assert in_pieces <= 0.05 and in_pieces <= one_pass + 0.03, (in_pieces, one_pass, texts[30.0].text)
+    assert abs(len(texts[30.0].text.split()) - len(reference.split())) <= 3, texts[30.0].text
 
 
 @pytest.mark.real_model
