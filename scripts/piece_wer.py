@@ -10,7 +10,8 @@ worker decodes it, in this process. WER is deterministic at temperature 0, so th
 the pool's text without the pool's processes (``bench --throughput`` measures the pool
 itself). A variant is ``<piece_s>``, plus ``t`` to decode every piece with timestamp
 tokens (the default decodes pieces longer than the short window without them), plus
-``p<seconds>`` to put that much silence before and after each piece, plus ``w<n>`` to
+``p<seconds>`` to put that much silence before and after each piece (``f<seconds>``:
+as much of it as fits one window with the piece), plus ``w<n>`` to
 cut for ``n`` workers rather than two (other cuts: another sample of piece boundaries).
 
 Besides the WER, each variant's errors are located: the hypothesis is aligned to the
@@ -45,7 +46,7 @@ from whisperpool.bench.common import header, table  # noqa: E402
 from whisperpool.bench.throughput import recordings  # noqa: E402
 from whisperpool.config import DecodeOptions, PoolConfig, available_cores  # noqa: E402
 from whisperpool.models import resolve_model  # noqa: E402
-from whisperpool.pool.pieces import MAX_GAP_S, balanced_pieces, plan_spans  # noqa: E402
+from whisperpool.pool.pieces import MAX_GAP_S, WINDOW_S, balanced_pieces, plan_spans  # noqa: E402
 from whisperpool.testing import FakeBehavior  # noqa: E402
 from whisperpool.wer import normalize, word_error_rate  # noqa: E402
 from whisperpool.worker.protocol import BackendSpec  # noqa: E402
@@ -56,12 +57,13 @@ EDGE = 2  # words at each end of a piece that count as its edge
 DROPPED = 4  # this many deleted reference words in a row: a dropped sentence, not a slip
 
 
-def parse(variant: str) -> tuple[float, bool, float, int]:
-    """``<piece_s>[t][p<pad_s>][w<workers>]`` as (piece_s, timestamps, pad_s, workers)."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(t?)(?:p(\d+(?:\.\d+)?))?(?:w(\d+))?", variant)
+def parse(variant: str) -> tuple[float, bool, float, int, bool]:
+    """``<piece_s>[t][p|f<pad_s>][w<workers>]`` as (piece_s, timestamps, pad_s, workers,
+    fit): ``f`` pads only as much as fits one window (up to ``pad_s``)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(t?)(?:([pf])(\d+(?:\.\d+)?))?(?:w(\d+))?", variant)
     if match is None:
         raise SystemExit(f"not a variant: {variant!r}")
-    return float(match[1]), bool(match[2]), float(match[3] or 0), int(match[4] or WORKERS)
+    return float(match[1]), bool(match[2]), float(match[4] or 0), int(match[5] or WORKERS), match[3] == "f"
 
 
 def cut(backend, audio, piece_s: float, workers: int = WORKERS) -> tuple[tuple[int, int], ...]:
@@ -242,12 +244,13 @@ def main() -> None:
         for variant in args.variants.split(","):
             if variant in run["variants"]:
                 continue
-            piece_s, timestamps, pad_s, workers = parse(variant)
+            piece_s, timestamps, pad_s, workers, fit = parse(variant)
             fw.PIECE_TIMESTAMPS = timestamps
             pieces = cut(backend, audio, piece_s, workers)
             started, texts, redone = time.perf_counter(), [], 0
-            pad = np.zeros(int(pad_s * SAMPLE_RATE), np.float32)
             for start, end in pieces:
+                room = (WINDOW_S * SAMPLE_RATE - (end - start)) // 2 if fit else pad_s * SAMPLE_RATE
+                pad = np.zeros(int(min(pad_s * SAMPLE_RATE, room)), np.float32)
                 piece = np.concatenate([pad, audio[start:end], pad])
                 result = backend.transcribe_pieces(piece, ((0, piece.size),), options)
                 texts.append(result.text)
