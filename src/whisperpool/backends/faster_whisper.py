@@ -365,14 +365,19 @@ class FasterWhisperBackend:
         if self._batched is None:
             self._batched = BatchedInferencePipeline(self.model)
         longest = max(end - start for start, end in pieces) / SAMPLE_RATE
+        if longest <= options.short_window_max_s:
+            by_window = _by_window(pieces)
+            if len(by_window) > 1:  # each request in the window it gets alone: one batch per window
+                return _merged([self.transcribe_pieces(audio, group, options) for group in by_window], audio)
         window = short_window_seconds(longest, 30.0 - SHORT_WINDOW_TAIL_S)
-        clips = [{"start": start / SAMPLE_RATE, "end": end / SAMPLE_RATE} for start, end in pieces]
+        span = (window or 30) * SAMPLE_RATE
+        clips = [{"start": i * span / SAMPLE_RATE, "end": (i + 1) * span / SAMPLE_RATE} for i in range(len(pieces))]
         model = self.model
         timestamps = window is not None and longest <= options.short_window_max_s
         model.batch_window_frames = window * FRAMES_PER_SECOND if window is not None else None
         try:
             raw, info = self._batched.transcribe(
-                audio,
+                side_by_side(audio, pieces, span),
                 language=options.language,
                 task=options.task,
                 beam_size=options.beam_size,
@@ -383,6 +388,8 @@ class FasterWhisperBackend:
                 without_timestamps=not timestamps,
                 word_timestamps=options.word_timestamps or not timestamps,
                 vad_filter=False,
+                # a lone request's cap (see _short); a long piece keeps the model's own
+                max_new_tokens=token_cap(longest) if timestamps else None,
             )
             raw = list(raw)
         finally:
@@ -390,8 +397,10 @@ class FasterWhisperBackend:
         duration = audio.size / SAMPLE_RATE
         found: list[Segment] = []
         fallback = None
-        for start, end in pieces:
-            mine = [r for r in raw if start <= (r.start + r.end) / 2 * SAMPLE_RATE < end]
+        for i, (start, end) in enumerate(pieces):
+            lo = i * span  # where the piece starts in the windows decoded, and how far it moves back
+            mine = [r for r in raw if lo <= (r.start + r.end) / 2 * SAMPLE_RATE < lo + span]
+            piece_end = (lo + end - start) / SAMPLE_RATE
             wrong = mine and suspect(
                 "".join(r.text for r in mine),
                 min(r.avg_logprob for r in mine),
@@ -406,10 +415,13 @@ class FasterWhisperBackend:
                 found += [
                     seg.moved(start / SAMPLE_RATE, start * FRAMES_PER_SECOND // SAMPLE_RATE) for seg in again.segments
                 ]
-            elif timestamps:
-                found += [_segment(r, duration) for r in mine]
             else:
-                found += [seg for r in mine for seg in _sentences(r, options, duration)]
+                if timestamps:
+                    decoded = [_segment(r, piece_end) for r in mine]
+                else:
+                    decoded = [seg for r in mine for seg in _sentences(r, options, piece_end)]
+                moved = (start - lo) / SAMPLE_RATE
+                found += [seg.moved(moved, (start - lo) * FRAMES_PER_SECOND // SAMPLE_RATE) for seg in decoded]
         segments = [dataclasses.replace(s, id=i) for i, s in enumerate(found, start=1)]
         return _result(segments, info, duration, window="short" if window is not None else "full", fallback=fallback)
 
@@ -453,6 +465,45 @@ class FasterWhisperBackend:
         duration = audio.size / SAMPLE_RATE
         segments = _collect(raw, duration, on_segment)
         return _result(segments, info, duration, window="short", fallback=None)
+
+
+def _by_window(pieces) -> list[tuple[tuple[int, int], ...]]:
+    """Requests grouped by the short window each gets alone, in order of first request."""
+    groups: dict[int | None, list[tuple[int, int]]] = {}
+    for start, end in pieces:
+        groups.setdefault(short_window_seconds((end - start) / SAMPLE_RATE, 30.0), []).append((start, end))
+    return [tuple(group) for group in groups.values()]
+
+
+def _merged(parts: list[TranscriptionResult], audio: np.ndarray) -> TranscriptionResult:
+    """The results of several batches over one audio as one, segments in time order."""
+    found = sorted((s for part in parts for s in part.segments), key=lambda s: s.start)
+    segments = tuple(dataclasses.replace(s, id=i) for i, s in enumerate(found, start=1))
+    first = parts[0]
+    return dataclasses.replace(
+        first,
+        text="".join(s.text for s in segments).strip(),
+        segments=segments,
+        duration=audio.size / SAMPLE_RATE,
+        fallback=next((p.fallback for p in parts if p.fallback is not None), None),
+    )
+
+
+def side_by_side(audio: np.ndarray, pieces, span: int) -> np.ndarray:
+    """The pieces of ``audio`` one after another, each at the start of ``span`` samples of
+    silence: the windows of a batch, the i-th at ``i * span``.
+
+    Each piece is padded with silent audio before its log-mel features are taken, as a
+    lone request's short window is (:meth:`FasterWhisperBackend._short`) and as Whisper
+    was trained. faster-whisper's batched mode pads the features with zeros instead, a
+    tail that reads as neither speech nor silence: measured on the bench's short clips,
+    a batched request's text then differed from its text alone."""
+    out = np.zeros(len(pieces) * span, dtype=np.float32)
+    for i, (start, end) in enumerate(pieces):
+        if end - start > span:
+            raise ValueError(f"a piece of {end - start} samples does not fit a window of {span}")
+        out[i * span : i * span + end - start] = audio[start:end]
+    return out
 
 
 def _nothing(audio: np.ndarray, options: DecodeOptions) -> TranscriptionResult:

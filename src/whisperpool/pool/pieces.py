@@ -170,8 +170,8 @@ class LongRequest:
         return max(1, min(self._workers(), int(self.duration // span)))
 
     def _batch_size(self, workers: int) -> int:
-        """Pieces per job: at most ``piece_batch``, and few enough that every worker gets some."""
-        return max(1, min(self.pool.config.piece_batch, math.ceil(len(self.pieces) / workers)))
+        """Pieces per job: at most ``pieces_per_batch``, and few enough that every worker gets some."""
+        return max(1, min(self.pool.config.pieces_per_batch, math.ceil(len(self.pieces) / workers)))
 
     # -- callbacks ---------------------------------------------------------------------
     def _caller_done(self, future: Future) -> None:
