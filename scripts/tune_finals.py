@@ -1,6 +1,11 @@
 """Streaming finals on the TUNE half of the accuracy dev set: fallbacks, decode time, WER.
 
-python scripts/tune_finals.py [--output benchmarks/results/finals-tune.json] [--strategies current,capped,retry]
+python scripts/tune_finals.py [--output FILE] [--strategies current,full-cheaper,shipped] [--stress]
+
+Written: ``benchmarks/results/finals-tune.json`` (the tune clips, and offline ``auto`` on
+the tune clips the retries can change) and, with ``--stress``,
+``benchmarks/results/finals-tune-stress.json`` (see :func:`stress_set`). The results are
+discussed in docs/fast-path.md ("When the guard rejects a pass").
 
 Two steps, so that decodings can be compared on exactly the same finals:
 
@@ -23,7 +28,8 @@ Two steps, so that decodings can be compared on exactly the same finals:
    * ``shipped``: before that, the short window twice more: the snug window (no 8 s
      floor), then the ladder's first step that forbids repeats.
 
-Per strategy: finals sent to the full window (by reason), decode time p50/p95, the
+Per strategy: finals sent to the full window (``rejected_by_reason``: the reasons of
+those; a final mended on the short window has none), decode time p50/p95, the
 estimated final latency (VAD part + decode time) p50/p95, and the WER of the finals
 over the clips' references. The held-out half is never touched.
 """
@@ -57,6 +63,7 @@ from whisperpool.wer import normalize, word_error_rate  # noqa: E402
 from whisperpool.worker.protocol import BackendSpec, FakeBehavior  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "finals-tune.json"
+STRESS_OUT = OUT.with_name("finals-tune-stress.json")
 STRESS_WPM = (130, 160, 190, 220)  # espeak-ng's words a minute (the set was rendered at 150-185)
 STRESS_VARIANTS = ("", "+m3", "+f2")
 AT_ONCE = 6  # streams played at the same time during the capture (the stand-in pool costs nothing)
@@ -224,13 +231,16 @@ def offline(backend, meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", type=Path, default=OUT)
+    parser.add_argument(
+        "--output", type=Path, default=None, help=f"default {OUT.name} (with --stress: {STRESS_OUT.name})"
+    )
     parser.add_argument("--strategies", default="current,full-cheaper,shipped")
     parser.add_argument(
         "--stress", action="store_true", help="the stress set (see stress_set) instead of the tune clips"
     )
     parser.add_argument("--limit", type=int, default=None, help="the first N clips only (a smoke run)")
     args = parser.parse_args()
+    args.output = args.output or (STRESS_OUT if args.stress else OUT)
     log = Console(stderr=True)
     meta = eval_set()
     names = sorted(n for n, m in meta.items() if m["split"] == "tune" and m["length_class"] in STREAMED_LENGTHS)
