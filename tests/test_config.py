@@ -38,6 +38,8 @@ def test_pool_config_names_the_bad_field(changes, field):
         ({"language": "e n"}, "DecodeOptions.language"),
         ({"task": "summarize"}, "DecodeOptions.task"),
         ({"window": "tiny"}, "DecodeOptions.window"),
+        ({"max_tokens_per_s": 0}, "DecodeOptions.max_tokens_per_s"),
+        ({"max_tokens_per_s": True}, "DecodeOptions.max_tokens_per_s"),
     ],
 )
 def test_decode_options_name_the_bad_field(changes, field):

@@ -13,8 +13,17 @@ A short window can make the decoder loop or invent text (Whisper was trained on 
 windows), so a guard checks the one decoding pass: a compression ratio over the
 threshold, a phrase repeated three times in a row (too short a text for the compression
 ratio to notice), a low average log-probability (unless the window is silence), output
-that hits the token cap, or output that does not end on a timestamp send the request to
-the full window. The result says which window answered and, after a fallback, why.
+that hits the token cap, or output that does not end on a timestamp reject it.
+
+A pass rejected for a loop or a cut (any reason but a low log-probability) is decoded
+again on the short window, two cheap ways: the snug window (the speech and its tail,
+without the floor's silent pad), then the ladder's first step that forbids repeated
+4-grams (with ``sampling="deterministic"``: beam search with a repetition penalty). Only
+if both are rejected too, or the first pass was merely unsure, does the request go to the
+full window. Every pass, on either window, stops at the token cap (``DecodeOptions.
+max_tokens_per_s``), so a loop costs a few dozen tokens, not Whisper's 448. A live
+partial (``window="short"``) is not decoded again: the next update replaces it. The
+result says which window answered and, after a fallback to the full window, why.
 """
 
 from __future__ import annotations
@@ -71,8 +80,15 @@ def short_window_seconds(duration: float, max_s: float = SHORT_WINDOW_MAX_S) -> 
     return max(SHORT_WINDOW_MIN_S, math.ceil(duration + SHORT_WINDOW_TAIL_S))
 
 
-def token_cap(duration: float) -> int:
-    return min(TOKENS_MAX, TOKENS_BASE + math.ceil(TOKENS_PER_S * duration))
+# Rejections that another look can mend on the short window: a loop, or a pass cut short.
+# A low log-probability is the audio's fault (noise, a mumble): the full window it is.
+RETRIED_ON_SHORT = frozenset({"compression_ratio", "repetition", "token_cap", "no_end_timestamp", "stopped_early"})
+NO_REPEAT_FROM = 0.6  # from this step of the ladder on, deterministic fallback forbids repeated 4-grams
+
+
+def token_cap(duration: float, per_s: float = TOKENS_PER_S) -> int:
+    """The most tokens one decoding pass of ``duration`` seconds of audio may produce."""
+    return min(TOKENS_MAX, TOKENS_BASE + math.ceil(per_s * duration))
 
 
 def _segment(seg, duration: float) -> Segment:  # faster_whisper.transcribe.Segment -> ours
@@ -125,7 +141,7 @@ class DeterministicFallback:
             kwargs["beam_size"] = max(2, int(kwargs.pop("num_hypotheses", 5)))
             kwargs["num_hypotheses"] = 1
             kwargs["repetition_penalty"] = max(kwargs.get("repetition_penalty", 1.0), 1.0 + 0.25 * temperature)
-            if temperature >= 0.6:
+            if temperature >= NO_REPEAT_FROM:
                 kwargs["no_repeat_ngram_size"] = kwargs.get("no_repeat_ngram_size") or 4
         return self._model.generate(*args, **kwargs)
 
@@ -337,13 +353,17 @@ class FasterWhisperBackend:
             try:
                 return self._short(audio, speech, speech_chunks, window, options, on_segment)
             except NeedsFullWindow as exc:
-                if options.window == "short":
+                if options.window == "short":  # a live partial: the next update replaces it
                     log.debug("short window rejected (%s); no fallback asked for", exc)
                     return TranscriptionResult(
                         "", (), options.language, 0.0, audio.size / SAMPLE_RATE, window="short", fallback=exc.reason
                     )
+                retried = self._retry_short(audio, speech, speech_chunks, window, options, on_segment, exc)
+                if retried is not None:
+                    return retried
                 log.info("short window rejected (%s); decoding the full window", exc)
-                return self._full(audio, options, on_segment, fallback=exc.reason)
+                cap = token_cap(audio.size / SAMPLE_RATE, options.max_tokens_per_s)
+                return self._full(audio, options, on_segment, fallback=exc.reason, max_new_tokens=cap)
         return self._full(audio, options, on_segment, fallback=None)
 
     def transcribe_pieces(self, audio: np.ndarray, pieces, options: DecodeOptions) -> TranscriptionResult:
@@ -435,12 +455,45 @@ class FasterWhisperBackend:
         language, probability, _ = self.model.detect_language(audio[start : start + 30 * SAMPLE_RATE])
         return regions, language, float(probability)
 
-    def _full(self, audio, options: DecodeOptions, on_segment, fallback: str | None) -> TranscriptionResult:
-        segments_iter, info = self.model.transcribe(audio, **options.to_faster_whisper())
+    def _full(
+        self, audio, options: DecodeOptions, on_segment, fallback: str | None, max_new_tokens: int | None = None
+    ) -> TranscriptionResult:
+        kwargs = options.to_faster_whisper()
+        if not options.low_confidence_fallback:  # unsure is no reason to step up the ladder either
+            kwargs["log_prob_threshold"] = None
+        # max_new_tokens: per pass of the temperature ladder (faster-whisper's own option)
+        segments_iter, info = self.model.transcribe(audio, **kwargs, max_new_tokens=max_new_tokens)
         segments = _collect(segments_iter, info.duration, on_segment)
         return _result(segments, info, info.duration, window="full", fallback=fallback)
 
-    def _short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment):
+    def _retry_short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment, exc):
+        """The short window again after a loop or a cut (``exc``), two cheap ways before
+        the full window: the snug window (the speech plus its tail, without the floor: a
+        long silent pad is where finals of a few seconds looped, on the dev set's tune
+        sentences spoken faster), then the ladder's first step that forbids repeats (beam
+        search, a repetition penalty and no repeated 4-gram with ``sampling="deterministic"``).
+        None if ``exc`` is not of that kind or both are rejected."""
+        if exc.reason not in RETRIED_ON_SHORT:
+            return None
+        tries = []
+        snug = math.ceil(speech.size / SAMPLE_RATE + SHORT_WINDOW_TAIL_S)
+        if snug < window:
+            tries.append((snug, options.temperature[0]))
+        step = next((t for t in options.temperature[1:] if t >= NO_REPEAT_FROM), None)
+        if step is not None:
+            tries.append((window, step))
+        for size, temperature in tries:
+            try:
+                result = self._short(audio, speech, speech_chunks, size, options, on_segment, temperature)
+            except NeedsFullWindow as again:
+                log.debug("short window of %d s at temperature %s rejected too (%s)", size, temperature, again)
+                continue
+            log.info("short window rejected (%s); a %d s window at temperature %s passed", exc, size, temperature)
+            return result
+        return None
+
+    def _short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment, temperature=None):
+        """One pass on the short window, at ``temperature`` (the ladder's first step if None)."""
         from faster_whisper.transcribe import restore_speech_timestamps
 
         padded = np.zeros(window * SAMPLE_RATE, dtype=np.float32)
@@ -448,8 +501,9 @@ class FasterWhisperBackend:
         kwargs = options.to_faster_whisper()
         kwargs.update(
             vad_filter=False,
-            temperature=options.temperature[0],  # the guard stands in for the temperature ladder
-            max_new_tokens=token_cap(speech.size / SAMPLE_RATE),
+            # the guard stands in for the temperature ladder
+            temperature=options.temperature[0] if temperature is None else temperature,
+            max_new_tokens=token_cap(speech.size / SAMPLE_RATE, options.max_tokens_per_s),
         )
         model = self.model
         model.window_frames, model._encoded = window * FRAMES_PER_SECOND, None
