@@ -82,3 +82,29 @@ def test_a_batch_of_real_speech_gives_each_request_its_own_words(clip_texts):
     for name, result in zip(names, results, strict=True):
         assert word_error_rate(clip_texts[name], result.text) <= MAX_WER, (name, result.text)
         assert result.segments and result.segments[-1].end <= result.duration + 0.5
+
+
+@pytest.mark.real_model
+def test_a_batched_request_gets_the_text_it_gets_alone():
+    """Each request in a batch is decoded in the window it gets alone (a 7.8 s one in a
+    window a second longer than the others': two batches), from its own audio padded
+    with silence: its text does not depend on the requests it rode with."""
+    import numpy as np
+
+    from conftest import clip
+    from whisperpool import PoolConfig, ProcessPool
+    from whisperpool.audio import load_audio
+    from whisperpool.bench.common import CLIPS
+
+    names = ["s3-plants", "s3-coffee", "s3-music", "s3-weather", "s5-heating", "s5-river", "s5-brother"]
+    audio = [load_audio(CLIPS / "short" / f"{n}.wav") for n in names]
+    audio.append(np.concatenate([load_audio(CLIPS / "short" / f"{n}.wav") for n in ("s3-pasta", "s5-news")]))
+    with ProcessPool(PoolConfig(pool_size=1, max_batch=8, decode=DecodeOptions(language="en"))) as pool:
+        alone = [pool.transcribe(a, timeout=120).text for a in audio]
+        first = pool.submit(load_audio(clip("library")))
+        assert wait_for(lambda: pool.get_status().busy_workers == 1)
+        futures = [pool.submit(a) for a in audio]
+        together = [f.result(120).text for f in futures]
+        first.result(120)
+        assert pool.get_status().batched_requests == len(audio)
+    assert together == alone

@@ -24,6 +24,7 @@ from whisperpool import ConfigError, DecodeOptions, PoolConfig
         ({"piece_pad_s": -0.5}, "PoolConfig.piece_pad_s"),
         ({"piece_pad_s": 6}, "PoolConfig.piece_pad_s"),
         ({"piece_pad_s": True}, "PoolConfig.piece_pad_s"),
+        ({"piece_batch": 0}, "PoolConfig.piece_batch"),
     ],
 )
 def test_pool_config_names_the_bad_field(changes, field):
@@ -40,6 +41,8 @@ def test_pool_config_names_the_bad_field(changes, field):
         ({"language": "e n"}, "DecodeOptions.language"),
         ({"task": "summarize"}, "DecodeOptions.task"),
         ({"window": "tiny"}, "DecodeOptions.window"),
+        ({"max_tokens_per_s": 0}, "DecodeOptions.max_tokens_per_s"),
+        ({"max_tokens_per_s": True}, "DecodeOptions.max_tokens_per_s"),
     ],
 )
 def test_decode_options_name_the_bad_field(changes, field):
@@ -79,3 +82,11 @@ def test_decode_replace_validates_and_rejects_unknown_names():
     assert opts.to_faster_whisper()["temperature"] == [0.0]
     with pytest.raises(ConfigError, match="unknown decoding option"):
         DecodeOptions().replace(langauge="en")
+
+
+def test_a_long_recordings_pieces_are_batched_on_a_gpu_unless_told_otherwise():
+    assert PoolConfig().pieces_per_batch == 1
+    assert PoolConfig(device="auto").pieces_per_batch == 1  # may be a CPU: the safe default
+    assert PoolConfig(device="cuda").pieces_per_batch == 8
+    assert PoolConfig(device="cuda", piece_batch=2).pieces_per_batch == 2
+    assert PoolConfig(piece_batch=4).pieces_per_batch == 4

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -137,27 +138,100 @@ def test_the_short_window_limit_is_a_decoding_option(backend):
     assert result.window == "short" or result.fallback is not None, (result.window, result.fallback)
 
 
-def test_a_rejected_short_window_falls_back_to_the_full_window(backend, monkeypatch):
-    # A token cap of a few tokens cannot hold the sentence: the guard must reject it.
-    monkeypatch.setattr(fw, "TOKENS_BASE", 0)
-    monkeypatch.setattr(fw, "TOKENS_PER_S", 1)
-    result = backend.transcribe(short("s3-pasta"), LANGUAGE)
-    assert (result.window, result.fallback) == ("full", "token_cap")
-    assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text))
-    # The model is left as it was: the next request takes the short window again.
-    monkeypatch.undo()
-    assert backend.transcribe(short("s3-pasta"), LANGUAGE).window == "short"
+class _Looping:
+    """The CTranslate2 model with its end-of-text token suppressed on the passes ``loops``
+    picks: the decoder cannot stop, as a looping decoding does not, and runs to its
+    token cap. Every pass is recorded as (window positions, new tokens allowed)."""
+
+    def __init__(self, model, eot: int, loops) -> None:
+        self._model, self._eot, self._loops = model, eot, loops
+        self.passes: list[tuple[int, int]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def generate(self, features, prompts, **kwargs):
+        positions = features.shape[1]  # the encoder's output: 1500 for the full 30 s window
+        self.passes.append((positions, kwargs["max_length"] - len(prompts[0])))
+        if self._loops(positions, kwargs):
+            kwargs["suppress_tokens"] = [*kwargs.get("suppress_tokens", []), self._eot]
+        return self._model.generate(features, prompts, **kwargs)
 
 
-def test_hard_audio_keeps_its_short_window_text_when_low_confidence_is_no_reason_to_fall_back(backend):
+@pytest.fixture
+def looping(backend, monkeypatch):
+    """Make chosen passes loop: ``looping(lambda positions, kwargs: ...)`` returns the recorder."""
+
+    def install(loops) -> _Looping:
+        wrapper = backend.model.model  # DeterministicFallback
+        recorder = _Looping(wrapper._model, backend.model.hf_tokenizer.token_to_id("<|endoftext|>"), loops)
+        monkeypatch.setattr(wrapper, "_model", recorder)
+        return recorder
+
+    return install
+
+
+FULL_WINDOW = 1500  # encoder positions of the 30 s window
+
+
+FINAL = LANGUAGE.replace(beam_size=5, word_timestamps=True)
+
+
+def test_a_looping_pass_is_cut_at_the_token_cap_and_retried_on_the_snug_window(backend, looping):
+    """A final's first pass loops on the 8 s window: it stops at the token cap, not at
+    Whisper's 448, and the same audio on a window without the floor's long silent pad
+    answers; no full window runs."""
+    audio = short("s3-pasta")  # 3 s: an 8 s window (the floor), a 5 s one snug
+    floor = fw.SHORT_WINDOW_MIN_S * 50  # encoder positions: 50 a second
+    recorder = looping(lambda positions, kwargs: positions == floor)
+    result = backend.transcribe(audio, FINAL)
+    assert (result.window, result.fallback) == ("short", None)
+    assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text)), result.text
+    cap = fw.token_cap(audio.size / RATE)
+    assert cap < 100
+    snug = 50 * math.ceil(audio.size / RATE + fw.SHORT_WINDOW_TAIL_S)
+    assert recorder.passes == [(floor, cap), (snug, cap)]  # the loop, then its retry
+    assert result.segments[-1].end <= audio.size / RATE
+
+
+def test_a_loop_on_both_windows_is_mended_by_the_step_that_forbids_repeats(backend, looping):
+    audio = short("s3-pasta")
+    recorder = looping(lambda positions, kwargs: not kwargs.get("no_repeat_ngram_size"))
+    result = backend.transcribe(audio, FINAL)
+    assert (result.window, result.fallback) == ("short", None)
+    assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text)), result.text
+    assert len(recorder.passes) == 3 and all(positions < FULL_WINDOW for positions, _ in recorder.passes)
+
+
+def test_a_pass_that_loops_on_every_short_try_goes_to_the_full_window_every_pass_capped(backend, looping):
+    """Every short-window pass loops: the full window answers, each of its passes under the
+    same cap (here set with ``max_tokens_per_s``)."""
+    audio = short("s3-pasta")
+    recorder = looping(lambda positions, kwargs: positions < FULL_WINDOW)
+    result = backend.transcribe(audio, FINAL.replace(max_tokens_per_s=12))
+    assert result.window == "full" and result.fallback in fw.RETRIED_ON_SHORT, (result.window, result.fallback)
+    assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text)), result.text
+    windows = [positions for positions, _ in recorder.passes]
+    assert all(p < FULL_WINDOW for p in windows[:3]) and windows[3:] and set(windows[3:]) == {FULL_WINDOW}
+    assert {allowed for _, allowed in recorder.passes} == {fw.token_cap(audio.size / RATE, 12)}
+    # A partial (window="short") is not retried: the next update replaces it.
+    recorder.passes.clear()
+    partial = backend.transcribe(audio, FINAL.replace(window="short"))
+    assert (partial.window, partial.text, len(recorder.passes)) == ("short", "", 1)
+
+
+def test_hard_audio_keeps_its_short_window_text_when_low_confidence_is_no_reason_to_fall_back(backend, looping):
     """A sentence under babble at 10 dB SNR (a tuning clip of the dev set), cut as a
     streaming final is: its short-window decoding has a low log-probability. The default
     decodes it again on the full window; a stream's final keeps the short window."""
     meta = json.loads((CLIPS / "eval" / "eval.json").read_text())["en-03s-babble-10db-3"]
     audio = load_audio(CLIPS / "eval" / "en-03s-babble-10db-3.opus")[: int((meta["speech_end_s"] + 0.4) * RATE)]
     final = DecodeOptions(language="en", beam_size=5, word_timestamps=True)
+    recorder = looping(lambda positions, kwargs: False)  # nothing loops: only counts the passes
     default = backend.transcribe(audio, final)
     assert (default.window, default.fallback) == ("full", "log_probability")
+    # Unsure is not looping: no retry on the short window, straight to the full one.
+    assert [p < FULL_WINDOW for p, _ in recorder.passes][:2] == [True, False]
     kept = backend.transcribe(audio, final.replace(low_confidence_fallback=False))
     assert (kept.window, kept.fallback) == ("short", None)
     assert kept.text.strip() and kept.segments[-1].end <= audio.size / RATE

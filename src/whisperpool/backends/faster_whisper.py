@@ -13,8 +13,17 @@ A short window can make the decoder loop or invent text (Whisper was trained on 
 windows), so a guard checks the one decoding pass: a compression ratio over the
 threshold, a phrase repeated three times in a row (too short a text for the compression
 ratio to notice), a low average log-probability (unless the window is silence), output
-that hits the token cap, or output that does not end on a timestamp send the request to
-the full window. The result says which window answered and, after a fallback, why.
+that hits the token cap, or output that does not end on a timestamp reject it.
+
+A pass rejected for a loop or a cut (any reason but a low log-probability) is decoded
+again on the short window, two cheap ways: the snug window (the speech and its tail,
+without the floor's silent pad), then the ladder's first step that forbids repeated
+4-grams (with ``sampling="deterministic"``: beam search with a repetition penalty). Only
+if both are rejected too, or the first pass was merely unsure, does the request go to the
+full window. Every pass, on either window, stops at the token cap (``DecodeOptions.
+max_tokens_per_s``), so a loop costs a few dozen tokens, not Whisper's 448. A live
+partial (``window="short"``) is not decoded again: the next update replaces it. The
+result says which window answered and, after a fallback to the full window, why.
 """
 
 from __future__ import annotations
@@ -75,8 +84,15 @@ def short_window_seconds(duration: float, max_s: float = SHORT_WINDOW_MAX_S) -> 
     return max(SHORT_WINDOW_MIN_S, math.ceil(duration + SHORT_WINDOW_TAIL_S))
 
 
-def token_cap(duration: float) -> int:
-    return min(TOKENS_MAX, TOKENS_BASE + math.ceil(TOKENS_PER_S * duration))
+# Rejections that another look can mend on the short window: a loop, or a pass cut short.
+# A low log-probability is the audio's fault (noise, a mumble): the full window it is.
+RETRIED_ON_SHORT = frozenset({"compression_ratio", "repetition", "token_cap", "no_end_timestamp", "stopped_early"})
+NO_REPEAT_FROM = 0.6  # from this step of the ladder on, deterministic fallback forbids repeated 4-grams
+
+
+def token_cap(duration: float, per_s: float = TOKENS_PER_S) -> int:
+    """The most tokens one decoding pass of ``duration`` seconds of audio may produce."""
+    return min(TOKENS_MAX, TOKENS_BASE + math.ceil(per_s * duration))
 
 
 def _segment(seg, duration: float) -> Segment:  # faster_whisper.transcribe.Segment -> ours
@@ -129,7 +145,7 @@ class DeterministicFallback:
             kwargs["beam_size"] = max(2, int(kwargs.pop("num_hypotheses", 5)))
             kwargs["num_hypotheses"] = 1
             kwargs["repetition_penalty"] = max(kwargs.get("repetition_penalty", 1.0), 1.0 + 0.25 * temperature)
-            if temperature >= 0.6:
+            if temperature >= NO_REPEAT_FROM:
                 kwargs["no_repeat_ngram_size"] = kwargs.get("no_repeat_ngram_size") or 4
         return self._model.generate(*args, **kwargs)
 
@@ -341,13 +357,17 @@ class FasterWhisperBackend:
             try:
                 return self._short(audio, speech, speech_chunks, window, options, on_segment)
             except NeedsFullWindow as exc:
-                if options.window == "short":
+                if options.window == "short":  # a live partial: the next update replaces it
                     log.debug("short window rejected (%s); no fallback asked for", exc)
                     return TranscriptionResult(
                         "", (), options.language, 0.0, audio.size / SAMPLE_RATE, window="short", fallback=exc.reason
                     )
+                retried = self._retry_short(audio, speech, speech_chunks, window, options, on_segment, exc)
+                if retried is not None:
+                    return retried
                 log.info("short window rejected (%s); decoding the full window", exc)
-                return self._full(audio, options, on_segment, fallback=exc.reason)
+                cap = token_cap(audio.size / SAMPLE_RATE, options.max_tokens_per_s)
+                return self._full(audio, options, on_segment, fallback=exc.reason, max_new_tokens=cap)
         return self._full(audio, options, on_segment, fallback=None)
 
     def transcribe_pieces(self, audio: np.ndarray, pieces, options: DecodeOptions) -> TranscriptionResult:
@@ -369,14 +389,19 @@ class FasterWhisperBackend:
         if self._batched is None:
             self._batched = BatchedInferencePipeline(self.model)
         longest = max(end - start for start, end in pieces) / SAMPLE_RATE
+        if longest <= options.short_window_max_s:
+            by_window = _by_window(pieces)
+            if len(by_window) > 1:  # each request in the window it gets alone: one batch per window
+                return _merged([self.transcribe_pieces(audio, group, options) for group in by_window], audio)
         window = short_window_seconds(longest, 30.0 - SHORT_WINDOW_TAIL_S)
-        clips = [{"start": start / SAMPLE_RATE, "end": end / SAMPLE_RATE} for start, end in pieces]
+        span = (window or 30) * SAMPLE_RATE
+        clips = [{"start": i * span / SAMPLE_RATE, "end": (i + 1) * span / SAMPLE_RATE} for i in range(len(pieces))]
         model = self.model
         timestamps = PIECE_TIMESTAMPS or (window is not None and longest <= options.short_window_max_s)
         model.batch_window_frames = window * FRAMES_PER_SECOND if window is not None else None
         try:
             raw, info = self._batched.transcribe(
-                audio,
+                side_by_side(audio, pieces, span),
                 language=options.language,
                 task=options.task,
                 beam_size=options.beam_size,
@@ -387,6 +412,8 @@ class FasterWhisperBackend:
                 without_timestamps=not timestamps,
                 word_timestamps=options.word_timestamps or not timestamps,
                 vad_filter=False,
+                # a lone request's cap (see _short); a long piece keeps the model's own
+                max_new_tokens=token_cap(longest) if timestamps else None,
             )
             raw = list(raw)
         finally:
@@ -394,8 +421,10 @@ class FasterWhisperBackend:
         duration = audio.size / SAMPLE_RATE
         found: list[Segment] = []
         fallback = None
-        for start, end in pieces:
-            mine = [r for r in raw if start <= (r.start + r.end) / 2 * SAMPLE_RATE < end]
+        for i, (start, end) in enumerate(pieces):
+            lo = i * span  # where the piece starts in the windows decoded, and how far it moves back
+            mine = [r for r in raw if lo <= (r.start + r.end) / 2 * SAMPLE_RATE < lo + span]
+            piece_end = (lo + end - start) / SAMPLE_RATE
             wrong = mine and suspect(
                 "".join(r.text for r in mine),
                 min(r.avg_logprob for r in mine),
@@ -410,10 +439,13 @@ class FasterWhisperBackend:
                 found += [
                     seg.moved(start / SAMPLE_RATE, start * FRAMES_PER_SECOND // SAMPLE_RATE) for seg in again.segments
                 ]
-            elif timestamps:
-                found += [_segment(r, duration) for r in mine]
             else:
-                found += [seg for r in mine for seg in _sentences(r, options, duration)]
+                if timestamps:
+                    decoded = [_segment(r, piece_end) for r in mine]
+                else:
+                    decoded = [seg for r in mine for seg in _sentences(r, options, piece_end)]
+                moved = (start - lo) / SAMPLE_RATE
+                found += [seg.moved(moved, (start - lo) * FRAMES_PER_SECOND // SAMPLE_RATE) for seg in decoded]
         segments = [dataclasses.replace(s, id=i) for i, s in enumerate(found, start=1)]
         return _result(segments, info, duration, window="short" if window is not None else "full", fallback=fallback)
 
@@ -427,12 +459,45 @@ class FasterWhisperBackend:
         language, probability, _ = self.model.detect_language(audio[start : start + 30 * SAMPLE_RATE])
         return regions, language, float(probability)
 
-    def _full(self, audio, options: DecodeOptions, on_segment, fallback: str | None) -> TranscriptionResult:
-        segments_iter, info = self.model.transcribe(audio, **options.to_faster_whisper())
+    def _full(
+        self, audio, options: DecodeOptions, on_segment, fallback: str | None, max_new_tokens: int | None = None
+    ) -> TranscriptionResult:
+        kwargs = options.to_faster_whisper()
+        if not options.low_confidence_fallback:  # unsure is no reason to step up the ladder either
+            kwargs["log_prob_threshold"] = None
+        # max_new_tokens: per pass of the temperature ladder (faster-whisper's own option)
+        segments_iter, info = self.model.transcribe(audio, **kwargs, max_new_tokens=max_new_tokens)
         segments = _collect(segments_iter, info.duration, on_segment)
         return _result(segments, info, info.duration, window="full", fallback=fallback)
 
-    def _short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment):
+    def _retry_short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment, exc):
+        """The short window again after a loop or a cut (``exc``), two cheap ways before
+        the full window: the snug window (the speech plus its tail, without the floor: a
+        long silent pad is where finals of a few seconds looped, on the dev set's tune
+        sentences spoken faster), then the ladder's first step that forbids repeats (beam
+        search, a repetition penalty and no repeated 4-gram with ``sampling="deterministic"``).
+        None if ``exc`` is not of that kind or both are rejected."""
+        if exc.reason not in RETRIED_ON_SHORT:
+            return None
+        tries = []
+        snug = math.ceil(speech.size / SAMPLE_RATE + SHORT_WINDOW_TAIL_S)
+        if snug < window:
+            tries.append((snug, options.temperature[0]))
+        step = next((t for t in options.temperature[1:] if t >= NO_REPEAT_FROM), None)
+        if step is not None:
+            tries.append((window, step))
+        for size, temperature in tries:
+            try:
+                result = self._short(audio, speech, speech_chunks, size, options, on_segment, temperature)
+            except NeedsFullWindow as again:
+                log.debug("short window of %d s at temperature %s rejected too (%s)", size, temperature, again)
+                continue
+            log.info("short window rejected (%s); a %d s window at temperature %s passed", exc, size, temperature)
+            return result
+        return None
+
+    def _short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment, temperature=None):
+        """One pass on the short window, at ``temperature`` (the ladder's first step if None)."""
         from faster_whisper.transcribe import restore_speech_timestamps
 
         padded = np.zeros(window * SAMPLE_RATE, dtype=np.float32)
@@ -440,8 +505,9 @@ class FasterWhisperBackend:
         kwargs = options.to_faster_whisper()
         kwargs.update(
             vad_filter=False,
-            temperature=options.temperature[0],  # the guard stands in for the temperature ladder
-            max_new_tokens=token_cap(speech.size / SAMPLE_RATE),
+            # the guard stands in for the temperature ladder
+            temperature=options.temperature[0] if temperature is None else temperature,
+            max_new_tokens=token_cap(speech.size / SAMPLE_RATE, options.max_tokens_per_s),
         )
         model = self.model
         model.window_frames, model._encoded = window * FRAMES_PER_SECOND, None
@@ -457,6 +523,45 @@ class FasterWhisperBackend:
         duration = audio.size / SAMPLE_RATE
         segments = _collect(raw, duration, on_segment)
         return _result(segments, info, duration, window="short", fallback=None)
+
+
+def _by_window(pieces) -> list[tuple[tuple[int, int], ...]]:
+    """Requests grouped by the short window each gets alone, in order of first request."""
+    groups: dict[int | None, list[tuple[int, int]]] = {}
+    for start, end in pieces:
+        groups.setdefault(short_window_seconds((end - start) / SAMPLE_RATE, 30.0), []).append((start, end))
+    return [tuple(group) for group in groups.values()]
+
+
+def _merged(parts: list[TranscriptionResult], audio: np.ndarray) -> TranscriptionResult:
+    """The results of several batches over one audio as one, segments in time order."""
+    found = sorted((s for part in parts for s in part.segments), key=lambda s: s.start)
+    segments = tuple(dataclasses.replace(s, id=i) for i, s in enumerate(found, start=1))
+    first = parts[0]
+    return dataclasses.replace(
+        first,
+        text="".join(s.text for s in segments).strip(),
+        segments=segments,
+        duration=audio.size / SAMPLE_RATE,
+        fallback=next((p.fallback for p in parts if p.fallback is not None), None),
+    )
+
+
+def side_by_side(audio: np.ndarray, pieces, span: int) -> np.ndarray:
+    """The pieces of ``audio`` one after another, each at the start of ``span`` samples of
+    silence: the windows of a batch, the i-th at ``i * span``.
+
+    Each piece is padded with silent audio before its log-mel features are taken, as a
+    lone request's short window is (:meth:`FasterWhisperBackend._short`) and as Whisper
+    was trained. faster-whisper's batched mode pads the features with zeros instead, a
+    tail that reads as neither speech nor silence: measured on the bench's short clips,
+    a batched request's text then differed from its text alone."""
+    out = np.zeros(len(pieces) * span, dtype=np.float32)
+    for i, (start, end) in enumerate(pieces):
+        if end - start > span:
+            raise ValueError(f"a piece of {end - start} samples does not fit a window of {span}")
+        out[i * span : i * span + end - start] = audio[start:end]
+    return out
 
 
 def _nothing(audio: np.ndarray, options: DecodeOptions) -> TranscriptionResult:

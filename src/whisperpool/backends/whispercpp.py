@@ -135,7 +135,7 @@ class WhisperCppBackend:
         if window is not None:
             try:
                 segments = self._decode(audio, options, window=window)
-                guard(self._decoding(segments, duration))
+                guard(self._decoding(segments, duration, options.max_tokens_per_s))
                 for seg in segments if on_segment is not None else ():
                     on_segment(seg)
                 return self._result(segments, options, duration, "short", None)
@@ -278,7 +278,7 @@ class WhisperCppBackend:
             words=words,
         )
 
-    def _decoding(self, segments: list[Segment], duration: float) -> GuardedDecoding:
+    def _decoding(self, segments: list[Segment], duration: float, tokens_per_s: float) -> GuardedDecoding:
         """The short window's whole pass, as the guard reads it."""
         tokens = tuple(t for s in segments for t in s.tokens)
         text = "".join(s.text for s in segments)
@@ -294,7 +294,7 @@ class WhisperCppBackend:
             avg_logprob=float(logprob),
             compression_ratio=_compression_ratio(text),
             no_speech_prob=0.0,
-            max_new_tokens=token_cap(duration),
+            max_new_tokens=token_cap(duration, tokens_per_s),
         )
 
     def _result(self, segments, options: DecodeOptions, duration: float, window: str, fallback) -> TranscriptionResult:

@@ -83,7 +83,10 @@ class BenchOptions:
     ``traces``: which traces to replay, ``held-out``, ``tune``, ``all`` or ids like
     ``6,7`` (``adaptive``; ``quick``: one trace); ``files``: files in the folder
     transcribed (``ray_batch``: the example clips repeated to that many, so the fixed
-    start-up is spread over a folder as a real archive spreads it; ``quick``: 31, one round).
+    start-up is spread over a folder as a real archive spreads it; ``quick``: 31, one round);
+    ``model``, ``device``, ``compute_type``: where the models of ``throughput`` run (``None``
+    compute type: ``int8`` on the CPU, ``float16`` on a GPU), and ``splits`` chooses its
+    long recordings too.
     """
 
     language: str | None = "en"
@@ -96,8 +99,20 @@ class BenchOptions:
     stream_splits: tuple[Literal["held-out", "tune"], ...] = ("held-out",)
     traces: str = "held-out"
     files: int = 600
+    model: str = "base"
+    device: Literal["cpu", "cuda"] = "cpu"
+    compute_type: str | None = None
+
+    @property
+    def compute(self) -> str:
+        """The CTranslate2 compute type: the one asked for, else this device's usual one."""
+        if self.compute_type is not None:
+            return self.compute_type
+        return "float16" if self.device == "cuda" else "int8"
 
     def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"BenchOptions.device must be 'cpu' or 'cuda', got {self.device!r}")
         for name in ("runs", "cold_runs", "batch", "files"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

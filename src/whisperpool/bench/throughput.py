@@ -21,6 +21,10 @@ Batching. 16 concurrent requests of 3-10 s clips, sent through the HTTP API of a
 server on loopback, in rounds, with workers x threads x ``max_batch`` layouts of this
 machine's cores: throughput, latency p50/p95 and word error rate, against the same
 pool with batching off.
+
+On a GPU (``--device cuda``, float16 unless ``--compute-type`` says otherwise) every model
+of the run decodes there, and the long recordings and the requests also run on layouts
+that batch on the one card (:data:`GPU_LONG`, :data:`GPU_LAYOUTS`).
 """
 
 from __future__ import annotations
@@ -54,14 +58,26 @@ def recordings(split: str | None = None) -> dict[str, tuple[np.ndarray, str, str
     return {n: (load_audio(LONG / f"{n}.opus"), chosen[n]["text"], chosen[n]["split"]) for n in order}
 
 
-def _faster_whisper(audio_by_name: dict[str, np.ndarray], language: str | None, log: Console) -> dict[str, Any]:
-    """Both faster-whisper baselines, in this process, with every core."""
+def _engine(options: BenchOptions) -> dict[str, str]:
+    """The PoolConfig fields that say which model runs where."""
+    return {"model": options.model, "device": options.device, "compute_type": options.compute}
+
+
+def _faster_whisper(audio_by_name: dict[str, np.ndarray], options: BenchOptions, log: Console) -> dict[str, Any]:
+    """Both faster-whisper baselines, in this process, with every core (or the GPU)."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    model = WhisperModel(resolve_model("base").source, device="cpu", compute_type="int8", cpu_threads=available_cores())
+    language = options.language
+    model = WhisperModel(
+        resolve_model(options.model).source,
+        device=options.device,
+        compute_type=options.compute,
+        cpu_threads=available_cores(),
+    )
     batched = BatchedInferencePipeline(model)
     warm = np.zeros(SAMPLE_RATE, np.float32)
     list(model.transcribe(warm, language=language, beam_size=1)[0])
+    list(batched.transcribe(warm, language=language, beam_size=1, batch_size=BATCH)[0])
     out: dict[str, Any] = {"sequential": {}, "batched": {}}
     for name, audio in audio_by_name.items():
         started = time.perf_counter()
@@ -87,9 +103,9 @@ def _pool(config: PoolConfig, audio_by_name: dict[str, np.ndarray], label: str, 
     return out
 
 
-def _fairness(decode: DecodeOptions, long_audio: np.ndarray, runs: int, log: Console) -> dict[str, Any]:
+def _fairness(config: PoolConfig, long_audio: np.ndarray, runs: int, log: Console) -> dict[str, Any]:
     short = load_audio(CLIPS / f"{SHORT_CLIP}.wav")
-    with ProcessPool(PoolConfig(decode=decode)) as pool:
+    with ProcessPool(config) as pool:
         idle = [pool.transcribe(short, timeout=300).timings.total_s for _ in range(runs)]
         busy = []
         for _ in range(runs):
@@ -109,6 +125,18 @@ LAYOUTS = {  # label -> (workers, threads per worker, max_batch), for 2 cores
     "2 workers x 1 thread, no batching": (2, 1, 1),
     "2 workers x 1 thread, batches of 4": (2, 1, 4),
     "1 worker x 2 threads, batches of 8": (1, 2, 8),
+}
+# On one GPU threads matter little and batches are where its throughput is.
+GPU_LAYOUTS = {
+    "2 workers, no batching": (2, None, 1),
+    "2 workers, batches of 4": (2, None, 4),
+    "1 worker, batches of 8": (1, None, 8),
+    "1 worker, batches of 16": (1, None, 16),
+}
+GPU_LONG = {  # label -> (workers, pieces per batch); the default there is 2 x 8
+    "pool, 2 workers, pieces one by one": (2, 1),
+    "pool, 1 worker, pieces in batches of 16": (1, 16),
+    "pool, 4 workers, pieces in batches of 4": (4, 4),
 }
 
 
@@ -159,8 +187,10 @@ def _batching(options: BenchOptions, log: Console) -> dict[str, Any]:
 
     clips = _short_clips()
     out = {}
-    for label, (workers, threads, batch) in LAYOUTS.items():
-        proc, url = start_server(workers, threads, options.language, extra=["--max-batch", str(batch)])
+    engine = ["--model", options.model, "--device", options.device, "--compute-type", options.compute]
+    layouts = GPU_LAYOUTS if options.device == "cuda" else LAYOUTS
+    for label, (workers, threads, batch) in layouts.items():
+        proc, url = start_server(workers, threads, options.language, extra=["--max-batch", str(batch), *engine])
         try:
             out[label] = asyncio.run(_concurrent(url, clips, max(2, min(options.runs, 4))))
         finally:
@@ -176,12 +206,15 @@ def _batching(options: BenchOptions, log: Console) -> dict[str, Any]:
 
 def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     decode = DecodeOptions(language=options.language)
-    sets = recordings()
+    engine = _engine(options)
+    sets = {n: rec for n, rec in recordings().items() if rec[2] in options.splits}
     audio = {n: a for n, (a, _, _) in sets.items()}
     out: dict[str, Any] = header()
     cores = available_cores()
     out["settings"] = {
-        "model": "base (packaged), int8",
+        "model": options.model,
+        "device": options.device,
+        "compute_type": options.compute,
         "beam_size": 1,
         "language": options.language,
         "cores": cores,
@@ -193,24 +226,28 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         for n, (a, t, s) in sets.items()
     }
     log.print("faster-whisper baselines ...")
-    fw = _faster_whisper(audio, options.language, log)
+    fw = _faster_whisper(audio, options, log)
     log.print("whisperpool ...")
     one = _pool(
-        PoolConfig(pool_size=1, threads_per_worker=cores, split_above_s=None, decode=decode),
+        PoolConfig(pool_size=1, threads_per_worker=cores, split_above_s=None, decode=decode, **engine),
         audio,
         "pool, one worker",
         log,
     )
-    default = _pool(PoolConfig(decode=decode), audio, "pool, default", log)
+    default = _pool(PoolConfig(decode=decode, **engine), audio, "pool, default", log)
     runs = {"faster-whisper, sequential": fw["sequential"], "faster-whisper, batched": fw["batched"]}
     runs.update({"pool, one worker": one, "pool, default": default})
+    if options.device == "cuda":
+        for label, (workers, piece_batch) in GPU_LONG.items():
+            config = PoolConfig(pool_size=workers, piece_batch=piece_batch, decode=decode, **engine)
+            runs[label] = _pool(config, audio, label, log)
     for per_name in runs.values():
         for name, row in per_name.items():
             row["wer"] = word_error_rate(sets[name][1], row["text"])
     out["long"] = runs
     log.print("fairness ...")
-    held_out = next(n for n, (_, _, s) in sets.items() if s == "held-out")
-    out["fairness"] = _fairness(decode, audio[held_out], max(1, min(options.runs, 3)), log)
+    first = next(iter(audio))  # a held-out one, if the run has any
+    out["fairness"] = _fairness(PoolConfig(decode=decode, **engine), audio[first], max(1, min(options.runs, 3)), log)
     log.print(f"batching: {CONCURRENT} concurrent 3-10 s requests over HTTP ...")
     out["batching"] = _batching(options, log)
     return out

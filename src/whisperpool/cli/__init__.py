@@ -105,6 +105,9 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         files=args.files,
         splits=("held-out", "tune") if args.split == "both" else (args.split,),
         stream_splits=("held-out", "tune") if args.stream_splits == "both" else ("held-out",),
+        model=args.model,
+        device=args.device,
+        compute_type=args.compute_type,
     )
 
 

@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--split",
         choices=("held-out", "tune", "both"),
         default="both",
-        help="--accuracy: which half of the dev set to transcribe (default: both)",
+        help="--accuracy: which half of the dev set to transcribe; --throughput: which long recordings (default: both)",
     )
     b.add_argument(
         "--stream-splits",
@@ -433,6 +433,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=600,
         help="--ray-batch: files in the folder, the example clips repeated; more spreads the fixed start-up "
         "further, as an archive does (default: 600, about 10 minutes on 2 cores)",
+    )
+    b.add_argument(
+        "--model", default="base", help="--throughput: the model, as 'serve --model' takes it (default: base)"
+    )
+    b.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="--throughput: where every model of the run decodes; on cuda, with more pool layouts (default: cpu)",
+    )
+    b.add_argument(
+        "--compute-type",
+        default=None,
+        help="--throughput: CTranslate2 compute type (default: int8 on cpu, float16 on cuda)",
     )
     return parser
 

@@ -3,16 +3,17 @@
 With ``max_batch`` above 1, a worker that takes a short request also takes, from the
 queue, up to ``max_batch - 1`` more that share its decoding options (what is queued
 now: a lone request never waits for company). The worker decodes them as one batch,
-the way it decodes the pieces of a long recording (faster-whisper's batched mode,
-windows trimmed to the longest), and the answer is split back into one result per
+the way it decodes the pieces of a long recording (faster-whisper's batched mode),
+and the answer is split back into one result per
 request. A batch shares its earliest deadline; if its worker dies, each request in it
 is retried on its own.
 
-Off by default (``max_batch=1``) although it pays on this project's 2-core CPU under
-load (see ``bench --throughput``): a batch's window is trimmed to its longest request,
-so a batched request's text can depend on the requests that happened to be queued with
-it, and a batch decodes at the first temperature only, with a lighter guard than the
-short window's (a request whose pass goes astray is decoded again alone).
+Each request is decoded in the window it gets alone, from its own audio padded with
+silence (the backend groups a batch by window), so a batched request's text is the one
+it gets alone, bar a lone pass the short window's guard would have rejected. Off by
+default (``max_batch=1``): it pays under concurrent load (see ``bench --throughput``),
+and a batch decodes at the first temperature only, with a lighter guard than the short
+window's (a request whose pass goes astray is decoded again alone).
 """
 
 from __future__ import annotations

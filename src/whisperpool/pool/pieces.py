@@ -8,7 +8,8 @@ leaves it open. Their regions are grouped here into pieces of at most ``piece_s`
 seconds, cut only at silences (and at every long one). A piece is decoded with
 ``piece_pad_s`` of silence before and after it: cut in a short pause, its first and
 last words would otherwise start and end the window with no quiet around them, and
-Whisper mishears them more often there (scripts/piece_wer.py, docs/pool.md). Then each piece is a job of its own: the pieces queue like any other work (piece
+Whisper mishears them more often there (scripts/piece_wer.py, docs/pool.md). Then
+each piece is a job of its own: the pieces queue like any other work (piece
 k in round k, so short requests are not stuck behind a recording, see :mod:`.jobs`),
 go to whichever workers are idle, and are retried alone if their worker dies. As the
 pieces finish, their segments are moved onto the recording's timeline and handed to
@@ -104,7 +105,7 @@ def plan_spans(audio: np.ndarray, parts: int) -> list[Region]:
 def padded(audio: np.ndarray, batch: tuple[Region, ...], pad: int) -> tuple[np.ndarray, tuple[Region, ...]]:
     """The audio a job decodes for ``batch`` (pieces of ``audio``): each piece with
     ``pad`` samples of silence before and after it, one after another; and where each
-    padded piece lies in it (:func:`piece_offsets` maps its times back)."""
+    padded piece lies in it (:func:`on_timeline` maps its times back)."""
     silence = np.zeros(pad, dtype=np.float32)
     parts, where, at = [], [], 0
     for start, end in batch:
@@ -210,8 +211,8 @@ class LongRequest:
         return max(1, min(self._workers(), int(self.duration // span)))
 
     def _batch_size(self, workers: int) -> int:
-        """Pieces per job: at most ``piece_batch``, and few enough that every worker gets some."""
-        return max(1, min(self.pool.config.piece_batch, math.ceil(len(self.pieces) / workers)))
+        """Pieces per job: at most ``pieces_per_batch``, and few enough that every worker gets some."""
+        return max(1, min(self.pool.config.pieces_per_batch, math.ceil(len(self.pieces) / workers)))
 
     # -- callbacks ---------------------------------------------------------------------
     def _caller_done(self, future: Future) -> None:

@@ -17,9 +17,10 @@ unstable tail). The buffer is trimmed at the end of committed words once it is l
 than ``max_buffer_s``, and the committed text before the buffer becomes the prompt. When
 the VAD hears the utterance end (or the client commits), the buffer is transcribed one
 last time, with beam search (``final_beam_size``), and that text, after the words that
-left the buffer, is the :class:`Final`, with its start and end times. A final falls back
-to the full window only for what signals a cut or a loop (no end timestamp, repetition),
-not for a low log-probability on hard audio.
+left the buffer, is the :class:`Final`, with its start and end times. A final the guard
+rejects for a cut or a loop (no end timestamp, repetition) is decoded again on the short
+window first (the backend's retries), and on the full window only if those fail; a low
+log-probability on hard audio sends it nowhere.
 
 Scheduling. A session has one update in flight: updates asked for while one runs
 coalesce into one, made with the newest audio when the running one returns. A final does

@@ -1,0 +1,284 @@
+"""Streaming finals on the TUNE half of the accuracy dev set: fallbacks, decode time, WER.
+
+python scripts/tune_finals.py [--output FILE] [--strategies current,full-cheaper,shipped] [--stress]
+
+Written: ``benchmarks/results/finals-tune.json`` (the tune clips, and offline ``auto`` on
+the tune clips the retries can change) and, with ``--stress``,
+``benchmarks/results/finals-tune-stress.json`` (see :func:`stress_set`). The results are
+discussed in docs/fast-path.md ("When the guard rejects a pass").
+
+Two steps, so that decodings can be compared on exactly the same finals:
+
+1. **Capture.** Every tune clip ``bench --accuracy`` would stream (3, 5 and 10 s) is
+   played after 0.5 s of silence at real-time pace (several at once) into a real
+   :class:`~whisperpool.StreamingSession`, with its real VAD, on a stand-in pool that
+   answers every update at once with no words and keeps each final's audio and options.
+   Partials do not change a final's audio (the buffer is only trimmed past 15 s), so this
+   is the audio, and the options, a final is decoded with on a real pool. Kept too: how
+   far the stream was when the final was asked for, after the end of the voice (the VAD's
+   part of the final latency).
+2. **Decode.** One backend (one thread: a worker of the default 2 x 1 layout) decodes
+   every captured final under each strategy:
+
+   * ``current``: a rejected final is decoded on the full window with the whole
+     temperature ladder (a low log-probability steps it up too) and no token cap: before
+     issue 16 part 3;
+   * ``full-cheaper``: straight to the full window too, but every pass under the token
+     cap, and the ladder stepped up only for a loop (``low_confidence_fallback=False``);
+   * ``shipped``: before that, the short window twice more: the snug window (no 8 s
+     floor), then the ladder's first step that forbids repeats.
+
+Per strategy: finals sent to the full window (``rejected_by_reason``: the reasons of
+those; a final mended on the short window has none), decode time p50/p95, the
+estimated final latency (VAD part + decode time) p50/p95, and the WER of the finals
+over the clips' references. The held-out half is never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from whisperpool import DecodeOptions, StreamingSession  # noqa: E402
+from whisperpool.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from whisperpool.backends import faster_whisper as fw  # noqa: E402
+from whisperpool.bench.accuracy import EVAL, LEAD_S, STREAMED_LENGTHS, eval_set  # noqa: E402
+from whisperpool.bench.common import header, median, pct  # noqa: E402
+from whisperpool.models import ensure_packaged_model  # noqa: E402
+from whisperpool.results import TranscriptionResult  # noqa: E402
+from whisperpool.streaming.client import play_local  # noqa: E402
+from whisperpool.wer import normalize, word_error_rate  # noqa: E402
+from whisperpool.worker.protocol import BackendSpec, FakeBehavior  # noqa: E402
+
+OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "finals-tune.json"
+STRESS_OUT = OUT.with_name("finals-tune-stress.json")
+STRESS_WPM = (130, 160, 190, 220)  # espeak-ng's words a minute (the set was rendered at 150-185)
+STRESS_VARIANTS = ("", "+m3", "+f2")
+AT_ONCE = 6  # streams played at the same time during the capture (the stand-in pool costs nothing)
+
+
+class _Recorder:
+    """A stand-in pool: every update answered at once, empty; finals' audio and options kept."""
+
+    def __init__(self) -> None:
+        self.session: StreamingSession | None = None
+        self.finals: list[dict[str, Any]] = []
+
+    def submit(self, audio: np.ndarray, options: DecodeOptions, **_: Any) -> Future[TranscriptionResult]:
+        if options.window != "short":  # partials ask for the short window only
+            assert self.session is not None
+            self.finals.append({"audio": audio.copy(), "options": options, "asked_at_s": self.session.time_s})
+        future: Future[TranscriptionResult] = Future()
+        future.set_result(TranscriptionResult("", (), options.language, 0.0, audio.size / SAMPLE_RATE, window="short"))
+        return future
+
+
+def stress_set(meta: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The tune half's clean non-English sentences spoken again by espeak-ng, faster and
+    slower and in other voice variants: where finals loop (the held-out half's two looping
+    finals were such clips), in numbers enough to compare fixes. Tune texts only."""
+    from make_eval_set import speak, speech_bounds
+
+    out = {}
+    foreign = {n: m for n, m in meta.items() if m["split"] == "tune" and m["language"] != "en"}
+    for name, m in sorted(foreign.items()):
+        for wpm in STRESS_WPM:
+            for variant in STRESS_VARIANTS:
+                audio = speak(m["text"], m["voice"] + variant, wpm)
+                out[f"{name}-{wpm}{variant}"] = m | {"audio": audio, "wpm": wpm} | speech_bounds(audio)
+    return out
+
+
+async def _capture_one(name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    pool = _Recorder()
+    session = StreamingSession(pool, DecodeOptions(language=meta["language"]))  # type: ignore[arg-type]
+    pool.session = session
+    audio = meta["audio"] if "audio" in meta else load_audio(EVAL / f"{name}.opus")
+    played = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio])
+    async for _ in play_local(session, played):
+        pass
+    voice_end = LEAD_S + meta["speech_end_s"]
+    for final in pool.finals:
+        final["vad_s"] = final.pop("asked_at_s") - voice_end
+    return {"name": name, "finals": pool.finals}
+
+
+async def capture(names: list[str], meta: dict[str, dict[str, Any]], log: Console) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(names), AT_ONCE):
+        out += await asyncio.gather(*(_capture_one(n, meta[n]) for n in names[i : i + AT_ONCE]))
+        log.print(f"[dim]  captured {len(out)}/{len(names)}[/dim]")
+    return out
+
+
+def _old_full(self, audio, options, on_segment, fallback, max_new_tokens=None):
+    """The full window as it was: no token cap, the whole ladder for a low log-probability."""
+    segments_iter, info = self.model.transcribe(audio, **options.to_faster_whisper())
+    segments = fw._collect(segments_iter, info.duration, on_segment)
+    return fw._result(segments, info, info.duration, window="full", fallback=fallback)
+
+
+@contextlib.contextmanager
+def strategy(name: str):
+    """The backend as each strategy has it (``shipped``: as it is)."""
+    retry, full = fw.FasterWhisperBackend._retry_short, fw.FasterWhisperBackend._full
+    if name in ("current", "full-cheaper"):  # a rejected final goes straight to the full window
+        fw.FasterWhisperBackend._retry_short = lambda self, *args: None
+    if name == "current":
+        fw.FasterWhisperBackend._full = _old_full
+    try:
+        yield
+    finally:
+        fw.FasterWhisperBackend._retry_short, fw.FasterWhisperBackend._full = retry, full
+
+
+def decode_all(backend, clips: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    rows = []
+    for clip in clips:
+        texts, windows, fallbacks, took = [], [], [], []
+        for final in clip["finals"]:
+            started = time.perf_counter()
+            with strategy(name):
+                r = backend.transcribe(final["audio"], final["options"])
+            took.append(time.perf_counter() - started)
+            texts.append(r.text)
+            windows.append(r.window)
+            fallbacks.append(r.fallback)
+        rows.append(
+            {
+                "name": clip["name"],
+                "text": " ".join(texts),
+                "windows": windows,
+                "fallbacks": fallbacks,
+                "decode_s": [round(t, 3) for t in took],
+                # the clip's final latency: its last final's (as bench --accuracy counts it)
+                "latency_s": round(clip["finals"][-1]["vad_s"] + sum(took), 3) if clip["finals"] else None,
+            }
+        )
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]], meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    finals = [f for r in rows for f in r["fallbacks"]]
+    words = sum(len(normalize(meta[r["name"]]["text"])) for r in rows)
+    errors = sum(
+        word_error_rate(meta[r["name"]]["text"], r["text"]) * len(normalize(meta[r["name"]]["text"])) for r in rows
+    )
+    decode = [t for r in rows for t in r["decode_s"]]
+    latency = [r["latency_s"] if r["latency_s"] is not None else float("inf") for r in rows]
+    reasons: dict[str, int] = {}
+    for f in finals:
+        if f is not None:
+            reasons[f] = reasons.get(f, 0) + 1
+    full = sum(w == "full" for r in rows for w in r["windows"])
+    return {
+        "clips": len(rows),
+        "finals": len(finals),
+        "to_full_window": full,
+        "to_full_window_pct": round(100 * full / max(len(finals), 1), 2),
+        "rejected_by_reason": reasons,
+        "decode_p50_s": round(median(decode), 3),
+        "decode_p95_s": round(pct(decode, 95), 3),
+        "decode_max_s": round(max(decode), 3),
+        "latency_p50_s": round(median(latency), 3),
+        "latency_p95_s": round(pct(latency, 95), 3),
+        "wer": round(100 * errors / words, 2),
+    }
+
+
+def offline(backend, meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Offline ``auto`` on the tune clips that only the retry can change: those whose
+    short-window pass the guard rejected for a loop or a cut in the committed ``bench
+    --accuracy`` run. Their WER then (the full window's text) and now."""
+    committed = json.loads((OUT.parent / "accuracy.json").read_text())["clips"]
+    chosen = [e for e in committed if e["split"] == "tune" and e["auto"]["fallback"] in fw.RETRIED_ON_SHORT]
+    rows = []
+    for e in chosen:
+        audio = load_audio(EVAL / f"{e['name']}.opus")
+        now = backend.transcribe(audio, DecodeOptions(language=e["language"]))
+        rows.append(
+            {
+                "name": e["name"],
+                "reference": e["text"],
+                "before": {"text": e["auto"]["text"], "window": e["auto"]["window"], "fallback": e["auto"]["fallback"]},
+                "now": {"text": now.text, "window": now.window, "fallback": now.fallback},
+            }
+        )
+    words = sum(len(normalize(r["reference"])) for r in rows)
+
+    def errors(key: str) -> float:
+        return sum(word_error_rate(r["reference"], r[key]["text"]) * len(normalize(r["reference"])) for r in rows)
+
+    return {
+        "clips": rows,
+        "words": words,
+        "errors_before": round(errors("before"), 1),
+        "errors_now": round(errors("now"), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--output", type=Path, default=None, help=f"default {OUT.name} (with --stress: {STRESS_OUT.name})"
+    )
+    parser.add_argument("--strategies", default="current,full-cheaper,shipped")
+    parser.add_argument(
+        "--stress", action="store_true", help="the stress set (see stress_set) instead of the tune clips"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="the first N clips only (a smoke run)")
+    args = parser.parse_args()
+    args.output = args.output or (STRESS_OUT if args.stress else OUT)
+    log = Console(stderr=True)
+    meta = eval_set()
+    names = sorted(n for n, m in meta.items() if m["split"] == "tune" and m["length_class"] in STREAMED_LENGTHS)
+    names = names[: args.limit] if args.limit else names
+    if args.stress:
+        stress = stress_set(meta)
+        meta |= stress
+        names = sorted(stress)[: args.limit] if args.limit else sorted(stress)
+    log.print(f"[dim]capturing the finals of {len(names)} tune clips at real-time pace ...[/dim]")
+    clips = asyncio.run(capture(names, meta, log))
+    spec = BackendSpec("faster-whisper", str(ensure_packaged_model()), "cpu", "int8", 1, 0, FakeBehavior())
+    backend = fw.FasterWhisperBackend(spec)
+    backend.load()
+    backend.warm_up(DecodeOptions())
+    out: dict[str, Any] = header()
+    out["settings"] = {
+        "split": "tune-stress" if args.stress else "tune",
+        "streamed_lengths": list(STREAMED_LENGTHS),
+        "threads": 1,
+        "lead_s": LEAD_S,
+    }
+    out["vad_s"] = {
+        "p50": median([f["vad_s"] for c in clips for f in c["finals"]]),
+        "p95": pct([f["vad_s"] for c in clips for f in c["finals"]], 95),
+    }
+    out["strategies"] = {}
+    for strategy in args.strategies.split(","):
+        log.print(f"[dim]decoding {sum(len(c['finals']) for c in clips)} finals: {strategy} ...[/dim]")
+        rows = decode_all(backend, clips, strategy)
+        out["strategies"][strategy] = {"summary": summarize(rows, meta), "clips": rows}
+        log.print(strategy, out["strategies"][strategy]["summary"])
+    if not args.stress:
+        log.print("[dim]offline auto on the tune clips the retry can change ...[/dim]")
+        out["offline"] = offline(backend, meta)
+        log.print({k: v for k, v in out["offline"].items() if k != "clips"})
+    args.output.write_text(json.dumps(out, indent=1) + "\n")
+    log.print(f"written {args.output}")
+
+
+if __name__ == "__main__":
+    main()
