@@ -163,13 +163,13 @@ class PoolConfig:
     silences into pieces of at most ``piece_s`` seconds, which are decoded in parallel on
     the idle workers, up to ``piece_batch`` pieces in one batch (default: 8 on a GPU, 1 on
     a CPU; see :attr:`pieces_per_batch`), and stitched in order (see
-    :mod:`whisperpool.pool.pieces`). Each piece is decoded with ``piece_pad_s`` seconds of
-    silence before and after it (a piece and its silence fit one 30 s window, so pieces
-    are at most ``30 - 2 * piece_pad_s`` long). Finding its silences is shared out too: one part of
+    :mod:`whisperpool.pool.pieces`). With ``piece_pad_s`` above 0 each piece is decoded
+    with that much silence before and after it (a piece and its silence fit one 30 s
+    window, so pieces are then at most ``30 - 2 * piece_pad_s`` long). Finding its silences is shared out too: one part of
     at least ``plan_span_s`` seconds per idle worker (``None``: one worker plans it all).
     With ``max_batch`` above 1, a worker decodes up to that many queued short requests
     with the same options as one batch (see :mod:`whisperpool.pool.batching`; off by
-    default: a batched request's text depends on the requests batched with it).
+    default).
 
     Supervision: a worker that dies is replaced at once; one that fails to warm up is
     restarted after ``restart_backoff_s``, doubling up to ``restart_backoff_max_s``, and
@@ -204,7 +204,7 @@ class PoolConfig:
     max_audio_s: float | None = 3 * 3600.0
     split_above_s: float | None = 30.0
     piece_s: float = 30.0
-    piece_pad_s: float = 1.0
+    piece_pad_s: float = 0.0
     piece_batch: int | None = None  # default: pieces_per_batch
     plan_span_s: float | None = 120.0
     max_batch: int = 1

@@ -5,10 +5,10 @@ find its speech (faster-whisper's own Silero VAD, as its batched mode does): one
 idle worker, each on a part of at least ``plan_span_s`` seconds cut at the quietest
 moment near its nominal end, the first also detecting the language when the request
 leaves it open. Their regions are grouped here into pieces of at most ``piece_s``
-seconds, cut only at silences (and at every long one). A piece is decoded with
-``piece_pad_s`` of silence before and after it: cut in a short pause, its first and
-last words would otherwise start and end the window with no quiet around them, and
-Whisper mishears them more often there (scripts/piece_wer.py, docs/pool.md). Then
+seconds, cut only at silences (and at every long one). With ``piece_pad_s`` above 0 a
+piece is decoded with that much silence before and after it, so that a piece cut in a
+short pause does not start and end its window on a word with no quiet around it (a few
+errors fewer at the cuts, level on the whole: scripts/piece_wer.py, docs/pool.md). Then
 each piece is a job of its own: the pieces queue like any other work (piece
 k in round k, so short requests are not stuck behind a recording, see :mod:`.jobs`),
 go to whichever workers are idle, and are retried alone if their worker dies. As the
