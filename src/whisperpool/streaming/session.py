@@ -14,19 +14,36 @@ The commit policy is LocalAgreement-2 (Machacek et al., "Turning Whisper into Re
 Transcription System", 2023): a word is committed once two hypotheses in a row agree on
 it; commits never change. Each update gives a :class:`Partial` (committed text plus the
 unstable tail). The buffer is trimmed at the end of committed words once it is longer
-than ``max_buffer_s``, and the committed text before the buffer becomes the prompt. When
-the VAD hears the utterance end (or the client commits), the buffer is transcribed one
-last time, with beam search (``final_beam_size``), and that text, after the words that
-left the buffer, is the :class:`Final`, with its start and end times. A final the guard
-rejects for a cut or a loop (no end timestamp, repetition) is decoded again on the short
-window first (the backend's retries), and on the full window only if those fail; a low
-log-probability on hard audio sends it nowhere.
+than ``max_buffer_s``, and the committed text before the buffer becomes the prompt. At
+the utterance's end (the VAD's stop, or the client's commit) the buffer is transcribed
+one last time, with beam search (``final_beam_size``), and that text, after the words
+that left the buffer, is the :class:`Final`, with its start and end times.
+
+Speculative finals. The VAD ends an utterance after ``min_silence_s`` (0.4 s) of silence;
+waiting for that, then decoding (~0.4 s), would put both delays in the final's latency.
+So once ``final_tail_s`` (0.1 s) of silence follows the last speech frame, the final is
+sent at once, with the buffer up to that frame plus the tail. A final decoded after the
+VAD's stop takes exactly those samples too (the stop carries its last speech frame:
+:attr:`.vad.VadEvent.speech_end_s`), so when the stop comes with the same speech end, the
+speculative result *is* the final, and its decoding overlapped the VAD's wait: no
+second decode. If speech resumes, it is stale: its words count as the next partial (a
+beam-search hypothesis of the buffer so far; the partial it replaced was left behind).
+A commit or close ends the utterance with all its audio: a speculative final is stale
+then too, and the final is decoded. ``final_tail_s=None``: no speculation, the final is
+sent at the stop and takes the audio to the stop time (last speech frame + 0.3 s).
+
+Fallbacks. A final the guard rejects for a cut or a loop (no end timestamp, repetition)
+is decoded again on the short window first (the backend's retries), and on the full
+window only if those fail; a low log-probability on hard audio sends it nowhere.
 
 Scheduling. A session has one update in flight: updates asked for while one runs
 coalesce into one, made with the newest audio when the running one returns. A final does
-not wait for a partial of its utterance: that partial's result is left behind. Updates go
-to the pool at realtime priority, ahead of file transcriptions, and hold no worker
-between updates. A failed update gives an :class:`StreamError` event; the session goes on.
+not wait for a partial of its utterance: that partial's result is left behind; nor does
+a speculative final (a partial is worthless when the utterance is about to end), and no
+partial is sent while one stands. A final never waits for a stale speculative final.
+Updates go to the pool at realtime priority, ahead of file transcriptions, and hold no
+worker between updates. A failed update gives an :class:`StreamError` event; the session
+goes on.
 
 Threads. :meth:`StreamingSession.feed` only checks and resamples a chunk; the Silero VAD
 runs frame by frame on a small shared thread pool, one chunk of a session at a time and
