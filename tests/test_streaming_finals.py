@@ -16,6 +16,7 @@ from whisperpool.audio import SAMPLE_RATE, load_audio
 from whisperpool.errors import ConfigError
 from whisperpool.results import Segment, TranscriptionResult, Word
 from whisperpool.streaming import Final, Partial, SpeechStopped
+from whisperpool.streaming.session import FINAL_TAIL_S
 
 CHUNK = SAMPLE_RATE // 10  # 0.1 s, as a microphone sends it
 
@@ -109,9 +110,10 @@ def test_the_speculative_final_is_the_final_when_no_speech_follows(answer):
     assert len(finals) == 1
     assert len(pool.finals()) == 1  # one decoding for the final: no second one after the stop
     spec = pool.finals()[0]
-    assert spec.sent_s < speech_end + 0.4  # sent before the VAD could end the utterance (0.4 s of silence)
+    # Sent before the VAD could end the utterance (12 frames of 32 ms: 0.384 s of silence).
+    assert spec.sent_s < speech_end + 0.38
     assert finals[0].text == spec.word.strip()
-    assert spec.audio.size == round((speech_end + 0.1 - finals[0].start_s) * SAMPLE_RATE)
+    assert spec.audio.size == round((speech_end + FINAL_TAIL_S - finals[0].start_s) * SAMPLE_RATE)
 
 
 def test_a_speculative_final_decodes_the_samples_a_late_final_would():
@@ -139,7 +141,7 @@ def test_when_speech_resumes_the_speculative_final_is_a_partial_and_the_final_is
 
     async def run():
         pool = StandIn()
-        session = session_on(pool)
+        session = session_on(pool, final_tail_s=0.1)
 
         def step() -> None:
             for r in pool.requests:
@@ -176,7 +178,7 @@ def test_a_stale_speculative_final_never_holds_up_the_final(how):
 
     async def run():
         pool = StandIn()
-        session = session_on(pool)
+        session = session_on(pool, final_tail_s=0.1)
         for i in range(0, audio.size, CHUNK):
             session.feed(audio[i : i + CHUNK])
             await asyncio.wait_for(session.flush(), WAIT)

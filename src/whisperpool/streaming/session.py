@@ -21,7 +21,7 @@ that left the buffer, is the :class:`Final`, with its start and end times.
 
 Speculative finals. The VAD ends an utterance after ``min_silence_s`` (0.4 s) of silence;
 waiting for that, then decoding (~0.4 s), would put both delays in the final's latency.
-So once ``final_tail_s`` (0.1 s) of silence follows the last speech frame, the final is
+So once ``final_tail_s`` (0.2 s) of silence follows the last speech frame, the final is
 sent at once, with the buffer up to that frame plus the tail. A final decoded after the
 VAD's stop takes exactly those samples too (the stop carries its last speech frame:
 :attr:`.vad.VadEvent.speech_end_s`), so when the stop comes with the same speech end, the
@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 
 PROMPT_CHARS = 200  # committed text given as the prompt, at most
 FINAL_SHORT_WINDOW_MAX_S = 24.0  # a final (beam search) takes the short window up to this long
-FINAL_TAIL_S = 0.1  # a VAD-ended final's audio ends this long after the last speech frame
+FINAL_TAIL_S = 0.2  # a VAD-ended final's audio ends this long after the last speech frame
 PREROLL_S = 1.0  # audio kept before speech starts, for the VAD's padding
 MAX_VAD_BACKLOG_S = 30.0  # audio waiting for the VAD, at most; the servers' rate limits keep it far lower
 
