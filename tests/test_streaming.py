@@ -71,6 +71,46 @@ def test_engine_stream_commits_each_utterance_with_its_words_and_times():
         assert p["text"].startswith(p["stable"])
 
 
+def test_speculative_finals_are_sent_in_the_pause_and_read_as_a_late_final_would():
+    """Each final is decoded once, sent after 0.1 s of silence (before the VAD's 0.4 s stop);
+    decoding its samples again, as a final sent after the stop would, gives the same text."""
+    audio, spans = spoken()
+    sent: list[tuple[float, np.ndarray, DecodeOptions, object]] = []
+
+    async def run():
+        config = PoolConfig(pool_size=2, threads_per_worker=1, decode=DecodeOptions(language="en"))
+        async with TranscriptionEngine(config) as engine:
+            session = engine.stream()
+            submit = engine.pool.submit
+
+            def spy(samples, options=None, **kw):
+                fut = submit(samples, options, **kw)
+                if options.beam_size > 1:  # a final's options (partials are greedy)
+                    sent.append((session.time_s, samples, options, fut))
+                return fut
+
+            engine.pool.submit = spy
+            events = [record async for record in play_local(session, audio)]
+            used = {" ".join(normalize(f.result().text)): (t, a, o) for t, a, o, f in sent if not f.cancelled()}
+            again = {k: (await engine.transcribe(a, options=o)).text for k, (_, a, o) in used.items()}
+            return events, used, again
+
+    events, used, again = asyncio.run(asyncio.wait_for(run(), 180))
+    check_items(events, spans)
+    stops = {e["item_id"]: e["audio_end_ms"] / 1000 for _, e in events if e["type"].endswith("speech_stopped")}
+    for _, final in [(t, e) for t, e in events if e["type"] == COMPLETED]:
+        key = " ".join(normalize(final["transcript"]))
+        assert key in used, (final["transcript"], list(used))  # the text of one decoding, not stitched
+        sent_at = used[key][0]
+        # Sent before the VAD can hear the stop: 0.384 s (12 frames) after the last speech
+        # frame; the stop time is that frame + 0.3 s.
+        assert sent_at < stops[final["item_id"]] + 0.08
+        assert normalize(again[key]) == normalize(final["transcript"])  # same samples, same text
+    # More decodings than finals may be sent: a pause inside a sentence (a comma) sends a
+    # speculative final that speech then makes stale (a partial; see test_streaming_finals).
+    assert len(sent) >= len(spans)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("rt"), "--workers", "2", "--threads", "1")

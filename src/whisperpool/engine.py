@@ -52,6 +52,7 @@ from .errors import ConfigError, UnknownModel
 from .pool import PRIORITY_DEFAULT, PoolStatus, ProcessPool, WarmUpSummary, WorkerStatus
 from .results import Segment, TranscriptionResult
 from .streaming import StreamingSession
+from .streaming.session import FINAL_TAIL_S
 from .worker import WorkerState
 
 log = logging.getLogger(__name__)
@@ -333,6 +334,7 @@ class TranscriptionEngine:
         update_interval_s: float = 0.5,
         max_buffer_s: float = 15.0,
         min_silence_s: float = 0.4,
+        final_tail_s: float | None = FINAL_TAIL_S,
         options: DecodeOptions | None = None,
         **decode: Any,
     ) -> StreamingSession:
@@ -340,7 +342,10 @@ class TranscriptionEngine:
 
         ``model`` picks a model configuration (see :meth:`resolve_model`). ``vad=False``
         leaves the turns to the caller: :meth:`StreamingSession.commit` ends each
-        utterance. Updates use the short-audio window and realtime priority.
+        utterance. Updates use the short-audio window and realtime priority. ``final_tail_s``:
+        a VAD-ended utterance's final decodes its audio to this long after its last speech
+        frame, sent as soon as that much silence is heard (a speculative final); ``None``
+        waits for the VAD's stop and decodes to it (see :mod:`whisperpool.streaming.session`).
         """
         if language is not None:
             decode["language"] = language
@@ -352,6 +357,7 @@ class TranscriptionEngine:
             update_interval_s=update_interval_s,
             max_buffer_s=max_buffer_s,
             min_silence_s=min_silence_s,
+            final_tail_s=final_tail_s,
         )
 
     async def __aenter__(self) -> TranscriptionEngine:

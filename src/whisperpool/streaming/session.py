@@ -14,19 +14,36 @@ The commit policy is LocalAgreement-2 (Machacek et al., "Turning Whisper into Re
 Transcription System", 2023): a word is committed once two hypotheses in a row agree on
 it; commits never change. Each update gives a :class:`Partial` (committed text plus the
 unstable tail). The buffer is trimmed at the end of committed words once it is longer
-than ``max_buffer_s``, and the committed text before the buffer becomes the prompt. When
-the VAD hears the utterance end (or the client commits), the buffer is transcribed one
-last time, with beam search (``final_beam_size``), and that text, after the words that
-left the buffer, is the :class:`Final`, with its start and end times. A final the guard
-rejects for a cut or a loop (no end timestamp, repetition) is decoded again on the short
-window first (the backend's retries), and on the full window only if those fail; a low
-log-probability on hard audio sends it nowhere.
+than ``max_buffer_s``, and the committed text before the buffer becomes the prompt. At
+the utterance's end (the VAD's stop, or the client's commit) the buffer is transcribed
+one last time, with beam search (``final_beam_size``), and that text, after the words
+that left the buffer, is the :class:`Final`, with its start and end times.
+
+Speculative finals. The VAD ends an utterance after ``min_silence_s`` (0.4 s) of silence;
+waiting for that, then decoding (~0.4 s), would put both delays in the final's latency.
+So once ``final_tail_s`` (0.2 s) of silence follows the last speech frame, the final is
+sent at once, with the buffer up to that frame plus the tail. A final decoded after the
+VAD's stop takes exactly those samples too (the stop carries its last speech frame:
+:attr:`.vad.VadEvent.speech_end_s`), so when the stop comes with the same speech end, the
+speculative result *is* the final, and its decoding overlapped the VAD's wait: no
+second decode. If speech resumes, it is stale: its words count as the next partial (a
+beam-search hypothesis of the buffer so far; the partial it replaced was left behind).
+A commit or close ends the utterance with all its audio: a speculative final is stale
+then too, and the final is decoded. ``final_tail_s=None``: no speculation, the final is
+sent at the stop and takes the audio to the stop time (last speech frame + 0.3 s).
+
+Fallbacks. A final the guard rejects for a cut or a loop (no end timestamp, repetition)
+is decoded again on the short window first (the backend's retries), and on the full
+window only if those fail; a low log-probability on hard audio sends it nowhere.
 
 Scheduling. A session has one update in flight: updates asked for while one runs
 coalesce into one, made with the newest audio when the running one returns. A final does
-not wait for a partial of its utterance: that partial's result is left behind. Updates go
-to the pool at realtime priority, ahead of file transcriptions, and hold no worker
-between updates. A failed update gives an :class:`StreamError` event; the session goes on.
+not wait for a partial of its utterance: that partial's result is left behind; nor does
+a speculative final (a partial is worthless when the utterance is about to end), and no
+partial is sent while one stands. A final never waits for a stale speculative final.
+Updates go to the pool at realtime priority, ahead of file transcriptions, and hold no
+worker between updates. A failed update gives an :class:`StreamError` event; the session
+goes on.
 
 Threads. :meth:`StreamingSession.feed` only checks and resamples a chunk; the Silero VAD
 runs frame by frame on a small shared thread pool, one chunk of a session at a time and
@@ -50,17 +67,19 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE, ChunkResampler, from_array
 from ..config import DecodeOptions
-from ..errors import ErrorInfo, InvalidAudio, QueueFull, WhisperPoolError
+from ..errors import ConfigError, ErrorInfo, InvalidAudio, QueueFull, WhisperPoolError
 from ..pool import PRIORITY_REALTIME, ProcessPool
 from ..results import TranscriptionResult
 from .agreement import Agreement, TimedWord, appended, join
 from .events import Final, Partial, SpeechStarted, SpeechStopped, StreamError, StreamEvent
+from .vad import PAD_S as VAD_PAD_S
 from .vad import StreamingVad, VadEvent
 
 log = logging.getLogger(__name__)
 
 PROMPT_CHARS = 200  # committed text given as the prompt, at most
 FINAL_SHORT_WINDOW_MAX_S = 24.0  # a final (beam search) takes the short window up to this long
+FINAL_TAIL_S = 0.2  # a VAD-ended final's audio ends this long after the last speech frame
 PREROLL_S = 1.0  # audio kept before speech starts, for the VAD's padding
 MAX_VAD_BACKLOG_S = 30.0  # audio waiting for the VAD, at most; the servers' rate limits keep it far lower
 
@@ -78,6 +97,11 @@ class _Utterance:
     end_s: float | None = None  # set when it ends; then only its final update is left
     final_audio: np.ndarray | None = None
     last_partial: str = ""
+    pause_end_s: float | None = None  # speech end of the pause heard now (None: speaking)
+    # The speculative final: sent for the speech end ``spec_end_s`` (None: none, or it went
+    # stale because speech resumed or the utterance ended elsewhere); its words once back.
+    spec_end_s: float | None = None
+    spec_words: list[TimedWord] | None = None
 
 
 class StreamingSession:
@@ -97,8 +121,14 @@ class StreamingSession:
         min_silence_s: float = 0.4,
         final_beam_size: int = 5,
         max_backlog_s: float = MAX_VAD_BACKLOG_S,
+        final_tail_s: float | None = FINAL_TAIL_S,
     ) -> None:
+        if final_tail_s is not None and not 0.0 <= final_tail_s <= VAD_PAD_S:
+            raise ConfigError(
+                f"final_tail_s must be None or 0-{VAD_PAD_S:g} s (the VAD's padding), got {final_tail_s!r}"
+            )
         self.pool = pool
+        self.final_tail_s = final_tail_s if vad else None
         self.final_beam_size = final_beam_size
         self.options = options.replace(word_timestamps=True, window="auto")
         self.update_interval_s = update_interval_s
@@ -111,7 +141,8 @@ class StreamingSession:
         self._current: _Utterance | None = None
         self._ending: deque[_Utterance] = deque()  # ended, waiting for their final update
         self._inflight: asyncio.Future[TranscriptionResult] | None = None
-        self._inflight_final = False
+        self._inflight_kind: str = "partial"  # "partial", "speculative" or "final"
+        self._inflight_utt: _Utterance | None = None
         self._update_wanted = False
         self._last_update_s = 0.0  # stream time the last update of the current utterance covered
         self._resampler: ChunkResampler | None = None
@@ -216,11 +247,33 @@ class StreamingSession:
                     self._emit(SpeechStarted(self._current.item_id, event.time_s))
                 elif not event.speech and self._current is not None:
                     self._emit(SpeechStopped(self._current.item_id, event.time_s))
-                    self._end(event.time_s)
-        if self._current is not None and self.time_s - self._last_update_s >= self.update_interval_s:
+                    self._end(event.time_s, event.speech_end_s)
+            self._watch_pause()
+        if (
+            self._current is not None
+            and self._current.pause_end_s is None  # in a pause the speculative final replaces partials
+            and self.time_s - self._last_update_s >= self.update_interval_s
+        ):
             self._update_wanted = True
         self._trim_audio()
         self._schedule()
+
+    def _watch_pause(self) -> None:
+        """After a chunk: note a pause long enough to speculate on, or speech resuming."""
+        utt, vad = self._current, self.vad
+        if utt is None or vad is None or self.final_tail_s is None:
+            return
+        speech_end = vad.last_speech_end_s
+        paused = vad.in_speech and vad.pause_s >= self.final_tail_s
+        utt.pause_end_s = speech_end if paused else None
+        if utt.spec_end_s is not None and utt.spec_end_s != speech_end:
+            # Speech resumed after the speculative final: it is not this utterance's final.
+            # Its words are a good hypothesis of the buffer so far: they count as a partial
+            # (the partial it replaced was left behind), rather than waste the decoding.
+            utt.spec_end_s = None
+            words, utt.spec_words = utt.spec_words, None
+            if words is not None:
+                self._settle(utt, False, words)
 
     async def flush(self) -> None:
         """Wait until every chunk fed so far has been through the VAD (at once without it)."""
@@ -244,6 +297,8 @@ class StreamingSession:
         self._epoch += 1
         self._backlog_s -= sum(c.size for c in self._backlog) / SAMPLE_RATE
         self._backlog.clear()
+        if self._current is not None:
+            self._current.spec_end_s = None  # a speculative final of dropped audio is stale
         self._current = None
         self._update_wanted = False
         self._audio = np.zeros(0, dtype=np.float32)
@@ -287,11 +342,20 @@ class StreamingSession:
         self._current = _Utterance(f"{self.id}-item-{self._items}", start_s, buffer_start_s=start_s)
         self._last_update_s = start_s
 
-    def _end(self, end_s: float) -> None:
+    def _end(self, end_s: float, speech_end_s: float | None = None) -> None:
+        """End the current utterance at ``end_s``. Ended by the VAD (``speech_end_s``: its
+        last speech frame) and with a final tail, the final's audio ends at the speech end
+        plus the tail, whenever the stop was heard: the same samples a speculative final
+        was sent with, which then is the final. Otherwise (commit, close) it ends now."""
         utt = self._current
         assert utt is not None
         utt.end_s = min(end_s, self.time_s)
-        utt.final_audio = self._slice(utt.buffer_start_s, utt.end_s)
+        audio_end = utt.end_s
+        if speech_end_s is not None and self.final_tail_s is not None:
+            audio_end = min(speech_end_s + self.final_tail_s, utt.end_s)
+        if speech_end_s is None or utt.spec_end_s != speech_end_s:
+            utt.spec_end_s = utt.spec_words = None  # sent for other audio: not the final
+        utt.final_audio = self._slice(utt.buffer_start_s, audio_end)
         self._current = None
         self._update_wanted = False
         self._ending.append(utt)
@@ -316,71 +380,128 @@ class StreamingSession:
         before = [w for w in utt.agreement.committed if w.end <= utt.buffer_start_s + 0.05]
         return join(before)[-PROMPT_CHARS:] or None
 
+    def _final_options(self, utt: _Utterance) -> DecodeOptions:
+        """A final's options (a speculative final's too: same audio, same options, same text)."""
+        # The final is read: beam search costs ~0.1 s here and halved the bench's WER; with
+        # it the short window keeps its accuracy on utterances over the offline limit.
+        # A low log-probability alone sends no final to the full window: that audio is hard,
+        # not cut short, and a final waited 4-19 s for the same text (DecodeOptions). A
+        # partial it rejects is dropped as before: low confidence there is often a word cut
+        # at the buffer's end, and committing it would put a wrong word in the final.
+        return self.options.replace(
+            initial_prompt=self._prompt(utt),
+            beam_size=max(self.options.beam_size, self.final_beam_size),
+            short_window_max_s=max(self.options.short_window_max_s, FINAL_SHORT_WINDOW_MAX_S),
+            low_confidence_fallback=False,
+        )
+
+    def _spec_due(self) -> bool:
+        utt = self._current
+        return utt is not None and utt.pause_end_s is not None and utt.spec_end_s != utt.pause_end_s
+
+    def _keeps_inflight(self) -> bool:
+        """Whether the update in flight keeps its place, or is left behind for a final
+        (or a speculative final) that waits: a final always keeps it; a speculative one
+        while it may still be its utterance's final; a partial (or a stale speculative
+        final, whose result is a partial now) only while no final waits."""
+        kind, utt = self._inflight_kind, self._inflight_utt
+        if kind == "final" or (kind == "speculative" and utt is not None and utt.spec_end_s is not None):
+            return True
+        return not self._ending and not self._spec_due()
+
     def _schedule(self) -> None:
-        """Send the next update if none is in flight: finals first, then the live one."""
+        """Send the next update if none is in flight: finals first, then a speculative
+        final, then the live partial."""
         if self._inflight is not None:
-            if self._inflight_final or not self._ending:
+            if self._keeps_inflight():
                 return
-            # The utterance ended while a partial ran: that result would be dropped, so
-            # the final does not wait for it (another worker takes it, where there is one).
+            # That result would be dropped or is worth less than the final that waits: the
+            # final does not wait for it (another worker takes it, where there is one).
             stale, self._inflight = self._inflight, None
             stale.cancel()
+        spec_end = None
         if self._ending:
-            utt = self._ending[0]
-            audio, final = utt.final_audio, True
-        elif self._update_wanted and self._current is not None:
-            utt = self._current
-            audio, final = self._slice(utt.buffer_start_s), False
+            utt, kind = self._ending[0], "final"
+            if utt.spec_end_s is not None:  # the speculative final is this one's final
+                if utt.spec_words is None:  # still running: impossible, it keeps its place
+                    return
+                self._settle(utt, True, utt.spec_words)
+                self._schedule()
+                return
+            audio = utt.final_audio
+        elif self._spec_due():
+            utt, kind = self._current, "speculative"
+            assert utt is not None and self.final_tail_s is not None and utt.pause_end_s is not None
+            spec_end = utt.spec_end_s = utt.pause_end_s
+            utt.spec_words = None
+            audio = self._slice(utt.buffer_start_s, spec_end + self.final_tail_s)
+            self._update_wanted = False
+            self._last_update_s = self.time_s
+        elif self._update_wanted and self._current is not None and self._current.spec_end_s is None:
+            utt, kind = self._current, "partial"
+            audio = self._slice(utt.buffer_start_s)
             self._update_wanted = False
             self._last_update_s = self.time_s
         else:
             if self._input_done:
                 self._finish()
             return
-        assert audio is not None
+        assert audio is not None and utt is not None
         if audio.size < SAMPLE_RATE // 10:  # under 0.1 s: nothing to transcribe
-            self._settle(utt, final, [])
+            if kind == "speculative":
+                utt.spec_words = []
+            else:
+                self._settle(utt, kind == "final", [])
             self._schedule()
             return
-        options = self.options.replace(initial_prompt=self._prompt(utt))
-        if not final:  # a partial the next update replaces: no fallback, no temperature ladder, and
-            # no speech gate (the session's VAD already heard speech; the final is gated)
-            options = options.replace(window="short", temperature=options.temperature[:1], speech_gate=False)
-        else:  # the final is read: beam search costs ~0.1 s here and halved the bench's WER; with
-            # it the short window keeps its accuracy on utterances over the offline limit
-            # A low log-probability alone sends no final to the full window: that audio is hard,
-            # not cut short, and a final waited 4-19 s for the same text (DecodeOptions). A
-            # partial it rejects is dropped as before: low confidence there is often a word cut
-            # at the buffer's end, and committing it would put a wrong word in the final.
-            options = options.replace(
-                beam_size=max(options.beam_size, self.final_beam_size),
-                short_window_max_s=max(options.short_window_max_s, FINAL_SHORT_WINDOW_MAX_S),
-                low_confidence_fallback=False,
+        if kind == "partial":  # a partial the next update replaces: no fallback, no temperature ladder,
+            # and no speech gate (the session's VAD already heard speech; the final is gated)
+            options = self.options.replace(
+                initial_prompt=self._prompt(utt),
+                window="short",
+                temperature=self.options.temperature[:1],
+                speech_gate=False,
             )
+        else:
+            options = self._final_options(utt)
         sent = time.perf_counter()
         try:
             future = self.pool.submit(audio, options, priority=PRIORITY_REALTIME)
         except WhisperPoolError as exc:
+            if kind == "speculative":  # the final proper tries again, and reports
+                utt.spec_end_s = None
+                return
             self._emit(StreamError(utt.item_id, ErrorInfo.from_exception(exc)))
-            if final:
+            if kind == "final":
                 self._settle(utt, True, [])
             return
-        self._inflight, self._inflight_final = asyncio.wrap_future(future, loop=self._loop), final
+        self._inflight, self._inflight_kind, self._inflight_utt = (
+            asyncio.wrap_future(future, loop=self._loop),
+            kind,
+            utt,
+        )
         offset = utt.buffer_start_s
-        self._inflight.add_done_callback(lambda f: self._on_update(f, utt, final, offset, audio.size, sent))
+        self._inflight.add_done_callback(lambda f: self._on_update(f, utt, kind, offset, audio.size, sent, spec_end))
 
     def _on_update(
-        self, fut: asyncio.Future, utt: _Utterance, final: bool, offset: float, size: int, sent: float
+        self,
+        fut: asyncio.Future,
+        utt: _Utterance,
+        kind: str,
+        offset: float,
+        size: int,
+        sent: float,
+        spec_end: float | None,
     ) -> None:
-        if fut is not self._inflight:  # a partial left behind when its utterance ended
+        if fut is not self._inflight:  # an update left behind for a final
             return
-        self._inflight = None
+        self._inflight, self._inflight_utt = None, None
         if log.isEnabledFor(logging.DEBUG) and not fut.cancelled() and fut.exception() is None:
             r = fut.result()
             log.debug(
                 "%s: %s update of %.2f s took %.2f s (%s window%s): %r",
                 utt.item_id,
-                "final" if final else "partial",
+                kind,
                 size / SAMPLE_RATE,
                 time.perf_counter() - sent,
                 r.window,
@@ -392,20 +513,52 @@ class StreamingSession:
             error: BaseException | None = WhisperPoolError("the update was cancelled")
         else:
             error = fut.exception()
+        if kind == "speculative":
+            self._took_speculative(utt, spec_end, offset, error, fut)
+            self._schedule()
+            return
         if error is not None:
             log.warning("%s: update failed: %s", self.id, error)
             self._emit(StreamError(utt.item_id, ErrorInfo.from_exception(error)))
         else:
             result = fut.result()
-            if result.fallback is not None and result.window == "short" and not final:
+            if result.fallback is not None and result.window == "short" and kind == "partial":
                 self._schedule()  # the guard rejected this partial: the next update replaces it
                 return
-            for seg in result.segments:
-                for w in seg.words or ():
-                    words.append(TimedWord(offset + w.start, offset + w.end, w.word))
-        if final or error is None:
-            self._settle(utt, final, words)
+            words = self._words(result, offset)
+        if kind == "final" or error is None:
+            self._settle(utt, kind == "final", words)
         self._schedule()
+
+    @staticmethod
+    def _words(result: TranscriptionResult, offset: float) -> list[TimedWord]:
+        return [TimedWord(offset + w.start, offset + w.end, w.word) for seg in result.segments for w in seg.words or ()]
+
+    def _took_speculative(
+        self,
+        utt: _Utterance,
+        spec_end: float | None,
+        offset: float,
+        error: BaseException | None,
+        fut: asyncio.Future,
+    ) -> None:
+        """A speculative final came back: the final if its utterance ended (or ends) at the
+        speech end it was sent for; a partial if speech resumed; on failure, forgotten (the
+        final proper is decoded and reports)."""
+        valid = spec_end is not None and utt.spec_end_s == spec_end
+        if error is not None:
+            log.info("%s: speculative final failed: %s", utt.item_id, error)
+            if valid:
+                utt.spec_end_s = None
+            return
+        words = self._words(fut.result(), offset)
+        if not valid:
+            self._settle(utt, False, words)  # speech resumed: a partial (dropped if it ended)
+        elif utt.end_s is not None:
+            assert self._ending and self._ending[0] is utt  # it was current when sent: none ahead
+            self._settle(utt, True, words)  # ended at that speech end: the final, no second decode
+        else:
+            utt.spec_words = words  # the final, if the VAD ends it there
 
     def _settle(self, utt: _Utterance, final: bool, words: list[TimedWord]) -> None:
         if final:

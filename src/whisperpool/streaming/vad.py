@@ -26,6 +26,7 @@ from ..errors import ModelError
 
 FRAME = 512  # samples the model takes at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous frame prepended to each one
+PAD_S = 0.3  # an utterance starts this long before its first speech frame and stops this long after its last
 MODEL_FILE = "silero_vad_v6.onnx"  # faster_whisper/assets/, as faster_whisper.vad.get_vad_model() names it
 
 
@@ -56,15 +57,20 @@ def _session():
 
 @dataclass(frozen=True, slots=True)
 class VadEvent:
-    """Speech started (``speech=True``) or stopped, at ``time_s`` seconds into the stream."""
+    """Speech started (``speech=True``) or stopped, at ``time_s`` seconds into the stream.
+
+    A stop also carries ``speech_end_s``, the end of its last speech frame (``time_s`` is
+    that plus the padding): a streaming session ends its final's audio there, plus a
+    fixed tail, whenever the stop was heard."""
 
     speech: bool
     time_s: float
+    speech_end_s: float | None = None
 
 
 class StreamingVad:
     def __init__(
-        self, threshold: float = 0.5, min_speech_s: float = 0.1, min_silence_s: float = 0.4, pad_s: float = 0.3
+        self, threshold: float = 0.5, min_speech_s: float = 0.1, min_silence_s: float = 0.4, pad_s: float = PAD_S
     ) -> None:
         self.threshold = threshold
         self.min_speech_frames = max(1, round(min_speech_s * SAMPLE_RATE / FRAME))
@@ -107,7 +113,8 @@ class StreamingVad:
                 self._run = self._run + 1 if prob < self.threshold - 0.15 else 0
                 if self._run >= self.min_silence_frames:
                     self.in_speech, self._run = False, 0
-                    events.append(VadEvent(False, self.last_speech_end_s + self.pad_s))
+                    end = self.last_speech_end_s
+                    events.append(VadEvent(False, end + self.pad_s, speech_end_s=end))
         self._pending = data[n * FRAME :].copy()
         return events
 
@@ -115,3 +122,9 @@ class StreamingVad:
     def time_s(self) -> float:
         """Seconds of audio the VAD has decided on."""
         return self._frames * FRAME / SAMPLE_RATE
+
+    @property
+    def pause_s(self) -> float:
+        """Silence heard since the last speech frame while speech has not stopped yet (0
+        outside speech): a session may start the final's decoding before the stop."""
+        return self.time_s - self.last_speech_end_s if self.in_speech else 0.0
