@@ -37,6 +37,10 @@ def recording(seconds: float, marks: dict[int, float] | None = None) -> np.ndarr
     return audio
 
 
+# 9 s of recording in pieces of 2 s: (segment id, start, end) on the recording's timeline
+NINE_S_IN_PIECES = [(1, 0.0, 2.0), (2, 2.0, 4.0), (3, 4.0, 6.0), (4, 6.0, 8.0), (5, 8.0, 9.0)]
+
+
 def test_a_long_recording_is_split_spread_and_stitched_in_order(make_pool):
     pool = make_pool(long_config(pool_size=2, fake=FakeBehavior(inference_delay_s=0.3)))
     pool.warm_up_all_workers(timeout=WAIT)
@@ -44,13 +48,7 @@ def test_a_long_recording_is_split_spread_and_stitched_in_order(make_pool):
     progress: list = []
     result = pool.submit(recording(9.0), on_segment=seen.append, on_progress=lambda *a: progress.append(a)).result(WAIT)
     assert result.pieces == 5 and result.duration == 9.0
-    assert [(s.id, s.start, s.end) for s in result.segments] == [
-        (1, 0.0, 2.0),
-        (2, 2.0, 4.0),
-        (3, 4.0, 6.0),
-        (4, 6.0, 8.0),
-        (5, 8.0, 9.0),
-    ]
+    assert [(s.id, s.start, s.end) for s in result.segments] == NINE_S_IN_PIECES
     assert [s.text for s in result.segments] == ["32000 samples"] * 4 + ["16000 samples"]
     assert seen == list(result.segments)  # every segment once, in order, whatever order the pieces ended in
     assert progress[0] == (0, 5) and progress[-1] == (5, 5) and progress == sorted(progress)
@@ -191,13 +189,7 @@ def test_each_piece_is_decoded_with_silence_around_it_and_lands_on_its_own_time(
     pool = make_pool(long_config(pool_size=2, piece_pad_s=0.5, piece_batch=4))
     pool.warm_up_all_workers(timeout=WAIT)
     result = pool.submit(recording(9.0)).result(WAIT)
-    assert [(s.id, s.start, s.end) for s in result.segments] == [
-        (1, 0.0, 2.0),
-        (2, 2.0, 4.0),
-        (3, 4.0, 6.0),
-        (4, 6.0, 8.0),
-        (5, 8.0, 9.0),
-    ]
+    assert [(s.id, s.start, s.end) for s in result.segments] == NINE_S_IN_PIECES
     assert [s.text for s in result.segments] == ["48000 samples"] * 4 + ["32000 samples"]
 
 

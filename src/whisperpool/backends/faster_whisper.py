@@ -436,16 +436,13 @@ class FasterWhisperBackend:
                 log.info("a piece at %.1f s went astray (%s: %s); decoding it alone", start / SAMPLE_RATE, *wrong)
                 fallback = fallback or wrong[0]
                 again = self.transcribe(np.ascontiguousarray(audio[start:end]), options.replace(window="full"))
-                found += [
-                    seg.moved(start / SAMPLE_RATE, start * FRAMES_PER_SECOND // SAMPLE_RATE) for seg in again.segments
-                ]
+                found += [_later(seg, start) for seg in again.segments]
             else:
                 if timestamps:
                     decoded = [_segment(r, piece_end) for r in mine]
                 else:
                     decoded = [seg for r in mine for seg in _sentences(r, options, piece_end)]
-                moved = (start - lo) / SAMPLE_RATE
-                found += [seg.moved(moved, (start - lo) * FRAMES_PER_SECOND // SAMPLE_RATE) for seg in decoded]
+                found += [_later(seg, start - lo) for seg in decoded]
         segments = [dataclasses.replace(s, id=i) for i, s in enumerate(found, start=1)]
         return _result(segments, info, duration, window="short" if window is not None else "full", fallback=fallback)
 
@@ -523,6 +520,11 @@ class FasterWhisperBackend:
         duration = audio.size / SAMPLE_RATE
         segments = _collect(raw, duration, on_segment)
         return _result(segments, info, duration, window="short", fallback=None)
+
+
+def _later(segment: Segment, samples: int) -> Segment:
+    """``segment`` moved ``samples`` later (earlier if negative), its ``seek`` in frames too."""
+    return segment.moved(samples / SAMPLE_RATE, samples * FRAMES_PER_SECOND // SAMPLE_RATE)
 
 
 def _by_window(pieces) -> list[tuple[tuple[int, int], ...]]:
