@@ -413,7 +413,7 @@ class FasterWhisperBackend:
                 word_timestamps=options.word_timestamps or not timestamps,
                 vad_filter=False,
                 # a lone request's cap (see _short); a long piece keeps the model's own
-                max_new_tokens=token_cap(longest) if timestamps else None,
+                max_new_tokens=token_cap(longest, options.max_tokens_per_s) if timestamps else None,
             )
             raw = list(raw)
         finally:
