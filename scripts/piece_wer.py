@@ -23,9 +23,9 @@ alike (its 30 s windows are not known, so only its runs). Results already in the
 output file are kept, so variants can be added run by run. Decisions are taken on the
 ``tune`` recordings; the ``held-out`` ones are measured once, for the chosen variant.
 
-With ``--pool`` the split goes through real pools instead (the default one, one with
-unpadded 30 s pieces as before, and one worker alone, as ``bench --throughput`` runs
-it), for WER and wall time in one run: ``pools`` and ``pool_splits`` in the JSON.
+With ``--pool`` the split goes through real pools instead (the default one and one
+worker alone, as ``bench --throughput`` runs it), for WER and wall time in one run:
+``pools`` and ``pool_splits`` in the JSON.
 """
 
 import argparse
@@ -162,14 +162,13 @@ def boundary_split(reference: str, sequential: str, piece_texts: list[str]) -> d
 
 POOLS = {  # label -> PoolConfig changes, for --pool
     "pool, default": {},
-    "pool, unpadded pieces of 30 s": {"piece_pad_s": 0.0, "piece_s": 30.0},
     "pool, one worker": {"pool_size": 1, "threads_per_worker": None, "split_above_s": None},
 }
 
 
 def through_pools(split: str, output: Path, out: Console) -> None:
-    """The chosen variant through the real pool (as ``bench --throughput`` runs it), with
-    the pieces unpadded and one worker alone in the same run: WER and wall time."""
+    """The default pool (as ``bench --throughput`` runs it) and one worker alone, in the
+    same run: WER and wall time."""
     from whisperpool.pool import ProcessPool
 
     sets = recordings(split)
@@ -205,7 +204,6 @@ def through_pools(split: str, output: Path, out: Console) -> None:
         "minus_sequential": {label: summary[label] - summary["sequential"] for label in POOLS},
         "s": seconds,
         "default / one worker (time)": seconds["pool, default"] / seconds["pool, one worker"],
-        "unpadded / one worker (time)": seconds["pool, unpadded pieces of 30 s"] / seconds["pool, one worker"],
         "load_average": os.getloadavg(),
     }
     out.print(json.dumps(saved["pool_splits"][split], indent=1))

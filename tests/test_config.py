@@ -21,9 +21,6 @@ from whisperpool import ConfigError, DecodeOptions, PoolConfig
         ({"warmup_timeout_s": 0}, "PoolConfig.warmup_timeout_s"),
         ({"request_timeout_s": -1}, "PoolConfig.request_timeout_s"),
         ({"max_queue": -1}, "PoolConfig.max_queue"),
-        ({"piece_pad_s": -0.5}, "PoolConfig.piece_pad_s"),
-        ({"piece_pad_s": 6}, "PoolConfig.piece_pad_s"),
-        ({"piece_pad_s": True}, "PoolConfig.piece_pad_s"),
         ({"piece_batch": 0}, "PoolConfig.piece_batch"),
     ],
 )

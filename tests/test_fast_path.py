@@ -186,6 +186,7 @@ def test_a_looping_pass_is_cut_at_the_token_cap_and_retried_on_the_snug_window(b
     recorder = looping(lambda positions, kwargs: positions == floor)
     result = backend.transcribe(audio, FINAL)
     assert (result.window, result.fallback) == ("short", None)
+    assert result.retried in fw.RETRIED_ON_SHORT, result.retried
     assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text)), result.text
     cap = fw.token_cap(audio.size / RATE)
     assert cap < 100
@@ -199,6 +200,7 @@ def test_a_loop_on_both_windows_is_mended_by_the_step_that_forbids_repeats(backe
     recorder = looping(lambda positions, kwargs: not kwargs.get("no_repeat_ngram_size"))
     result = backend.transcribe(audio, FINAL)
     assert (result.window, result.fallback) == ("short", None)
+    assert result.retried in fw.RETRIED_ON_SHORT, result.retried
     assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text)), result.text
     assert len(recorder.passes) == 3 and all(positions < FULL_WINDOW for positions, _ in recorder.passes)
 
@@ -210,6 +212,7 @@ def test_a_pass_that_loops_on_every_short_try_goes_to_the_full_window_every_pass
     recorder = looping(lambda positions, kwargs: positions < FULL_WINDOW)
     result = backend.transcribe(audio, FINAL.replace(max_tokens_per_s=12))
     assert result.window == "full" and result.fallback in fw.RETRIED_ON_SHORT, (result.window, result.fallback)
+    assert result.retried is None
     assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text)), result.text
     windows = [positions for positions, _ in recorder.passes]
     assert all(p < FULL_WINDOW for p in windows[:3]) and windows[3:] and set(windows[3:]) == {FULL_WINDOW}

@@ -25,8 +25,8 @@ PIECE = 2 * SAMPLE_RATE  # samples in a full piece (piece_s=2)
 
 
 def long_config(**changes) -> PoolConfig:
-    """Pieces of 2 s, unpadded, one a job (``piece_batch=1``) unless a test batches them."""
-    return fake_config(**{"split_above_s": 3.0, "piece_s": 2.0, "piece_pad_s": 0.0, "piece_batch": 1, **changes})
+    """Pieces of 2 s, one a job (``piece_batch=1``) unless a test batches them."""
+    return fake_config(**{"split_above_s": 3.0, "piece_s": 2.0, "piece_batch": 1, **changes})
 
 
 def recording(seconds: float, marks: dict[int, float] | None = None) -> np.ndarray:
@@ -183,45 +183,34 @@ def test_recordings_side_by_side_each_get_their_segments_in_order(make_pool):
         assert [s.start for s in seen[n]] == [2.0 * i for i in range(result.pieces)]
 
 
-def test_each_piece_is_decoded_with_silence_around_it_and_lands_on_its_own_time(make_pool):
-    # 9 s in pieces of 2 s, each sent with 0.5 s of silence either side (the fake answers
-    # with the samples it was given), one batch of three and one of two.
-    pool = make_pool(long_config(pool_size=2, piece_pad_s=0.5, piece_batch=4))
+def test_each_piece_of_a_batch_is_decoded_as_it_is_and_lands_on_its_own_time(make_pool):
+    # 9 s in pieces of 2 s (the fake answers with the samples it was given), one batch of
+    # three and one of two: each piece exactly its own samples, no silence added.
+    pool = make_pool(long_config(pool_size=2, piece_batch=4))
     pool.warm_up_all_workers(timeout=WAIT)
     result = pool.submit(recording(9.0)).result(WAIT)
     assert [(s.id, s.start, s.end) for s in result.segments] == NINE_S_IN_PIECES
-    assert [s.text for s in result.segments] == ["48000 samples"] * 4 + ["32000 samples"]
+    assert [s.text for s in result.segments] == ["32000 samples"] * 4 + ["16000 samples"]
 
 
-def test_a_piece_and_its_padding_fit_one_window(make_pool):
-    from whisperpool.pool.pieces import WINDOW_S
-
-    pool = make_pool(long_config(pool_size=2, piece_s=WINDOW_S, piece_pad_s=2.0))
-    pool.warm_up_all_workers(timeout=WAIT)
-    result = pool.submit(recording(60.0)).result(WAIT)
-    lengths = [s.end - s.start for s in result.segments]
-    assert sum(lengths) == pytest.approx(60.0) and max(lengths) <= WINDOW_S - 4.0 + 1e-6
-    assert [int(s.text.split()[0]) for s in result.segments] == [round((n + 4.0) * SAMPLE_RATE) for n in lengths]
-
-
-def test_padded_pieces_lie_one_after_another_and_map_back_to_the_recording():
-    from whisperpool.pool.pieces import on_timeline, padded
+def test_a_batch_of_pieces_travels_joined_and_maps_back_to_the_recording():
+    from whisperpool.pool.pieces import joined, on_timeline
     from whisperpool.results import Segment, Word
 
     audio = np.arange(1, 101, dtype=np.float32)
     batch = ((10, 30), (50, 60))
-    joined, where = padded(audio, batch, 5)
-    assert where == ((0, 30), (30, 50))
-    assert joined.tolist() == [0] * 5 + list(range(11, 31)) + [0] * 10 + list(range(51, 61)) + [0] * 5
+    together, where = joined(audio, batch)
+    assert where == ((0, 20), (20, 30))
+    assert together.tolist() == list(range(11, 31)) + list(range(51, 61))
     sr = SAMPLE_RATE
-    # A segment in the second padded piece: its word in the padding stays at the piece's start.
-    words = (Word(31 / sr, 37 / sr, " a", 0.9), Word(37 / sr, 44 / sr, " b", 0.9))
-    segment = Segment(id=1, start=31 / sr, end=44 / sr, text=" a b", seek=0, words=words)
-    moved = on_timeline(segment, batch, where, 5)
-    assert (moved.start * sr, moved.end * sr) == pytest.approx((50, 59))
+    # A segment of the second piece: a word that starts before it stays at the piece's start.
+    words = (Word(18 / sr, 22 / sr, " a", 0.9), Word(22 / sr, 29 / sr, " b", 0.9))
+    segment = Segment(id=1, start=21 / sr, end=29 / sr, text=" a b", seek=0, words=words)
+    moved = on_timeline(segment, batch, where)
+    assert (moved.start * sr, moved.end * sr) == pytest.approx((51, 59))
     assert [t * sr for w in moved.words for t in (w.start, w.end)] == pytest.approx([50, 52, 52, 59])
-    first = on_timeline(dataclasses.replace(segment, start=6 / sr, end=20 / sr, words=None), batch, where, 5)
-    assert (first.start * sr, first.end * sr) == pytest.approx((11, 25))
+    first = on_timeline(dataclasses.replace(segment, start=6 / sr, end=24 / sr, words=None), batch, where)
+    assert (first.start * sr, first.end * sr) == pytest.approx((16, 30))  # kept inside its piece
 
 
 def test_plan_spans_cut_at_the_quietest_moment_near_each_nominal_end():

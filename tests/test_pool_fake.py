@@ -358,3 +358,9 @@ def test_short_windows_and_their_fallbacks_are_counted_by_reason(make_pool):
     assert status.short_window_requests == 1
     assert status.window_fallbacks == {"log_probability": 1}
     assert status.to_dict()["window_fallbacks"] == {"log_probability": 1}
+    assert status.window_retries == {}
+    mended = pool.transcribe(samples(16000, first=FakeBehavior().retry_marker), timeout=WAIT)
+    assert (mended.window, mended.fallback, mended.retried) == ("short", None, "repetition")
+    status = pool.get_status()
+    assert status.window_retries == {"repetition": 1} and status.window_fallbacks == {"log_probability": 1}
+    assert status.short_window_requests == 2

@@ -144,6 +144,7 @@ def test_window_fallbacks_reach_the_metrics_and_a_bad_window_is_400(tmp_path):
     with TestClient(app_for(pool_size=1)) as client:
         assert wait_for(lambda: client.get("/health/ready").status_code == 200)
         assert upload(client, wav(tmp_path, MARKERS.fallback_marker)).status_code == 200
+        assert upload(client, wav(tmp_path, MARKERS.retry_marker)).status_code == 200
         assert upload(client, wav(tmp_path)).status_code == 200
         assert upload(client, wav(tmp_path), window="full").status_code == 200
         r = upload(client, wav(tmp_path), window="tiny")
@@ -151,7 +152,9 @@ def test_window_fallbacks_reach_the_metrics_and_a_bad_window_is_400(tmp_path):
         metrics = client.get("/metrics").text
     assert 'whisperpool_window_fallbacks_total{model="base",reason="log_probability"} 1.0' in metrics
     assert 'whisperpool_window_fallbacks_total{model="base",reason="repetition"} 0.0' in metrics
-    assert 'whisperpool_short_window_requests_total{model="base"} 1.0' in metrics
+    assert 'whisperpool_window_retries_total{model="base",reason="repetition"} 1.0' in metrics
+    assert 'whisperpool_window_retries_total{model="base",reason="no_end_timestamp"} 0.0' in metrics
+    assert 'whisperpool_short_window_requests_total{model="base"} 2.0' in metrics
 
 
 def test_sse_streams_segments_through_the_engine_and_an_unknown_model_is_404_before_the_stream(tmp_path):

@@ -163,9 +163,7 @@ class PoolConfig:
     silences into pieces of at most ``piece_s`` seconds, which are decoded in parallel on
     the idle workers, up to ``piece_batch`` pieces in one batch (default: 8 on a GPU, 1 on
     a CPU; see :attr:`pieces_per_batch`), and stitched in order (see
-    :mod:`whisperpool.pool.pieces`). With ``piece_pad_s`` above 0 each piece is decoded
-    with that much silence before and after it (a piece and its silence fit one 30 s
-    window, so pieces are then at most ``30 - 2 * piece_pad_s`` long). Finding its silences is shared out too: one part of
+    :mod:`whisperpool.pool.pieces`). Finding its silences is shared out too: one part of
     at least ``plan_span_s`` seconds per idle worker (``None``: one worker plans it all).
     With ``max_batch`` above 1, a worker decodes up to that many queued short requests
     with the same options as one batch (see :mod:`whisperpool.pool.batching`; off by
@@ -204,7 +202,6 @@ class PoolConfig:
     max_audio_s: float | None = 3 * 3600.0
     split_above_s: float | None = 30.0
     piece_s: float = 30.0
-    piece_pad_s: float = 0.0
     piece_batch: int | None = None  # default: pieces_per_batch
     plan_span_s: float | None = 120.0
     max_batch: int = 1
@@ -264,12 +261,6 @@ class PoolConfig:
             _fail(owner, "split_above_s", "must be a number of seconds > 0 or None", self.split_above_s)
         if not isinstance(self.piece_s, (int, float)) or not 1 <= self.piece_s <= 30:
             _fail(owner, "piece_s", "must be a number of seconds from 1 to 30 (one Whisper window)", self.piece_s)
-        if (
-            not isinstance(self.piece_pad_s, (int, float))
-            or isinstance(self.piece_pad_s, bool)
-            or not 0 <= self.piece_pad_s <= 5
-        ):
-            _fail(owner, "piece_pad_s", "must be a number of seconds from 0 to 5", self.piece_pad_s)
         if self.piece_batch is not None and (
             not isinstance(self.piece_batch, int) or isinstance(self.piece_batch, bool) or self.piece_batch < 1
         ):

@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-# Why the short-window guard sent a decoding to the full window (``TranscriptionResult.fallback``).
+# Why the short-window guard rejected a decoding: ``TranscriptionResult.fallback`` (it went to
+# the full window) or ``.retried`` (a retry on the short window mended it).
 FALLBACK_REASONS = (
     "compression_ratio",
     "repetition",
@@ -77,7 +78,9 @@ class TranscriptionResult:
     ``window`` says which encoder window answered: ``"short"`` (sized to the audio),
     ``"full"`` (30 s), or ``"none"`` when there was no speech to decode (see
     ``DecodeOptions.speech_gate``); ``fallback`` names why a short window was rejected (one of
-    ``FALLBACK_REASONS``), or is None. ``pieces``: how many pieces a long recording was
+    ``FALLBACK_REASONS``), or is None. ``retried`` names why the short window's first pass
+    was rejected when a retry on the short window answered (``fallback`` is then None:
+    no full window ran), or is None. ``pieces``: how many pieces a long recording was
     decoded in (see ``PoolConfig.split_above_s``); 1 for audio decoded whole, 0 for a
     recording without speech.
     """
@@ -91,6 +94,7 @@ class TranscriptionResult:
     timings: Timings = Timings()
     window: str = "full"
     fallback: str | None = None
+    retried: str | None = None
     pieces: int = 1
     warnings: tuple[str, ...] = ()  # e.g. a file shorter than its header says: decoded as far as it goes
 

@@ -23,7 +23,8 @@ class FakeBehavior:
     none. Audio whose first sample equals ``crash_marker`` (or ``hang_marker``,
     ``error_marker``) makes the worker crash (hang, raise) on that request. Like the real
     backend, audio up to ``DecodeOptions.short_window_max_s`` is answered by a "short" window under
-    ``window="auto"``; one that starts with ``fallback_marker`` is reported as a fallback.
+    ``window="auto"``; one that starts with ``fallback_marker`` is reported as a fallback,
+    one that starts with ``retry_marker`` as mended by a retry on the short window.
     """
 
     load_delay_s: float = 0.0
@@ -35,6 +36,7 @@ class FakeBehavior:
     hang_marker: float = 0.5
     error_marker: float = 0.25
     fallback_marker: float = 0.125
+    retry_marker: float = 0.0625
     flaky_warmup_workers: frozenset[int] = frozenset()  # these fail warm-up until ``flaky_until``
     flaky_until: float = 0.0  # a wall-clock time, as time.time() gives
 

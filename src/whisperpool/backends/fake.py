@@ -75,6 +75,7 @@ class FakeBackend:
         short = auto or options.window == "short"
         fell = auto and first == self.behavior.fallback_marker and options.low_confidence_fallback
         fallback = "log_probability" if fell else None
+        retried = "repetition" if short and first == self.behavior.retry_marker else None
         return TranscriptionResult(
             text=text,
             segments=(segment,),
@@ -83,6 +84,7 @@ class FakeBackend:
             duration=duration,
             window="short" if short and fallback is None else "full",
             fallback=fallback,
+            retried=retried,
         )
 
     def plan(self, audio: np.ndarray, options: DecodeOptions, max_piece_s: float, detect_language: bool = True):

@@ -490,7 +490,7 @@ class FasterWhisperBackend:
                 log.debug("short window of %d s at temperature %s rejected too (%s)", size, temperature, again)
                 continue
             log.info("short window rejected (%s); a %d s window at temperature %s passed", exc, size, temperature)
-            return result
+            return dataclasses.replace(result, retried=exc.reason)
         return None
 
     def _short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment, temperature=None):

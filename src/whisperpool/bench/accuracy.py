@@ -103,6 +103,7 @@ async def _stream_one(engine: TranscriptionEngine, audio: np.ndarray, meta: dict
         "after_clip_end_s": finals[-1][0] - LEAD_S - meta["seconds"] if finals else None,
         "final_windows": [r.window for r in seen.finals],
         "final_fallbacks": [r.fallback for r in seen.finals if r.fallback is not None],
+        "final_retries": [r.retried for r in seen.finals if r.retried is not None],
         "all_fallbacks": dict(_fallbacks(engine) - before),
     }
 
@@ -240,6 +241,8 @@ def streams(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "final_fallbacks": fell_back,
         "final_fallback_pct": 100.0 * fell_back / finals if finals else 0.0,
         "final_fallback_reasons": dict(reasons),
+        # mended by a retry on the short window (older results lack the key)
+        "final_retries": sum(len(e["stream"].get("final_retries", ())) for e in played),
         "missing_finals": sum(e["stream"]["latency_s"] is None for e in played),
     }
 
@@ -325,7 +328,7 @@ def report(r: dict[str, Any], out: Console) -> None:
     _group_table(f"{title}, by language", languages, out)
     t = table(
         "live streams (3-10 s clips): WER of finals, offline auto, full; final after end of speech",
-        ("", "clips", "WER finals", "auto", "full", "p50 s", "p95 s", "fell back", "reasons"),
+        ("", "clips", "WER finals", "auto", "full", "p50 s", "p95 s", "fell back", "reasons", "retried"),
     )
     for split in SPLITS:
         rows = {"all": s[split]["streams"]} | {
@@ -344,5 +347,6 @@ def report(r: dict[str, Any], out: Console) -> None:
                 _f(v["latency_p95_s"], 2),
                 f"{v['final_fallbacks']}/{v['finals']}",
                 ", ".join(f"{k} {n}" for k, n in v["final_fallback_reasons"].items()),
+                str(v.get("final_retries", "")),
             )
     out.print(t, width=max(out.width, 130))

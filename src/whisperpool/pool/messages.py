@@ -102,6 +102,8 @@ class Messages:
                 w.warm_windows += (result.window,)
             if result.fallback is not None:
                 self._counts.fallback(result.fallback)
+            if result.retried is not None:
+                self._counts.retry(result.retried)
         elif settle(job.future, error=msg.error.to_exception()) and job.counted:
             self._counts.failed += 1
         self._job_finished(w, now)

@@ -5,11 +5,9 @@ find its speech (faster-whisper's own Silero VAD, as its batched mode does): one
 idle worker, each on a part of at least ``plan_span_s`` seconds cut at the quietest
 moment near its nominal end, the first also detecting the language when the request
 leaves it open. Their regions are grouped here into pieces of at most ``piece_s``
-seconds, cut only at silences (and at every long one). With ``piece_pad_s`` above 0 a
-piece is decoded with that much silence before and after it, so that a piece cut in a
-short pause does not start and end its window on a word with no quiet around it (a few
-errors fewer at the cuts, level on the whole: scripts/piece_wer.py, docs/pool.md). Then
-each piece is a job of its own: the pieces queue like any other work (piece
+seconds, cut only at silences (and at every long one); a job's pieces travel joined end
+to end, and the backend lays each out in a window of its own. Then each piece is a job
+of its own: the pieces queue like any other work (piece
 k in round k, so short requests are not stuck behind a recording, see :mod:`.jobs`),
 go to whichever workers are idle, and are retried alone if their worker dies. As the
 pieces finish, their segments are moved onto the recording's timeline and handed to
@@ -46,7 +44,7 @@ log = logging.getLogger(__name__)
 HOP = 160  # samples per feature frame: a segment's ``seek`` is counted in frames
 MAX_GAP_S = 2.0  # a silence at least this long always ends a piece: Whisper invents words in long ones
 CUT_SEARCH_S = 2.0  # a plan part ends at the quietest 10 ms this close to its nominal end
-WINDOW_S = 30.0  # Whisper's window: a piece and its padding fit in one
+WINDOW_S = 30.0  # Whisper's window: the longest piece
 ProgressCallback = Callable[[int, int], None]  # (pieces done, pieces in all)
 Region = tuple[int, int]  # (start, end) sample indices
 
@@ -102,27 +100,25 @@ def plan_spans(audio: np.ndarray, parts: int) -> list[Region]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def padded(audio: np.ndarray, batch: tuple[Region, ...], pad: int) -> tuple[np.ndarray, tuple[Region, ...]]:
-    """The audio a job decodes for ``batch`` (pieces of ``audio``): each piece with
-    ``pad`` samples of silence before and after it, one after another; and where each
-    padded piece lies in it (:func:`on_timeline` maps its times back)."""
-    silence = np.zeros(pad, dtype=np.float32)
-    parts, where, at = [], [], 0
+def joined(audio: np.ndarray, batch: tuple[Region, ...]) -> tuple[np.ndarray, tuple[Region, ...]]:
+    """The audio a job carries for ``batch`` (pieces of ``audio``): the pieces end to end
+    (the backend lays each out in its own window), and where each lies in it
+    (:func:`on_timeline` maps its times back)."""
+    where, at = [], 0
     for start, end in batch:
-        parts += [silence, audio[start:end], silence]
-        where.append((at, at + end - start + 2 * pad))
+        where.append((at, at + end - start))
         at = where[-1][1]
-    return np.concatenate(parts), tuple(where)
+    return np.concatenate([audio[start:end] for start, end in batch]), tuple(where)
 
 
-def on_timeline(segment: Segment, batch: tuple[Region, ...], where: tuple[Region, ...], pad: int) -> Segment:
-    """A segment of a job's :func:`padded` audio moved onto the recording's timeline: by
+def on_timeline(segment: Segment, batch: tuple[Region, ...], where: tuple[Region, ...]) -> Segment:
+    """A segment of a job's :func:`joined` audio moved onto the recording's timeline: by
     the offset of the piece its middle falls in, its times (and words) kept inside that
-    piece (a word heard in the padding belongs to the piece's edge)."""
+    piece (a word timed past the piece's end, in its window's silence, belongs to its edge)."""
     middle = (segment.start + segment.end) / 2 * SAMPLE_RATE
     k = next((k for k, (_, e) in enumerate(where) if middle < e), len(where) - 1)
     start, end = batch[k]
-    shift = start - (where[k][0] + pad)
+    shift = start - where[k][0]
     lo, hi = start / SAMPLE_RATE, end / SAMPLE_RATE
     moved = segment.moved(shift / SAMPLE_RATE, shift // HOP)
 
@@ -154,9 +150,7 @@ class LongRequest:
     ) -> None:
         self.id = job_id
         self.pool = pool
-        self.pad = int(pool.config.piece_pad_s * SAMPLE_RATE)
-        # A piece and its padding fit one window: the plan's regions are cut to this too.
-        self.piece_s = min(pool.config.piece_s, WINDOW_S - 2 * pool.config.piece_pad_s)
+        self.piece_s = pool.config.piece_s
         self.audio = audio
         self.options = options
         self.future = future
@@ -165,7 +159,7 @@ class LongRequest:
         self.on_progress = on_progress
         self.pieces: tuple[tuple[int, int], ...] = ()
         self.batches: list[tuple[tuple[int, int], ...]] = []  # the pieces each job decodes
-        self.layouts: list[tuple[Region, ...]] = []  # where they lie in its padded audio (none: alone)
+        self.layouts: list[tuple[Region, ...]] = []  # where they lie in its audio (none: alone)
         self.jobs: list[Job] = []
         self.results: list[TranscriptionResult | None] = []
         self.delivered = 0  # pieces whose segments went to on_segment, numbered on the recording
@@ -267,7 +261,7 @@ class LongRequest:
                 start, end = batch[0]
                 audio, where = np.ascontiguousarray(self.audio[start:end]), ()
             else:
-                audio, where = padded(self.audio, batch, self.pad)
+                audio, where = joined(self.audio, batch)
             self.layouts.append(where)
             job = Job(
                 id=next(self.pool._job_ids),
@@ -329,7 +323,7 @@ class LongRequest:
             start = batch[0][0]
             moved = tuple(s.moved(start / SAMPLE_RATE, start // HOP) for s in piece.segments)
         else:
-            moved = tuple(on_timeline(s, batch, where, self.pad) for s in piece.segments)
+            moved = tuple(on_timeline(s, batch, where) for s in piece.segments)
         return dataclasses.replace(piece, segments=moved)
 
     def _finish(self) -> None:
@@ -380,7 +374,7 @@ __all__ = [
     "ProgressCallback",
     "balanced_pieces",
     "group_pieces",
+    "joined",
     "on_timeline",
-    "padded",
     "plan_spans",
 ]

@@ -40,10 +40,14 @@ class Counters:
     batched_requests: int = 0  # the requests in them
     short_windows: int = 0  # requests answered by the short-audio window
     window_fallbacks: dict[str, int] = field(default_factory=dict)  # by reason
+    window_retries: dict[str, int] = field(default_factory=dict)  # mended on the short window, by reason
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
 
     def fallback(self, reason: str) -> None:
         self.window_fallbacks[reason] = self.window_fallbacks.get(reason, 0) + 1
+
+    def retry(self, reason: str) -> None:
+        self.window_retries[reason] = self.window_retries.get(reason, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,7 @@ class PoolStatus:
     requests_retried: int = 0
     short_window_requests: int = 0
     window_fallbacks: dict[str, int] = field(default_factory=dict)
+    window_retries: dict[str, int] = field(default_factory=dict)
     min_workers: int = 0
     max_workers: int = 0
     scale_ups: int = 0
@@ -227,6 +232,7 @@ def snapshot(
         requests_retried=counts.retried,
         short_window_requests=counts.short_windows,
         window_fallbacks=dict(counts.window_fallbacks),
+        window_retries=dict(counts.window_retries),
         min_workers=min_workers,
         max_workers=max_workers,
         scale_ups=counts.scale_ups,

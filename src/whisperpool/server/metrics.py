@@ -54,6 +54,11 @@ class _PoolCollector(Collector):
             "Short-window decodings the guard sent to the full window",
             labels=["model", "reason"],
         )
+        retries = CounterMetricFamily(
+            "whisperpool_window_retries",
+            "Short-window decodings the guard rejected that a retry on the short window mended",
+            labels=["model", "reason"],
+        )
         depth = GaugeMetricFamily("whisperpool_queue_depth", "Requests waiting for a worker", labels=["model"])
         by_state = GaugeMetricFamily("whisperpool_workers", "Workers by state", labels=["model", "state"])
         progress = GaugeMetricFamily("whisperpool_warm_up_progress", "Warm-up progress, 0-100", labels=["model"])
@@ -72,6 +77,8 @@ class _PoolCollector(Collector):
         for model, status in statuses.items():
             for reason in FALLBACK_REASONS:
                 fallbacks.add_metric([model, reason], status.window_fallbacks.get(reason, 0))
+            for reason in FALLBACK_REASONS:
+                retries.add_metric([model, reason], status.window_retries.get(reason, 0))
             depth.add_metric([model], status.queue_depth)
             for state in WorkerState:
                 by_state.add_metric([model, state.value], sum(1 for w in status.workers if w.state is state))
@@ -84,7 +91,7 @@ class _PoolCollector(Collector):
                     check.add_metric([model, str(w.id)], w.check_ms / 1000)
                 if w.ping_rtt_ms is not None:
                     ping.add_metric([model, str(w.id)], w.ping_rtt_ms / 1000)
-        yield from (fallbacks, depth, by_state, progress, rate, warm_up, check, ping)
+        yield from (fallbacks, retries, depth, by_state, progress, rate, warm_up, check, ping)
 
 
 class Metrics:
