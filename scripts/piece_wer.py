@@ -57,13 +57,16 @@ EDGE = 2  # words at each end of a piece that count as its edge
 DROPPED = 4  # this many deleted reference words in a row: a dropped sentence, not a slip
 
 
-def parse(variant: str) -> tuple[float, bool, float, int, bool]:
-    """``<piece_s>[t][p|f<pad_s>][w<workers>]`` as (piece_s, timestamps, pad_s, workers,
-    fit): ``f`` pads only as much as fits one window (up to ``pad_s``)."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(t?)(?:([pf])(\d+(?:\.\d+)?))?(?:w(\d+))?", variant)
+def parse(variant: str) -> tuple[float, bool | str, float, int, bool]:
+    """``<piece_s>[t|s][p|f<pad_s>][w<workers>]`` as (piece_s, timestamps, pad_s, workers,
+    fit): ``f`` pads only as much as fits one window (up to ``pad_s``); ``s`` (timestamps
+    ``"seek"``) decodes each piece the sequential way instead, faster-whisper's own
+    loop over windows with timestamps and the previous text as prompt, within the piece."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([ts]?)(?:([pf])(\d+(?:\.\d+)?))?(?:w(\d+))?", variant)
     if match is None:
         raise SystemExit(f"not a variant: {variant!r}")
-    return float(match[1]), bool(match[2]), float(match[4] or 0), int(match[5] or WORKERS), match[3] == "f"
+    timestamps = "seek" if match[2] == "s" else match[2] == "t"
+    return float(match[1]), timestamps, float(match[4] or 0), int(match[5] or WORKERS), match[3] == "f"
 
 
 def cut(backend, audio, piece_s: float, workers: int = WORKERS) -> tuple[tuple[int, int], ...]:
@@ -243,14 +246,17 @@ def main() -> None:
             if variant in run["variants"]:
                 continue
             piece_s, timestamps, pad_s, workers, fit = parse(variant)
-            fw.PIECE_TIMESTAMPS = timestamps
+            fw.PIECE_TIMESTAMPS = timestamps is True
             pieces = cut(backend, audio, piece_s, workers)
             started, texts, redone = time.perf_counter(), [], 0
             for start, end in pieces:
                 room = (WINDOW_S * SAMPLE_RATE - (end - start)) // 2 if fit else pad_s * SAMPLE_RATE
                 pad = np.zeros(int(min(pad_s * SAMPLE_RATE, room)), np.float32)
                 piece = np.concatenate([pad, audio[start:end], pad])
-                result = backend.transcribe_pieces(piece, ((0, piece.size),), options)
+                if timestamps == "seek":
+                    result = backend.transcribe(piece, options.replace(window="full"))
+                else:
+                    result = backend.transcribe_pieces(piece, ((0, piece.size),), options)
                 texts.append(result.text)
                 redone += result.fallback is not None
             run["variants"][variant] = {
