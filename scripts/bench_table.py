@@ -230,9 +230,11 @@ def accuracy_md(path: Path) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for split in accuracy.SPLITS:
-        rows = {"all": s[split]["streams"]} | {
-            f"{n} s": s[split]["streams_by_length"][str(n)] for n in accuracy.STREAMED_LENGTHS
-        }
+        rows = (
+            {"all": s[split]["streams"]}
+            | {f"{n} s": s[split]["streams_by_length"][str(n)] for n in accuracy.STREAMED_LENGTHS}
+            | s[split]["streams_by_condition"]
+        )
         for key, v in rows.items():
             if not v["clips"]:
                 continue

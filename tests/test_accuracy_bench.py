@@ -155,3 +155,30 @@ def test_a_run_of_one_half_is_summarized_and_reported_without_the_other():
     out = Console(record=True, width=200)
     accuracy.report(result, out)
     assert "7 s" in out.export_text()
+
+
+def test_stream_latency_is_also_reported_by_condition():
+    """Babble keeps the VAD hearing speech after the voice: its finals' latency shows apart."""
+    held = [n for n, c in CLIPS.items() if c["split"] == "held-out" and c["length_class"] in (3, 5)]
+    babble = [n for n in held if CLIPS[n]["condition"] == "babble-10db"][:3]
+    clean = [n for n in held if CLIPS[n]["condition"] == "clean"][:3]
+    decoded = {"window": "short", "fallback": None, "inference_s": 0.5}
+    entries = []
+    for name in babble + clean:
+        said = CLIPS[name]["text"]
+        latency = 1.4 if name in babble else 0.6
+        stream = {"text": said, "finals": 1, "latency_s": latency, "final_windows": ["short"], "final_fallbacks": []}
+        stream["final_retries"] = ["repetition"] if name == clean[0] else []
+        entries.append(
+            {"name": name} | CLIPS[name] | {"full": decoded | {"text": said}, "auto": decoded | {"text": said}}
+        )
+        entries[-1]["stream"] = stream
+    s = accuracy.summary({"clips": entries})["held-out"]
+    by = s["streams_by_condition"]
+    assert by["babble-10db"]["clips"] == 3 and by["babble-10db"]["latency_p50_s"] == pytest.approx(1.4)
+    assert by["clean"]["clips"] == 3 and by["clean"]["latency_p95_s"] == pytest.approx(0.6)
+    assert by["clean"]["final_retries"] == 1 and by["babble-10db"]["final_retries"] == 0
+    assert s["streams"]["clips"] == 6 and s["streams"]["latency_p50_s"] == pytest.approx(1.0)
+    out = Console(record=True, width=200)
+    accuracy.report({"clips": entries}, out)
+    assert "held-out babble-10db" in out.export_text()

@@ -261,6 +261,10 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
             "streams_by_length": {
                 str(n): streams([e for e in mine if e["length_class"] == n]) for n in STREAMED_LENGTHS
             },
+            # babble keeps the VAD hearing speech after the voice: its latency apart
+            "streams_by_condition": {
+                c: streams([e for e in mine if e["condition"] == c]) for c in _ordered(r, "condition")
+            },
         }
     return out
 
@@ -331,9 +335,11 @@ def report(r: dict[str, Any], out: Console) -> None:
         ("", "clips", "WER finals", "auto", "full", "p50 s", "p95 s", "fell back", "reasons", "retried"),
     )
     for split in SPLITS:
-        rows = {"all": s[split]["streams"]} | {
-            f"{n} s": s[split]["streams_by_length"][n] for n in map(str, STREAMED_LENGTHS)
-        }
+        rows = (
+            {"all": s[split]["streams"]}
+            | {f"{n} s": s[split]["streams_by_length"][n] for n in map(str, STREAMED_LENGTHS)}
+            | s[split]["streams_by_condition"]
+        )
         for key, v in rows.items():
             if not v["clips"]:
                 continue
