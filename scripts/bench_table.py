@@ -226,8 +226,8 @@ def accuracy_md(path: Path) -> str:
         ),
         "",
         "| live streams, 3-10 s clips | clips | WER finals | WER offline auto | WER offline full "
-        "| final after end of speech p50 s | p95 s | finals fell back | why |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| final after end of speech p50 s | p95 s | finals fell back | why | finals retried |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for split in accuracy.SPLITS:
         rows = (
@@ -241,7 +241,8 @@ def accuracy_md(path: Path) -> str:
             why = ", ".join(f"{k} {n}" for k, n in v["final_fallback_reasons"].items())
             lines.append(
                 f"| {split}, {key} | {v['clips']} | {v['wer_stream']:.1f} | {v['wer_auto']:.1f} | {v['wer_full']:.1f} "
-                f"| {v['latency_p50_s']:.2f} | {v['latency_p95_s']:.2f} | {v['final_fallbacks']}/{v['finals']} | {why} |"
+                f"| {v['latency_p50_s']:.2f} | {v['latency_p95_s']:.2f} | {v['final_fallbacks']}/{v['finals']} | {why} "
+                f"| {v.get('final_retries', '')} |"
             )
     low, high = h["all"]["auto_minus_full_ci95"]
     lines += [

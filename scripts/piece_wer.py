@@ -61,7 +61,8 @@ def parse(variant: str) -> tuple[float, bool | str, float, int, bool]:
     """``<piece_s>[t|s][p|f<pad_s>][w<workers>]`` as (piece_s, timestamps, pad_s, workers,
     fit): ``f`` pads only as much as fits one window (up to ``pad_s``); ``s`` (timestamps
     ``"seek"``) decodes each piece the sequential way instead, faster-whisper's own
-    loop over windows with timestamps and the previous text as prompt, within the piece."""
+    loop over windows with timestamps and the previous text as prompt, within the piece
+    (its temperature ladder runs inside, so it reports no piece re-decoded)."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([ts]?)(?:([pf])(\d+(?:\.\d+)?))?(?:w(\d+))?", variant)
     if match is None:
         raise SystemExit(f"not a variant: {variant!r}")

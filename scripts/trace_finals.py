@@ -75,8 +75,10 @@ async def trace_one(engine: TranscriptionEngine, meta: dict[str, Any], audio: np
     finals = [t for t, e in [x async for x in play_local(session, played)] if e["type"] == COMPLETED]
     end = LEAD_S + meta["speech_end_s"]
     final = [d for d in pool.decodes if d["kind"] == "final"][-1]
-    beside = [
-        d for d in pool.decodes if d["kind"] == "partial" and d["sent"] < final["done"] and d["done"] > final["sent"]
+    beside = [  # a partial still decoding when the stream ended has no "done": it ran beside the final
+        d
+        for d in pool.decodes
+        if d["kind"] == "partial" and d["sent"] < final["done"] and d.get("done", float("inf")) > final["sent"]
     ]
     assert session.vad is not None
     return {

@@ -83,6 +83,10 @@ def test_a_recording_of_one_piece_is_decoded_as_short_audio_is_and_streams(make_
     assert result.pieces == 1 and [s.text for s in result.segments] == ["40000 samples"]
     assert seen == list(result.segments)
     assert pool.get_status().long_requests == 1
+    # A piece whose short window was mended by a retry: the recording's result says so too.
+    mended = pool.submit(recording(2.5, {0: FakeBehavior().retry_marker})).result(WAIT)
+    assert (mended.pieces, mended.window, mended.retried) == (1, "short", "repetition")
+    assert pool.get_status().window_retries == {"repetition": 1}
 
 
 def test_audio_up_to_the_threshold_is_decoded_whole(make_pool):
@@ -211,6 +215,9 @@ def test_a_batch_of_pieces_travels_joined_and_maps_back_to_the_recording():
     assert [t * sr for w in moved.words for t in (w.start, w.end)] == pytest.approx([50, 52, 52, 59])
     first = on_timeline(dataclasses.replace(segment, start=6 / sr, end=24 / sr, words=None), batch, where)
     assert (first.start * sr, first.end * sr) == pytest.approx((16, 30))  # kept inside its piece
+    # Heard in the first piece's trailing silence, the backend clamps it to the piece's end: it stays there.
+    at_end = on_timeline(dataclasses.replace(segment, start=20 / sr, end=20 / sr, words=None), batch, where)
+    assert (at_end.start * sr, at_end.end * sr) == pytest.approx((30, 30))
 
 
 def test_plan_spans_cut_at_the_quietest_moment_near_each_nominal_end():

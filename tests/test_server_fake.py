@@ -154,6 +154,7 @@ def test_window_fallbacks_reach_the_metrics_and_a_bad_window_is_400(tmp_path):
     assert 'whisperpool_window_fallbacks_total{model="base",reason="repetition"} 0.0' in metrics
     assert 'whisperpool_window_retries_total{model="base",reason="repetition"} 1.0' in metrics
     assert 'whisperpool_window_retries_total{model="base",reason="no_end_timestamp"} 0.0' in metrics
+    assert 'whisperpool_window_retries_total{model="base",reason="log_probability"}' not in metrics  # never retried
     assert 'whisperpool_short_window_requests_total{model="base"} 2.0' in metrics
 
 

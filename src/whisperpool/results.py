@@ -20,6 +20,9 @@ FALLBACK_REASONS = (
     "no_end_timestamp",
     "stopped_early",
 )
+# Those a retry on the short window can mend (a loop or a cut; a low log-probability is
+# the audio's fault): ``TranscriptionResult.retried`` is one of them.
+RETRIED_REASONS = ("compression_ratio", "repetition", "token_cap", "no_end_timestamp", "stopped_early")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +81,7 @@ class TranscriptionResult:
     ``window`` says which encoder window answered: ``"short"`` (sized to the audio),
     ``"full"`` (30 s), or ``"none"`` when there was no speech to decode (see
     ``DecodeOptions.speech_gate``); ``fallback`` names why a short window was rejected (one of
-    ``FALLBACK_REASONS``), or is None. ``retried`` names why the short window's first pass
+    ``FALLBACK_REASONS``), or is None. ``retried`` (one of ``RETRIED_REASONS``) names why the short window's first pass
     was rejected when a retry on the short window answered (``fallback`` is then None:
     no full window ran), or is None. ``pieces``: how many pieces a long recording was
     decoded in (see ``PoolConfig.split_above_s``); 1 for audio decoded whole, 0 for a
@@ -119,6 +122,7 @@ def error_record(file: str, error: BaseException) -> dict[str, Any]:
 
 __all__ = [
     "FALLBACK_REASONS",
+    "RETRIED_REASONS",
     "Segment",
     "Timings",
     "TranscriptionResult",

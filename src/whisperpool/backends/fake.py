@@ -75,7 +75,7 @@ class FakeBackend:
         short = auto or options.window == "short"
         fell = auto and first == self.behavior.fallback_marker and options.low_confidence_fallback
         fallback = "log_probability" if fell else None
-        retried = "repetition" if short and first == self.behavior.retry_marker else None
+        retried = "repetition" if auto and first == self.behavior.retry_marker else None  # window="short" never retries
         return TranscriptionResult(
             text=text,
             segments=(segment,),

@@ -38,7 +38,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE
 from ..config import DecodeOptions
 from ..errors import ModelError
-from ..results import FALLBACK_REASONS, Segment, TranscriptionResult, Word  # noqa: F401 (re-exported)
+from ..results import FALLBACK_REASONS, RETRIED_REASONS, Segment, TranscriptionResult, Word  # noqa: F401 (re-exported)
 from ..wer import normalize
 from . import BackendSpec, SegmentCallback
 
@@ -86,7 +86,7 @@ def short_window_seconds(duration: float, max_s: float = SHORT_WINDOW_MAX_S) -> 
 
 # Rejections that another look can mend on the short window: a loop, or a pass cut short.
 # A low log-probability is the audio's fault (noise, a mumble): the full window it is.
-RETRIED_ON_SHORT = frozenset({"compression_ratio", "repetition", "token_cap", "no_end_timestamp", "stopped_early"})
+RETRIED_ON_SHORT = frozenset(RETRIED_REASONS)
 NO_REPEAT_FROM = 0.6  # from this step of the ladder on, deterministic fallback forbids repeated 4-grams
 
 
@@ -546,6 +546,7 @@ def _merged(parts: list[TranscriptionResult], audio: np.ndarray) -> Transcriptio
         segments=segments,
         duration=audio.size / SAMPLE_RATE,
         fallback=next((p.fallback for p in parts if p.fallback is not None), None),
+        retried=next((p.retried for p in parts if p.retried is not None), None),
     )
 
 
@@ -574,7 +575,10 @@ def _nothing(audio: np.ndarray, options: DecodeOptions) -> TranscriptionResult:
 def _sentences(raw, options: DecodeOptions, duration: float) -> list[Segment]:
     """One decoded piece (a faster-whisper segment with words) as segments of a sentence
     each, cut after the words that end one (. ? !); words kept if the request asked."""
-    words = [Word(float(w.start), float(min(w.end, duration)), w.word, float(w.probability)) for w in raw.words or ()]
+    words = [
+        Word(float(min(w.start, duration)), float(min(w.end, duration)), w.word, float(w.probability))
+        for w in raw.words or ()
+    ]
     if not words:
         groups: list[list[Word]] = []
     else:

@@ -5,9 +5,9 @@ find its speech (faster-whisper's own Silero VAD, as its batched mode does): one
 idle worker, each on a part of at least ``plan_span_s`` seconds cut at the quietest
 moment near its nominal end, the first also detecting the language when the request
 leaves it open. Their regions are grouped here into pieces of at most ``piece_s``
-seconds, cut only at silences (and at every long one); a job's pieces travel joined end
-to end, and the backend lays each out in a window of its own. Then each piece is a job
-of its own: the pieces queue like any other work (piece
+seconds, cut only at silences (and at every long one). Then each piece (or batch of
+``piece_batch`` pieces, joined end to end; the backend lays each out in a window of its
+own) is a job of its own: the pieces queue like any other work (piece
 k in round k, so short requests are not stuck behind a recording, see :mod:`.jobs`),
 go to whichever workers are idle, and are retried alone if their worker dies. As the
 pieces finish, their segments are moved onto the recording's timeline and handed to
@@ -116,7 +116,7 @@ def on_timeline(segment: Segment, batch: tuple[Region, ...], where: tuple[Region
     the offset of the piece its middle falls in, its times (and words) kept inside that
     piece (a word timed past the piece's end, in its window's silence, belongs to its edge)."""
     middle = (segment.start + segment.end) / 2 * SAMPLE_RATE
-    k = next((k for k, (_, e) in enumerate(where) if middle < e), len(where) - 1)
+    k = next((k for k, (_, e) in enumerate(where) if middle <= e), len(where) - 1)  # at its end: still this piece
     start, end = batch[k]
     shift = start - where[k][0]
     lo, hi = start / SAMPLE_RATE, end / SAMPLE_RATE
@@ -345,6 +345,7 @@ class LongRequest:
             ),
             window="full" if any(r.window == "full" for r in pieces) else "short",
             fallback=next((r.fallback for r in pieces if r.fallback is not None), None),
+            retried=next((r.retried for r in pieces if r.retried is not None), None),
             pieces=len(self.pieces),
         )
         if settle(self.future, result=result):

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..engine import PoolStatus, WorkerState
-from ..results import FALLBACK_REASONS
+from ..results import FALLBACK_REASONS, RETRIED_REASONS
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0, 120.0)
 
@@ -77,7 +77,7 @@ class _PoolCollector(Collector):
         for model, status in statuses.items():
             for reason in FALLBACK_REASONS:
                 fallbacks.add_metric([model, reason], status.window_fallbacks.get(reason, 0))
-            for reason in FALLBACK_REASONS:
+            for reason in RETRIED_REASONS:
                 retries.add_metric([model, reason], status.window_retries.get(reason, 0))
             depth.add_metric([model], status.queue_depth)
             for state in WorkerState:
