@@ -46,7 +46,7 @@ from whisperpool.bench.common import header, table  # noqa: E402
 from whisperpool.bench.throughput import recordings  # noqa: E402
 from whisperpool.config import DecodeOptions, PoolConfig, available_cores  # noqa: E402
 from whisperpool.models import resolve_model  # noqa: E402
-from whisperpool.pool.pieces import MAX_GAP_S, WINDOW_S, balanced_pieces, plan_spans  # noqa: E402
+from whisperpool.pool.pieces import MAX_GAP_S, balanced_pieces, plan_spans  # noqa: E402
 from whisperpool.testing import FakeBehavior  # noqa: E402
 from whisperpool.wer import normalize, word_error_rate  # noqa: E402
 from whisperpool.worker.protocol import BackendSpec  # noqa: E402
@@ -54,6 +54,7 @@ from whisperpool.worker.protocol import BackendSpec  # noqa: E402
 WORKERS = 2  # the default pool's on this machine: the pieces are cut for it
 NOTE = "WER is deterministic for the pieces (temperature 0); times are only indicative: check the load average"
 EDGE = 2  # words at each end of a piece that count as its edge
+WINDOW_S = 30.0  # Whisper's window: a padded piece fits one
 DROPPED = 4  # this many deleted reference words in a row: a dropped sentence, not a slip
 
 

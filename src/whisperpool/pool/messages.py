@@ -101,9 +101,9 @@ class Messages:
             if result.window in ("short", "full") and result.window not in w.warm_windows:
                 w.warm_windows += (result.window,)
             if result.fallback is not None:
-                self._counts.fallback(result.fallback)
+                self._counts.window_fallbacks[result.fallback] += 1
             if result.retried is not None:
-                self._counts.retry(result.retried)
+                self._counts.window_retries[result.retried] += 1
         elif settle(job.future, error=msg.error.to_exception()) and job.counted:
             self._counts.failed += 1
         self._job_finished(w, now)

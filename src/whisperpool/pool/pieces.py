@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 HOP = 160  # samples per feature frame: a segment's ``seek`` is counted in frames
 MAX_GAP_S = 2.0  # a silence at least this long always ends a piece: Whisper invents words in long ones
 CUT_SEARCH_S = 2.0  # a plan part ends at the quietest 10 ms this close to its nominal end
-WINDOW_S = 30.0  # Whisper's window: the longest piece
 ProgressCallback = Callable[[int, int], None]  # (pieces done, pieces in all)
 Region = tuple[int, int]  # (start, end) sample indices
 
@@ -370,7 +369,6 @@ class LongRequest:
 
 __all__ = [
     "MAX_GAP_S",
-    "WINDOW_S",
     "LongRequest",
     "ProgressCallback",
     "balanced_pieces",

@@ -8,7 +8,7 @@ frozen :class:`PoolStatus`.
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -39,15 +39,9 @@ class Counters:
     batches: int = 0  # batches of requests decoded together
     batched_requests: int = 0  # the requests in them
     short_windows: int = 0  # requests answered by the short-audio window
-    window_fallbacks: dict[str, int] = field(default_factory=dict)  # by reason
-    window_retries: dict[str, int] = field(default_factory=dict)  # mended on the short window, by reason
+    window_fallbacks: Counter[str] = field(default_factory=Counter)  # by reason
+    window_retries: Counter[str] = field(default_factory=Counter)  # mended on the short window, by reason
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
-
-    def fallback(self, reason: str) -> None:
-        self.window_fallbacks[reason] = self.window_fallbacks.get(reason, 0) + 1
-
-    def retry(self, reason: str) -> None:
-        self.window_retries[reason] = self.window_retries.get(reason, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
