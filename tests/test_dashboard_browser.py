@@ -17,14 +17,17 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from conftest import WAIT, encode, samples, wait_for
 from whisperpool.loadtest import start_server
+from whisperpool.testing import FakeBehavior
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 KEY = "browser-test-key-42"
+MARKERS = FakeBehavior()
 BUILD = Path(__file__).resolve().parent.parent / "build"
 
 
@@ -114,6 +117,19 @@ def _cards(driver) -> dict[str, str]:
     }
 
 
+def _gauges(driver) -> dict[str, tuple[str, str]]:
+    """Gauge name -> (the value it shows, its hover title)."""
+    from selenium.webdriver.common.by import By
+
+    return {
+        g.find_element(By.TAG_NAME, "span").text: (
+            g.find_element(By.TAG_NAME, "b").text,
+            g.get_attribute("title") or "{}",
+        )
+        for g in driver.find_elements(By.CSS_SELECTOR, "#gauges .gauge")
+    }
+
+
 def test_the_dashboard_in_a_browser(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -160,6 +176,18 @@ def test_the_dashboard_in_a_browser(server, browser, tmp_path):
     _wait(driver, lambda d: d.find_element(By.ID, "result-text").text == "8000 samples")
     meta = driver.find_element(By.ID, "result-meta").text
     assert "0.50 s of audio" in meta and "Server-Timing" in meta and "inference;dur=" in meta
+
+    # A fallback and a retry (the fake backend's markers) are counted in their gauges, by
+    # reason on hover.
+    assert _gauges(driver)["window retries"] == ("0", "{}")
+    for marker in (MARKERS.fallback_marker, MARKERS.retry_marker, MARKERS.retry_marker):
+        audio = np.zeros(8000, np.float32)
+        audio[0] = marker
+        data = encode(audio, tmp_path / f"marked-{marker}.wav").read_bytes()
+        r = httpx.post(f"{url}/v1/audio/transcriptions", headers=headers, files={"file": ("m.wav", data)}, timeout=WAIT)
+        assert r.status_code == 200, r.text
+    _wait(driver, lambda d: _gauges(d)["window retries"] == ("2", '{"repetition":2}'))
+    assert _gauges(driver)["window fallbacks"] == ("1", '{"log_probability":1}')
 
     # A worker killed: its card turns failed, a new card comes up warm.
     victim, pid = next(iter(pids.items()))

@@ -203,7 +203,7 @@
   }
 
   function gauges(snap, st) {
-    const fallbacks = Object.values(st.window_fallbacks || {}).reduce((a, b) => a + b, 0);
+    const total = (counts) => Object.values(counts || {}).reduce((a, b) => a + b, 0);
     const items = [
       ["queue", st.queue_depth],
       ["requests / s", Number(st.arrival_rate).toFixed(2)],
@@ -212,7 +212,8 @@
       ["workers warm", `${st.warm_workers + st.busy_workers} / ${st.total_workers}`],
       ["completed", st.requests_completed],
       ["failed requests", st.requests_failed],
-      ["window fallbacks", fallbacks],
+      ["window fallbacks", total(st.window_fallbacks)],
+      ["window retries", total(st.window_retries)],
       ["live streams", snap.live_streams],
       ["long recordings", st.requests.filter((r) => r.pieces_total !== 1).length],
       ["restarts", st.worker_restarts],
@@ -223,7 +224,9 @@
       box.replaceChildren(...items.map(([name]) => { const g = el("div", "gauge"); g.append(el("b"), el("span", "", name)); return g; }));
     }
     items.forEach(([, value], i) => { box.children[i].firstChild.textContent = value; });
+    // by reason, on hover
     box.children[7].title = JSON.stringify(st.window_fallbacks || {});
+    box.children[8].title = JSON.stringify(st.window_retries || {});
   }
 
   function requests(snap) {
