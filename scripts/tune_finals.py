@@ -1,6 +1,6 @@
 """Streaming finals on the TUNE half of the accuracy dev set: fallbacks, decode time, WER.
 
-python scripts/tune_finals.py [--output FILE] [--strategies current,full-cheaper,shipped] [--stress]
+python scripts/tune_finals.py [--output FILE] [--strategies current,full-cheaper,shipped,beam3,...] [--stress]
 
 Written: ``benchmarks/results/finals-tune.json`` (the tune clips, and offline ``auto`` on
 the tune clips the retries can change) and, with ``--stress``,
@@ -28,6 +28,18 @@ Two steps, so that decodings can be compared on exactly the same finals:
    * ``shipped``: before that, the short window twice more: the snug window (no 8 s
      floor), then the ladder's first step that forbids repeats.
 
+   Cheaper first passes, with the shipped fallbacks (does the decoding hold the final
+   latency up?):
+
+   * ``beam3``: beam search with 3 beams rather than the session's 5;
+   * ``floor6``, ``floor4``: a short window of at least 6 or 4 s rather than 8
+     (``SHORT_WINDOW_MIN_S``): a smaller encoder window, and fewer encoder frames for each
+     decoding step to attend to;
+   * ``beam3-floor4``: both.
+
+The strategies take turns clip by clip (the order reversed every other clip), so that a
+busy moment of the machine falls on all of them.
+
 Per strategy: finals sent to the full window (``rejected_by_reason``: the reasons of
 those; a final mended on the short window has none), decode time p50/p95, the
 estimated final latency (VAD part + decode time) p50/p95, and the WER of the finals
@@ -40,6 +52,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from concurrent.futures import Future
@@ -130,43 +143,64 @@ def _old_full(self, audio, options, on_segment, fallback, max_new_tokens=None):
     return fw._result(segments, info, info.duration, window="full", fallback=fallback)
 
 
+# A cheaper first pass: (beam size, window floor in seconds); None keeps the session's.
+FIRST_PASS: dict[str, tuple[int | None, int | None]] = {
+    "beam3": (3, None),
+    "floor6": (None, 6),
+    "floor4": (None, 4),
+    "beam3-floor4": (3, 4),
+}
+
+
 @contextlib.contextmanager
 def strategy(name: str):
-    """The backend as each strategy has it (``shipped``: as it is)."""
-    retry, full = fw.FasterWhisperBackend._retry_short, fw.FasterWhisperBackend._full
+    """The backend as each strategy has it (``shipped`` and the first-pass ones: as it is,
+    those with a smaller window floor)."""
+    retry, full, floor = fw.FasterWhisperBackend._retry_short, fw.FasterWhisperBackend._full, fw.SHORT_WINDOW_MIN_S
     if name in ("current", "full-cheaper"):  # a rejected final goes straight to the full window
         fw.FasterWhisperBackend._retry_short = lambda self, *args: None
     if name == "current":
         fw.FasterWhisperBackend._full = _old_full
+    fw.SHORT_WINDOW_MIN_S = FIRST_PASS.get(name, (None, None))[1] or floor
     try:
         yield
     finally:
         fw.FasterWhisperBackend._retry_short, fw.FasterWhisperBackend._full = retry, full
+        fw.SHORT_WINDOW_MIN_S = floor
 
 
-def decode_all(backend, clips: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    rows = []
-    for clip in clips:
-        texts, windows, fallbacks, took = [], [], [], []
-        for final in clip["finals"]:
-            started = time.perf_counter()
-            with strategy(name):
-                r = backend.transcribe(final["audio"], final["options"])
-            took.append(time.perf_counter() - started)
-            texts.append(r.text)
-            windows.append(r.window)
-            fallbacks.append(r.fallback)
-        rows.append(
-            {
-                "name": clip["name"],
-                "text": " ".join(texts),
-                "windows": windows,
-                "fallbacks": fallbacks,
-                "decode_s": [round(t, 3) for t in took],
-                # the clip's final latency: its last final's (as bench --accuracy counts it)
-                "latency_s": round(clip["finals"][-1]["vad_s"] + sum(took), 3) if clip["finals"] else None,
-            }
-        )
+def decode_clip(backend, clip: dict[str, Any], name: str) -> dict[str, Any]:
+    beam = FIRST_PASS.get(name, (None, None))[0]
+    texts, windows, fallbacks, retried, took = [], [], [], [], []
+    for final in clip["finals"]:
+        options = final["options"] if beam is None else final["options"].replace(beam_size=beam)
+        started = time.perf_counter()
+        with strategy(name):
+            r = backend.transcribe(final["audio"], options)
+        took.append(time.perf_counter() - started)
+        texts.append(r.text)
+        windows.append(r.window)
+        fallbacks.append(r.fallback)
+        retried.append(r.retried)
+    return {
+        "name": clip["name"],
+        "text": " ".join(texts),
+        "windows": windows,
+        "fallbacks": fallbacks,
+        "retried": retried,
+        "decode_s": [round(t, 3) for t in took],
+        # the clip's final latency: its last final's (as bench --accuracy counts it); an
+        # earlier final of the clip was decoded during the speech after it
+        "latency_s": round(clip["finals"][-1]["vad_s"] + took[-1], 3) if clip["finals"] else None,
+    }
+
+
+def decode_all(backend, clips: list[dict[str, Any]], names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every clip's finals under every strategy, the strategies taking turns clip by clip."""
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for i, clip in enumerate(clips):
+        for name in names if i % 2 == 0 else names[::-1]:
+            rows[name].append(decode_clip(backend, clip, name))
     return rows
 
 
@@ -178,6 +212,8 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, dict[str, Any]]) -> di
     )
     decode = [t for r in rows for t in r["decode_s"]]
     latency = [r["latency_s"] if r["latency_s"] is not None else float("inf") for r in rows]
+    babble = [r["latency_s"] for r in rows if "babble" in r["name"]]
+    rest = [r["latency_s"] for r in rows if "babble" not in r["name"] and r["latency_s"] is not None]
     reasons: dict[str, int] = {}
     for f in finals:
         if f is not None:
@@ -194,6 +230,8 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, dict[str, Any]]) -> di
         "decode_max_s": round(max(decode), 3),
         "latency_p50_s": round(median(latency), 3),
         "latency_p95_s": round(pct(latency, 95), 3),
+        "latency_p95_without_babble_s": round(pct(rest, 95), 3) if rest and babble else None,
+        "retried": sum(x is not None for r in rows for x in r.get("retried", ())),
         "wer": round(100 * errors / words, 2),
     }
 
@@ -261,18 +299,20 @@ def main() -> None:
         "streamed_lengths": list(STREAMED_LENGTHS),
         "threads": 1,
         "lead_s": LEAD_S,
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
     }
     out["vad_s"] = {
         "p50": median([f["vad_s"] for c in clips for f in c["finals"]]),
         "p95": pct([f["vad_s"] for c in clips for f in c["finals"]], 95),
     }
+    names = args.strategies.split(",")
+    log.print(f"[dim]decoding {sum(len(c['finals']) for c in clips)} finals under {names} ...[/dim]")
     out["strategies"] = {}
-    for strategy in args.strategies.split(","):
-        log.print(f"[dim]decoding {sum(len(c['finals']) for c in clips)} finals: {strategy} ...[/dim]")
-        rows = decode_all(backend, clips, strategy)
-        out["strategies"][strategy] = {"summary": summarize(rows, meta), "clips": rows}
-        log.print(strategy, out["strategies"][strategy]["summary"])
-    if not args.stress:
+    for name, rows in decode_all(backend, clips, names).items():
+        out["strategies"][name] = {"summary": summarize(rows, meta), "clips": rows}
+        log.print(name, out["strategies"][name]["summary"])
+    out["settings"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    if not args.stress and "shipped" in names:
         log.print("[dim]offline auto on the tune clips the retry can change ...[/dim]")
         out["offline"] = offline(backend, meta)
         log.print({k: v for k, v in out["offline"].items() if k != "clips"})
