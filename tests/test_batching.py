@@ -108,3 +108,44 @@ def test_a_batched_request_gets_the_text_it_gets_alone():
         first.result(120)
         assert pool.get_status().batched_requests == len(audio)
     assert together == alone
+
+
+@pytest.mark.real_model
+def test_on_a_cpu_each_window_of_a_batch_is_encoded_alone():
+    """A batch's windows go through the encoder one at a time on a CPU (where a batch
+    only makes the encoder slower) and are decoded together; the encoder's output is the
+    same either way, so is the text."""
+    import numpy as np
+
+    from whisperpool.audio import load_audio
+    from whisperpool.backends.faster_whisper import FasterWhisperBackend
+    from whisperpool.bench.common import CLIPS
+    from whisperpool.models import ensure_packaged_model
+    from whisperpool.worker.protocol import BackendSpec
+
+    backend = FasterWhisperBackend(
+        BackendSpec("faster-whisper", str(ensure_packaged_model()), "cpu", "int8", 1, 0, MARKERS)
+    )
+    backend.load()
+    encoded: list[tuple[int, ...]] = []
+    ct2 = backend.model.model
+
+    class Recording:  # the CTranslate2 model, noting the shape of what it encodes
+        def encode(self, features, **kwargs):
+            encoded.append(tuple(features.shape))
+            return ct2.encode(features, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(ct2, name)
+
+    backend.model.model = Recording()
+    clips = [load_audio(CLIPS / "short" / f"{n}.wav") for n in ("s3-plants", "s3-coffee", "s3-music")]
+    joined = np.concatenate(clips)
+    ends = np.cumsum([c.size for c in clips])
+    pieces = list(zip([0, *ends[:-1]], ends, strict=True))
+    options = DecodeOptions(language="en", speech_gate=False)
+    batched = backend.transcribe_pieces(joined, pieces, options)
+    assert len(encoded) == 3 and all(shape[0] == 1 for shape in encoded), encoded  # one at a time
+    assert len(set(encoded)) == 1  # in the batch's one window
+    alone = [backend.transcribe(c, options).text for c in clips]
+    assert batched.text.split() == " ".join(alone).split()

@@ -268,6 +268,23 @@ def test_balanced_pieces_fill_whole_rounds_of_the_workers_with_even_lengths():
     assert balanced_pieces(regions, 30, 5, workers=1) == greedy
 
 
+def test_batches_of_pieces_fill_whole_rounds_of_the_workers():
+    from whisperpool.pool.pieces import batch_sizes
+
+    assert batch_sizes(10, most=4, workers=2) == [3, 3, 2, 2]  # not 4, 4, 2: a third job idles a worker
+    assert batch_sizes(10, most=2, workers=2) == [2, 2, 2, 2, 1, 1]  # six jobs, not five
+    assert batch_sizes(20, most=8, workers=2) == [5, 5, 5, 5]
+    assert batch_sizes(12, most=8, workers=2) == [6, 6]
+    assert batch_sizes(5, most=4, workers=2) == [3, 2]
+    assert batch_sizes(10, most=1, workers=2) == [1] * 10
+    assert batch_sizes(3, most=8, workers=4) == [1, 1, 1]  # fewer pieces than workers: one each
+    assert batch_sizes(0, most=2, workers=2) == []
+    for pieces in range(1, 40):  # every piece in exactly one job, none over the limit
+        for most in (1, 2, 3, 8):
+            sizes = batch_sizes(pieces, most, workers=3)
+            assert sum(sizes) == pieces and max(sizes) <= most and max(sizes) - min(sizes) <= 1
+
+
 def test_each_idle_worker_plans_a_part_of_a_long_recording(make_pool, monkeypatch):
     from whisperpool.worker.handle import Worker
 

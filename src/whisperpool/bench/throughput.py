@@ -15,7 +15,9 @@ All with beam 1 and the language set; every model is loaded and warm before it i
 timed. Reported: wall time, the ratios, and the word error rate against the text.
 
 Fairness. Every worker of the default pool is busy with a long recording; a short
-request's latency is compared with its latency on the idle pool.
+request's latency is compared with its latency on the idle pool. It waits for the rest
+of a piece, so it is sent at moments spread over one piece's decoding (see
+:func:`_fairness`).
 
 Batching. 16 concurrent requests of 3-10 s clips, sent through the HTTP API of a real
 server on loopback, in rounds, with workers x threads x ``max_batch`` layouts of this
@@ -103,21 +105,47 @@ def _pool(config: PoolConfig, audio_by_name: dict[str, np.ndarray], label: str, 
     return out
 
 
-def _fairness(config: PoolConfig, long_audio: np.ndarray, runs: int, log: Console) -> dict[str, Any]:
+FAIRNESS_SAMPLES = 8  # short requests, each at its own moment of a piece's decoding
+
+
+def _all_planned(pool: ProcessPool, recordings_: int) -> bool:
+    requests = pool.get_status().requests
+    return len(requests) >= recordings_ and all(r.pieces_total > 0 for r in requests)
+
+
+def _fairness(config: PoolConfig, long_audio: np.ndarray, piece_s: float, log: Console) -> dict[str, Any]:
+    """A short request's latency on the idle pool, and while every worker decodes a
+    piece of a long recording (one recording per worker). What it waits for is the rest
+    of a piece, so it is sent at moments spread evenly over one piece's decoding
+    (``piece_s``, the default pool's in the long-audio run): the k-th of
+    ``FAIRNESS_SAMPLES`` that far into the pieces, once every recording is planned
+    (the plan, which is short, is not what it waits for). The recordings are then
+    cancelled: their queued pieces leave the queue."""
     short = load_audio(CLIPS / f"{SHORT_CLIP}.wav")
     with ProcessPool(config) as pool:
-        idle = [pool.transcribe(short, timeout=300).timings.total_s for _ in range(runs)]
-        busy = []
-        for _ in range(runs):
+        idle = [pool.transcribe(short, timeout=300).timings.total_s for _ in range(3)]
+        busy, offsets = [], []
+        for k in range(FAIRNESS_SAMPLES):
             recordings_ = [pool.submit(long_audio) for _ in range(pool.config.pool_size)]
             deadline = time.monotonic() + 60
-            while pool.get_status().busy_workers < pool.config.pool_size and time.monotonic() < deadline:
-                time.sleep(0.05)  # until every worker holds a piece (bounded)
+            while not _all_planned(pool, len(recordings_)) and time.monotonic() < deadline:
+                time.sleep(0.01)  # until every recording's pieces are queued or decoding (bounded)
+            offsets.append((k + 0.5) / FAIRNESS_SAMPLES * piece_s)
+            time.sleep(offsets[-1])
             busy.append(pool.transcribe(short, timeout=600).timings.total_s)
             for f in recordings_:
-                f.result(timeout=1800)
+                f.cancel()
+            deadline = time.monotonic() + 120
+            while pool.get_status().busy_workers and time.monotonic() < deadline:
+                time.sleep(0.05)  # the pieces in flight finish (bounded)
     log.print(f"  fairness: idle p50 {median(idle):.2f} s, every worker busy {median(busy):.2f} s")
-    return {"idle_s": idle, "busy_s": busy, "workers": pool.config.pool_size}
+    return {
+        "idle_s": idle,
+        "busy_s": busy,
+        "sent_after_s": offsets,
+        "piece_s": piece_s,
+        "workers": pool.config.pool_size,
+    }
 
 
 CONCURRENT = 16
@@ -247,7 +275,9 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     out["long"] = runs
     log.print("fairness ...")
     first = next(iter(audio))  # a held-out one, if the run has any
-    out["fairness"] = _fairness(PoolConfig(decode=decode, **engine), audio[first], max(1, min(options.runs, 3)), log)
+    row = default[first]
+    piece_s = row["s"] * PoolConfig(**engine).pool_size / max(1, row["pieces"])
+    out["fairness"] = _fairness(PoolConfig(decode=decode, **engine), audio[first], piece_s, log)
     log.print(f"batching: {CONCURRENT} concurrent 3-10 s requests over HTTP ...")
     out["batching"] = _batching(options, log)
     return out

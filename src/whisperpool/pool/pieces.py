@@ -21,6 +21,7 @@ caller's cancel triggers (cancelling the recording cancels its queued pieces).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -58,6 +59,18 @@ def group_pieces(regions: list[Region], max_samples: int, max_gap_samples: int) 
         else:
             pieces.append((start, end))
     return tuple(pieces)
+
+
+def batch_sizes(pieces: int, most: int, workers: int) -> list[int]:
+    """How many of ``pieces`` each job takes: at most ``most``, in as few jobs as that
+    allows, rounded up to whole rounds of ``workers`` and shared out evenly (sizes differ
+    by one at most, the larger first). 10 pieces in batches of up to 4 on 2 workers go
+    3, 3, 2, 2 rather than 4, 4, 2, whose third job would leave one worker idle."""
+    if pieces < 1:
+        return []
+    jobs = min(pieces, math.ceil(math.ceil(pieces / most) / workers) * workers)
+    size, larger = divmod(pieces, jobs)
+    return [size + 1] * larger + [size] * (jobs - larger)
 
 
 def balanced_pieces(regions: list[Region], max_samples: int, max_gap_samples: int, workers: int) -> tuple[Region, ...]:
@@ -203,9 +216,6 @@ class LongRequest:
             return 1
         return max(1, min(self._workers(), int(self.duration // span)))
 
-    def _batch_size(self, workers: int) -> int:
-        """Pieces per job: at most ``pieces_per_batch``, and few enough that every worker gets some."""
-        return max(1, min(self.pool.config.pieces_per_batch, math.ceil(len(self.pieces) / workers)))
 
     # -- callbacks ---------------------------------------------------------------------
     def _caller_done(self, future: Future) -> None:
@@ -235,8 +245,8 @@ class LongRequest:
         max_samples = int(self.piece_s * SAMPLE_RATE)
         workers = self._workers()
         self.pieces = balanced_pieces(regions, max_samples, int(MAX_GAP_S * SAMPLE_RATE), workers)
-        size = self._batch_size(workers)
-        self.batches = [self.pieces[i : i + size] for i in range(0, len(self.pieces), size)]
+        starts = list(itertools.accumulate(batch_sizes(len(self.pieces), self.pool.config.pieces_per_batch, workers)))
+        self.batches = [self.pieces[i:j] for i, j in itertools.pairwise([0, *starts])]
         self.results = [None] * len(self.batches)
         log.info(
             "request %d: %.0f s of audio in %d piece(s), %d batch(es)",
