@@ -216,7 +216,6 @@ class LongRequest:
             return 1
         return max(1, min(self._workers(), int(self.duration // span)))
 
-
     # -- callbacks ---------------------------------------------------------------------
     def _caller_done(self, future: Future) -> None:
         if future.cancelled():  # the caller gave up: its queued work leaves the queue
