@@ -107,6 +107,12 @@ def batch_costs(model, audio: np.ndarray, repeats: int) -> dict[int, dict[str, f
     return out
 
 
+def _l3_cache() -> str | None:
+    """The CPU's last-level cache as Linux reports it (e.g. "32768K"), if it does."""
+    path = Path("/sys/devices/system/cpu/cpu0/cache/index3/size")
+    return path.read_text().strip() if path.is_file() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="base")
@@ -141,6 +147,7 @@ def main() -> None:
     console.print(t)
     out = header() | {
         "settings": {"model": args.model, "compute_type": "int8", "threads": 1, "repeats": args.repeats},
+        "l3_cache": _l3_cache(),
         "encoder_s": {str(s): round(t, 4) for s, t in encoder.items()},
         "batches": {
             "recording": RECORDING,

@@ -113,11 +113,11 @@ def test_a_batched_request_gets_the_text_it_gets_alone():
 @pytest.mark.real_model
 def test_on_a_cpu_each_window_of_a_batch_is_encoded_alone():
     """A batch's windows go through the encoder one at a time on a CPU (where a batch
-    only makes the encoder slower) and are decoded together; the encoder's output is the
-    same either way, so is the text."""
+    only makes the encoder slower) and are decoded together, short windows and full ones
+    (pieces over 29 s) alike; each request's text is the one it gets alone."""
     import numpy as np
 
-    from whisperpool.audio import load_audio
+    from whisperpool.audio import SAMPLE_RATE, load_audio
     from whisperpool.backends.faster_whisper import FasterWhisperBackend
     from whisperpool.bench.common import CLIPS
     from whisperpool.models import ensure_packaged_model
@@ -149,3 +149,9 @@ def test_on_a_cpu_each_window_of_a_batch_is_encoded_alone():
     assert len(set(encoded)) == 1  # in the batch's one window
     alone = [backend.transcribe(c, options).text for c in clips]
     assert batched.text.split() == " ".join(alone).split()
+    # Two pieces of 30 s: the full window, encoded one at a time too.
+    encoded.clear()
+    long = np.concatenate([np.concatenate(clips)] * 7)[: 60 * SAMPLE_RATE]
+    backend.transcribe_pieces(long, [(0, 30 * SAMPLE_RATE), (30 * SAMPLE_RATE, 60 * SAMPLE_RATE)], options)
+    # (a piece that went astray is decoded again alone after the batch: more encodes)
+    assert encoded[:2] == [(1, 80, 3000), (1, 80, 3000)] and all(shape[0] == 1 for shape in encoded), encoded

@@ -283,6 +283,8 @@ def test_batches_of_pieces_fill_whole_rounds_of_the_workers():
         for most in (1, 2, 3, 8):
             sizes = batch_sizes(pieces, most, workers=3)
             assert sum(sizes) == pieces and max(sizes) <= most and max(sizes) - min(sizes) <= 1
+            assert len(sizes) % 3 == 0 or len(sizes) == pieces  # whole rounds, or a piece a job
+            assert len(sizes) - 3 < -(-pieces // most)  # no round more than the limit needs
 
 
 def test_each_idle_worker_plans_a_part_of_a_long_recording(make_pool, monkeypatch):

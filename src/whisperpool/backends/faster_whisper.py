@@ -174,9 +174,8 @@ def _windowed_model_class():
                 features = features[..., : self.batch_window_frames]  # one encode per batch: nothing to cache
                 if self.model.device != "cpu" or features.ndim < 3 or len(features) < 2:
                     return super().encode(features)
-                # On a CPU the decoder gains from a batch and the encoder loses (scripts/
-                # cpu_decode_costs.py: 27 s windows in batches of 4 took 1.22x as long
-                # as one by one, their decoding 0.42x): each window is encoded alone.
+                # On a CPU the decoder gains from a batch and the encoder loses
+                # (scripts/cpu_decode_costs.py): each window is encoded alone.
                 import ctranslate2
 
                 encoded = [np.asarray(super(WindowedWhisperModel, self).encode(f[None])) for f in features]
@@ -407,7 +406,7 @@ class FasterWhisperBackend:
         clips = [{"start": i * span / SAMPLE_RATE, "end": (i + 1) * span / SAMPLE_RATE} for i in range(len(pieces))]
         model = self.model
         timestamps = PIECE_TIMESTAMPS or (window is not None and longest <= options.short_window_max_s)
-        model.batch_window_frames = window * FRAMES_PER_SECOND if window is not None else None
+        model.batch_window_frames = (window or 30) * FRAMES_PER_SECOND
         try:
             raw, info = self._batched.transcribe(
                 side_by_side(audio, pieces, span),

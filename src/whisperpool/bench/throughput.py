@@ -43,6 +43,7 @@ from .. import DecodeOptions, PoolConfig, ProcessPool
 from ..audio import SAMPLE_RATE, load_audio
 from ..config import available_cores
 from ..models import resolve_model
+from ..pool.pieces import batch_sizes
 from ..wer import word_error_rate
 from . import BenchOptions
 from .common import CLIPS, Target, header, median, table
@@ -113,14 +114,16 @@ def _all_planned(pool: ProcessPool, recordings_: int) -> bool:
     return len(requests) >= recordings_ and all(r.pieces_total > 0 for r in requests)
 
 
-def _fairness(config: PoolConfig, long_audio: np.ndarray, piece_s: float, log: Console) -> dict[str, Any]:
+def _fairness(config: PoolConfig, long_audio: np.ndarray, job_s: float, log: Console) -> dict[str, Any]:
     """A short request's latency on the idle pool, and while every worker decodes a
     piece of a long recording (one recording per worker). What it waits for is the rest
-    of a piece, so it is sent at moments spread evenly over one piece's decoding
-    (``piece_s``, the default pool's in the long-audio run): the k-th of
+    of a job of pieces, so it is sent at moments spread evenly over one job's decoding
+    (``job_s``: the default pool's wall time for the recording in the long-audio run,
+    times its workers, over its jobs; an overestimate by the plan's share): the k-th of
     ``FAIRNESS_SAMPLES`` that far into the pieces, once every recording is planned
     (the plan, which is short, is not what it waits for). The recordings are then
-    cancelled: their queued pieces leave the queue."""
+    cancelled: their queued pieces leave the queue. Always ``FAIRNESS_SAMPLES``
+    samples, whatever ``--runs``: a median of fewer says little here."""
     short = load_audio(CLIPS / f"{SHORT_CLIP}.wav")
     with ProcessPool(config) as pool:
         idle = [pool.transcribe(short, timeout=300).timings.total_s for _ in range(3)]
@@ -130,7 +133,7 @@ def _fairness(config: PoolConfig, long_audio: np.ndarray, piece_s: float, log: C
             deadline = time.monotonic() + 60
             while not _all_planned(pool, len(recordings_)) and time.monotonic() < deadline:
                 time.sleep(0.01)  # until every recording's pieces are queued or decoding (bounded)
-            offsets.append((k + 0.5) / FAIRNESS_SAMPLES * piece_s)
+            offsets.append((k + 0.5) / FAIRNESS_SAMPLES * job_s)
             time.sleep(offsets[-1])
             busy.append(pool.transcribe(short, timeout=600).timings.total_s)
             for f in recordings_:
@@ -143,7 +146,7 @@ def _fairness(config: PoolConfig, long_audio: np.ndarray, piece_s: float, log: C
         "idle_s": idle,
         "busy_s": busy,
         "sent_after_s": offsets,
-        "piece_s": piece_s,
+        "job_s": job_s,
         "workers": pool.config.pool_size,
     }
 
@@ -275,9 +278,10 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     out["long"] = runs
     log.print("fairness ...")
     first = next(iter(audio))  # a held-out one, if the run has any
+    config = PoolConfig(decode=decode, **engine)
     row = default[first]
-    piece_s = row["s"] * PoolConfig(**engine).pool_size / max(1, row["pieces"])
-    out["fairness"] = _fairness(PoolConfig(decode=decode, **engine), audio[first], piece_s, log)
+    jobs = len(batch_sizes(row["pieces"], config.pieces_per_batch, config.pool_size)) or 1
+    out["fairness"] = _fairness(config, audio[first], row["s"] * config.pool_size / jobs, log)
     log.print(f"batching: {CONCURRENT} concurrent 3-10 s requests over HTTP ...")
     out["batching"] = _batching(options, log)
     return out

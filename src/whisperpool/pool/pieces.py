@@ -244,8 +244,8 @@ class LongRequest:
         max_samples = int(self.piece_s * SAMPLE_RATE)
         workers = self._workers()
         self.pieces = balanced_pieces(regions, max_samples, int(MAX_GAP_S * SAMPLE_RATE), workers)
-        starts = list(itertools.accumulate(batch_sizes(len(self.pieces), self.pool.config.pieces_per_batch, workers)))
-        self.batches = [self.pieces[i:j] for i, j in itertools.pairwise([0, *starts])]
+        ends = list(itertools.accumulate(batch_sizes(len(self.pieces), self.pool.config.pieces_per_batch, workers)))
+        self.batches = [self.pieces[i:j] for i, j in itertools.pairwise([0, *ends])]
         self.results = [None] * len(self.batches)
         log.info(
             "request %d: %.0f s of audio in %d piece(s), %d batch(es)",

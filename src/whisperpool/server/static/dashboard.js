@@ -224,9 +224,8 @@
       box.replaceChildren(...items.map(([name]) => { const g = el("div", "gauge"); g.append(el("b"), el("span", "", name)); return g; }));
     }
     items.forEach(([, value], i) => { box.children[i].firstChild.textContent = value; });
-    // by reason, on hover
-    box.children[7].title = JSON.stringify(st.window_fallbacks || {});
-    box.children[8].title = JSON.stringify(st.window_retries || {});
+    const reasons = { "window fallbacks": st.window_fallbacks, "window retries": st.window_retries };
+    items.forEach(([name], i) => { if (name in reasons) box.children[i].title = JSON.stringify(reasons[name] || {}); });
   }
 
   function requests(snap) {
