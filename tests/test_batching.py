@@ -155,3 +155,42 @@ def test_on_a_cpu_each_window_of_a_batch_is_encoded_alone():
     backend.transcribe_pieces(long, [(0, 30 * SAMPLE_RATE), (30 * SAMPLE_RATE, 60 * SAMPLE_RATE)], options)
     # (a piece that went astray is decoded again alone after the batch: more encodes)
     assert encoded[:2] == [(1, 80, 3000), (1, 80, 3000)] and all(shape[0] == 1 for shape in encoded), encoded
+
+
+@pytest.mark.parametrize(
+    ("device", "shape", "calls"),
+    [
+        ("cpu", (3, 80, 800), [(1, 80, 800)] * 3),  # a CPU batch: a window at a time
+        ("cpu", (1, 80, 800), [(1, 80, 800)]),  # a batch of one: as it is
+        ("cpu", (80, 800), [(1, 80, 800)]),  # one window without a batch axis
+        ("cuda", (3, 80, 800), [(3, 80, 800)]),  # on a GPU the batch is where the throughput is
+    ],
+)
+def test_which_batches_the_encoder_takes_a_window_at_a_time(device, shape, calls):
+    """The windowed model's encode on a stand-in CTranslate2 model (no weights): only a
+    CPU batch of several windows is split, each window trimmed to the batch's frames."""
+    import numpy as np
+
+    pytest.importorskip("faster_whisper")
+    from whisperpool.backends.faster_whisper import _windowed_model_class
+
+    seen: list[tuple[int, ...]] = []
+
+    class StandIn:
+        def __init__(self) -> None:
+            self.device, self.device_index = device, [0]
+
+        def encode(self, features, to_cpu=False):
+            array = np.asarray(features)
+            seen.append(array.shape)
+            return array[..., :4] * 2.0  # any output with a batch axis
+
+    cls = _windowed_model_class()
+    model = cls.__new__(cls)  # no weights loaded: only encode() is exercised
+    model.model = StandIn()
+    model.batch_window_frames = 800
+    features = np.arange(np.prod(shape[:-1]) * 1000, dtype=np.float32).reshape(*shape[:-1], 1000)
+    out = np.asarray(model.encode(features))
+    assert seen == calls
+    expected = features[..., :800] if len(shape) == 3 else features[None, :, :800]
+    assert np.array_equal(out, expected[..., :4] * 2.0)  # the windows' outputs, in order
