@@ -9,7 +9,7 @@ dispatcher and the count of workers a recording's pieces are cut for. Two pools,
 default (one single-thread worker per core) and the same plus one worker kept for short
 requests, transcribe three tune recordings of ``bench --throughput`` in turns. Then, as
 ``bench --throughput`` measures fairness, a 3 s clip's latency idle, and at
-``SAMPLES`` moments spread over a job of pieces while one recording per piece worker is
+eight moments spread over a job of pieces while one recording per piece worker is
 decoded. Written: ``benchmarks/results/express-worker-trial.json``.
 """
 
@@ -21,14 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from whisperpool import DecodeOptions, PoolConfig, ProcessPool  # noqa: E402
-from whisperpool.audio import load_audio  # noqa: E402
-from whisperpool.bench.common import CLIPS, header, median  # noqa: E402
-from whisperpool.bench.throughput import _all_planned, recordings  # noqa: E402
+from whisperpool.bench.common import header, median  # noqa: E402
+from whisperpool.bench.throughput import FAIRNESS_SAMPLES, recordings, short_request_latencies  # noqa: E402
 from whisperpool.config import available_cores  # noqa: E402
 from whisperpool.pool import manager, pieces  # noqa: E402
 
 RECORDINGS = ("long-gb", "long-us", "long-midlands")  # tune recordings
-SAMPLES = 8
 DECODE = DecodeOptions(language="en")
 OUTPUT = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "express-worker-trial.json"
 
@@ -75,31 +73,6 @@ def _workers(self) -> int:
     return max(1, len([w for w in self.pool._capacity() if w.id != kept]))
 
 
-def fairness(pool: ProcessPool, audio, job_s: float, piece_workers: int) -> tuple[list[float], list[float]]:
-    short = load_audio(CLIPS / "fox.wav")
-
-    def timed() -> float:
-        started = time.perf_counter()
-        pool.submit(short, DECODE).result(300)
-        return time.perf_counter() - started
-
-    idle = [timed() for _ in range(3)]
-    busy = []
-    for k in range(SAMPLES):
-        long = [pool.submit(audio, DECODE) for _ in range(piece_workers)]
-        deadline = time.monotonic() + 60
-        while not _all_planned(pool, len(long)) and time.monotonic() < deadline:
-            time.sleep(0.01)  # bounded
-        time.sleep((k + 0.5) / SAMPLES * job_s)
-        busy.append(timed())
-        for future in long:
-            future.cancel()
-        deadline = time.monotonic() + 120
-        while pool.get_status().busy_workers and time.monotonic() < deadline:
-            time.sleep(0.05)  # the pieces in flight finish (bounded)
-    return idle, busy
-
-
 def main() -> None:
     manager.ProcessPool._dispatch = _dispatch
     pieces.LongRequest._workers = _workers
@@ -127,7 +100,7 @@ def main() -> None:
         for label, pool in pools.items():
             row = rows[label]
             job_s = row["wall_s"][0] * cores / row["pieces"][0]
-            row["idle_s"], row["busy_s"] = fairness(pool, recs[RECORDINGS[0]][0], job_s, cores)
+            row["idle_s"], row["busy_s"], _ = short_request_latencies(pool, recs[RECORDINGS[0]][0], job_s, cores)
             ratio = median(row["busy_s"]) / median(row["idle_s"])
             print(
                 f"{label}: recordings {sum(row['wall_s']):.1f} s, 3 s clip idle p50 {median(row['idle_s']):.2f} s, "
@@ -141,7 +114,7 @@ def main() -> None:
             "recordings": list(RECORDINGS),
             "piece_workers": cores,
             "threads": 1,
-            "samples": SAMPLES,
+            "samples": FAIRNESS_SAMPLES,
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
         },

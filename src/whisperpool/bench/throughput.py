@@ -114,40 +114,50 @@ def _all_planned(pool: ProcessPool, recordings_: int) -> bool:
     return len(requests) >= recordings_ and all(r.pieces_total > 0 for r in requests)
 
 
-def _fairness(config: PoolConfig, long_audio: np.ndarray, job_s: float, log: Console) -> dict[str, Any]:
-    """A short request's latency on the idle pool, and while every worker decodes a
-    piece of a long recording (one recording per worker). What it waits for is the rest
-    of a job of pieces, so it is sent at moments spread evenly over one job's decoding
-    (``job_s``: the default pool's wall time for the recording in the long-audio run,
-    times its workers, over its jobs; an overestimate by the plan's share): the k-th of
-    ``FAIRNESS_SAMPLES`` that far into the pieces, once every recording is planned
-    (the plan, which is short, is not what it waits for). The recordings are then
-    cancelled: their queued pieces leave the queue. Always ``FAIRNESS_SAMPLES``
-    samples, whatever ``--runs``: a median of fewer says little here."""
+def short_request_latencies(
+    pool: ProcessPool, long_audio: np.ndarray, job_s: float, recordings_: int
+) -> tuple[list[float], list[float], list[float]]:
+    """A short clip's latency on ``pool`` idle (three times), and while ``recordings_``
+    copies of ``long_audio`` are decoded in pieces: (idle, busy, when each busy one was
+    sent after the recordings were planned).
+
+    What it waits for is the rest of a job of pieces, so it is sent at moments spread
+    evenly over one job's decoding (``job_s``): the k-th of ``FAIRNESS_SAMPLES`` that
+    far into the pieces, once every recording is planned (the plan, which is short, is
+    not what it waits for). The recordings are then cancelled: their queued pieces leave
+    the queue. Always ``FAIRNESS_SAMPLES`` samples: a median of fewer says little."""
     short = load_audio(CLIPS / f"{SHORT_CLIP}.wav")
+    idle = [pool.transcribe(short, timeout=300).timings.total_s for _ in range(3)]
+    busy, offsets = [], []
+    for k in range(FAIRNESS_SAMPLES):
+        long = [pool.submit(long_audio) for _ in range(recordings_)]
+        deadline = time.monotonic() + 60
+        while not _all_planned(pool, len(long)) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until every recording's pieces are queued or decoding (bounded)
+        offsets.append((k + 0.5) / FAIRNESS_SAMPLES * job_s)
+        time.sleep(offsets[-1])
+        busy.append(pool.transcribe(short, timeout=600).timings.total_s)
+        for f in long:
+            f.cancel()
+        deadline = time.monotonic() + 120
+        while pool.get_status().busy_workers and time.monotonic() < deadline:
+            time.sleep(0.05)  # the pieces in flight finish (bounded)
+    return idle, busy, offsets
+
+
+def _fairness(config: PoolConfig, long_audio: np.ndarray, job_s: float, log: Console) -> dict[str, Any]:
+    """:func:`short_request_latencies` on the default pool, one recording per worker;
+    ``job_s``: the default pool's wall time for the recording in the long-audio run,
+    times its workers, over its jobs (an overestimate by the plan's share)."""
     with ProcessPool(config) as pool:
-        idle = [pool.transcribe(short, timeout=300).timings.total_s for _ in range(3)]
-        busy, offsets = [], []
-        for k in range(FAIRNESS_SAMPLES):
-            recordings_ = [pool.submit(long_audio) for _ in range(pool.config.pool_size)]
-            deadline = time.monotonic() + 60
-            while not _all_planned(pool, len(recordings_)) and time.monotonic() < deadline:
-                time.sleep(0.01)  # until every recording's pieces are queued or decoding (bounded)
-            offsets.append((k + 0.5) / FAIRNESS_SAMPLES * job_s)
-            time.sleep(offsets[-1])
-            busy.append(pool.transcribe(short, timeout=600).timings.total_s)
-            for f in recordings_:
-                f.cancel()
-            deadline = time.monotonic() + 120
-            while pool.get_status().busy_workers and time.monotonic() < deadline:
-                time.sleep(0.05)  # the pieces in flight finish (bounded)
+        idle, busy, offsets = short_request_latencies(pool, long_audio, job_s, pool.config.pool_size)
     log.print(f"  fairness: idle p50 {median(idle):.2f} s, every worker busy {median(busy):.2f} s")
     return {
         "idle_s": idle,
         "busy_s": busy,
         "sent_after_s": offsets,
         "job_s": job_s,
-        "workers": pool.config.pool_size,
+        "workers": config.pool_size,
     }
 
 
