@@ -107,22 +107,28 @@ def server():
     assert "Traceback" not in output, output[-3000:]
 
 
-async def _latencies(url: str, path: str, stop: asyncio.Event, count: int = 40) -> list[float]:
-    """Time up to ``count`` requests, one every 0.1 s, until ``stop`` is set."""
-    times = []
+async def _latencies(url: str, path: str, stop: asyncio.Event, count: int = 40, every: float = 0.1) -> list[float]:
+    """Send up to ``count`` requests, one every ``every`` seconds until ``stop`` is set,
+    without waiting for the one before (a slow answer does not thin the sample), and
+    return how long each took."""
+
+    async def one(client: httpx.AsyncClient) -> float:
+        started = time.perf_counter()
+        if path.startswith("/v1/audio"):
+            r = await client.post(url + path, files={"file": ("a.wav", wav(), "audio/wav")})
+        else:
+            r = await client.get(url + path)
+        assert r.status_code == 200, r.text
+        return time.perf_counter() - started
+
     async with httpx.AsyncClient(timeout=WAIT) as client:
+        sent = []
         for _ in range(count):
             if stop.is_set():
                 break
-            started = time.perf_counter()
-            if path.startswith("/v1/audio"):
-                r = await client.post(url + path, files={"file": ("a.wav", wav(), "audio/wav")})
-            else:
-                r = await client.get(url + path)
-            assert r.status_code == 200, r.text
-            times.append(time.perf_counter() - started)
-            await asyncio.sleep(0.1)
-    return times
+            sent.append(asyncio.create_task(one(client)))
+            await asyncio.sleep(every)
+        return list(await asyncio.gather(*sent))
 
 
 async def _baseline(url: str, path: str) -> float:
@@ -154,7 +160,7 @@ def test_a_30_minute_realtime_flood_is_limited_and_rest_stays_fast(server):
 
             reader = asyncio.create_task(read())
             stop = asyncio.Event()
-            rest = asyncio.create_task(_latencies(server.url, "/v1/audio/transcriptions", stop))
+            rest = asyncio.create_task(_latencies(server.url, "/v1/audio/transcriptions", stop, every=0.05))
             started = time.perf_counter()
             for _ in range(120):  # 30 minutes of audio, as fast as the socket takes it
                 await ws.send(append)
@@ -175,7 +181,7 @@ def test_a_30_minute_realtime_flood_is_limited_and_rest_stays_fast(server):
     assert codes <= {"rate_limited", "input_audio_buffer_too_large"} and "rate_limited" in codes
     assert completed["end_s"] - completed["start_s"] <= 30.5  # the buffer cap, not 30 minutes
     assert elapsed < 2 * WAIT  # the update did not run to a 40 s timeout
-    assert during, "no REST request was served during the flood"
+    assert len(during) >= 2, f"only {len(during)} REST requests were sent during the flood"
     assert statistics.median(during) < max(5 * baseline, 0.5), (baseline, during)
     assert max(during) < 5.0, during  # it took 38 s before
     assert grown < 200, grown

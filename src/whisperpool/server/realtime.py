@@ -190,26 +190,26 @@ class RealtimeConnection:
         audio = event.get("audio")
         if not isinstance(audio, str):
             raise ProtocolError("input_audio_buffer.append needs 'audio': base64 pcm16", "invalid_value", "audio")
-        if len(audio) > 4 * (MAX_CHUNK_BYTES // 3 + 1):  # before decoding it
+        if len(audio) % 4:
+            raise ProtocolError("'audio' is not valid base64", "invalid_base64", "audio")
+        size = len(audio) * 3 // 4 - audio.endswith("=") - audio.endswith("==")  # its bytes, before decoding
+        if size > MAX_CHUNK_BYTES:
             raise ProtocolError(f"an append may carry at most {MAX_CHUNK_BYTES} bytes of audio", "too_large", "audio")
+        if size % 2:
+            raise ProtocolError("pcm16 audio has an even number of bytes", "invalid_audio", "audio")
+        if size <= 0:
+            return
+        session = self._ensure_session()
+        try:  # before decoding: a flood's dropped chunks cost the event loop no base64 work
+            self.budget.take(size / 2 / self.config.rate, session.buffered_s)
+        except LimitExceeded as exc:
+            raise ProtocolError(str(exc), exc.code, "audio") from None
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             raise ProtocolError("'audio' is not valid base64", "invalid_base64", "audio") from None
-        if len(data) > MAX_CHUNK_BYTES:
-            raise ProtocolError(f"an append may carry at most {MAX_CHUNK_BYTES} bytes of audio", "too_large", "audio")
-        if len(data) % 2:
-            raise ProtocolError("pcm16 audio has an even number of bytes", "invalid_audio", "audio")
-        if not data:
-            return
-        samples = np.frombuffer(data, dtype="<i2")
-        session = self._ensure_session()
         try:
-            self.budget.take(samples.size / self.config.rate, session.buffered_s)
-        except LimitExceeded as exc:
-            raise ProtocolError(str(exc), exc.code, "audio") from None
-        try:
-            session.feed(samples, self.config.rate)
+            session.feed(np.frombuffer(data, dtype="<i2"), self.config.rate)
         except WhisperPoolError as exc:
             raise ProtocolError(str(exc), exc.code, "audio") from None
 
