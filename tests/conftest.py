@@ -32,8 +32,11 @@ def clip(name: str) -> Path:
 
 
 def fake_config(**changes) -> PoolConfig:
+    """A fake-backend pool; no express worker unless asked (tests/test_express.py has theirs)."""
     behavior = changes.pop("fake", FakeBehavior())
-    defaults = dict(pool_size=2, backend="fake", fake=behavior, warmup_timeout_s=20.0, stop_timeout_s=2.0)
+    defaults = dict(
+        pool_size=2, backend="fake", fake=behavior, warmup_timeout_s=20.0, stop_timeout_s=2.0, express_workers=0
+    )
     defaults.update(changes)
     return PoolConfig(**defaults)
 

@@ -72,7 +72,7 @@ def test_a_batch_of_real_speech_gives_each_request_its_own_words(clip_texts):
 
     names = ["fox", "groceries", "weather"]
     decode = DecodeOptions(language="en", short_window_max_s=24.0)  # the weather clip is 11 s: batchable
-    with ProcessPool(PoolConfig(pool_size=1, max_batch=4, decode=decode)) as pool:
+    with ProcessPool(PoolConfig(pool_size=1, express_workers=0, max_batch=4, decode=decode)) as pool:
         first = pool.submit(load_audio(clip("library")))
         assert wait_for(lambda: pool.get_status().busy_workers == 1)
         futures = [pool.submit(load_audio(clip(n))) for n in names]
@@ -99,7 +99,9 @@ def test_a_batched_request_gets_the_text_it_gets_alone():
     names = ["s3-plants", "s3-coffee", "s3-music", "s3-weather", "s5-heating", "s5-river", "s5-brother"]
     audio = [load_audio(CLIPS / "short" / f"{n}.wav") for n in names]
     audio.append(np.concatenate([load_audio(CLIPS / "short" / f"{n}.wav") for n in ("s3-pasta", "s5-news")]))
-    with ProcessPool(PoolConfig(pool_size=1, max_batch=8, decode=DecodeOptions(language="en"))) as pool:
+    with ProcessPool(
+        PoolConfig(pool_size=1, express_workers=0, max_batch=8, decode=DecodeOptions(language="en"))
+    ) as pool:
         alone = [pool.transcribe(a, timeout=120).text for a in audio]
         first = pool.submit(load_audio(clip("library")))
         assert wait_for(lambda: pool.get_status().busy_workers == 1)

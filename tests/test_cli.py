@@ -198,8 +198,15 @@ def test_the_same_engine_flags_give_the_same_pool_on_every_command():
         " ".join(command[:2]): engine_config(command, *_ENGINE_FLAGS, workers, "3")
         for command, workers in _WORKERS.items()
     }
-    # the server's queue limit is its own (a client retries a 503); everything the flags say is the same
-    normal = {name: dataclasses.replace(c, max_queue=None) for name, c in configs.items()}
+    # the server's queue limit is its own (a client retries a 503), and so are express workers
+    # (one caller of transcribe or stream waits for every result; Ray reserves CPUs per
+    # worker): everything the flags say is the same
+    assert {name: c.express_workers for name, c in configs.items() if c.express_workers is not None} == {
+        "transcribe a.wav": 0,
+        "stream a.wav": 0,
+        "ray transcribe": 0,
+    }
+    normal = {name: dataclasses.replace(c, max_queue=None, express_workers=None) for name, c in configs.items()}
     first = normal["transcribe a.wav"]
     assert (first.backend, first.model, first.pool_size, first.threads_per_worker) == ("whispercpp", "base-q8_0", 3, 2)
     assert first.decode.language == "en"

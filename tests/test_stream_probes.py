@@ -38,7 +38,7 @@ import uvicorn
 from whisperpool import PoolConfig
 from whisperpool.server import ServerSettings, create_app
 port, wyoming_port = int(sys.argv[1]), int(sys.argv[2])
-pool = PoolConfig(backend="fake", pool_size=1, warmup_timeout_s=20.0, stop_timeout_s=2.0)
+pool = PoolConfig(backend="fake", pool_size=1, express_workers=0, warmup_timeout_s=20.0, stop_timeout_s=2.0)
 settings = ServerSettings(port=port, wyoming_port=wyoming_port, pool=pool, grace_s=2.0)
 uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
 """

@@ -169,6 +169,13 @@ class PoolConfig:
     with the same options as one batch (see :mod:`whisperpool.pool.batching`; off by
     default).
 
+    Express workers: ``express_workers`` more workers (default: 1 on a CPU when long audio
+    is split, else 0; see :attr:`express_size`) are kept for requests that are not a long
+    recording's plan or pieces: a short request that arrives while the recordings' pieces
+    hold every other worker starts at once instead of waiting a piece. They are apart from
+    ``pool_size``, ``min_workers`` and ``max_workers`` (adaptive sizing never retires them)
+    and take short requests like any worker when the others are busy.
+
     Supervision: a worker that dies is replaced at once; one that fails to warm up is
     restarted after ``restart_backoff_s``, doubling up to ``restart_backoff_max_s``, and
     its slot is given up after ``max_restarts`` failed warm-ups in a row. A request whose
@@ -205,6 +212,7 @@ class PoolConfig:
     piece_batch: int | None = None  # default: pieces_per_batch
     plan_span_s: float | None = 120.0
     max_batch: int = 1
+    express_workers: int | None = None  # default: express_size
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     backend: BackendName = "faster-whisper"
     fake: FakeBehavior = field(default_factory=FakeBehavior)
@@ -273,6 +281,12 @@ class PoolConfig:
             _fail(owner, "plan_span_s", "must be a number of seconds > 0 or None", self.plan_span_s)
         if not isinstance(self.max_batch, int) or isinstance(self.max_batch, bool) or self.max_batch < 1:
             _fail(owner, "max_batch", "must be an integer >= 1", self.max_batch)
+        if self.express_workers is not None and (
+            not isinstance(self.express_workers, int)
+            or isinstance(self.express_workers, bool)
+            or self.express_workers < 0
+        ):
+            _fail(owner, "express_workers", "must be an integer >= 0 or None", self.express_workers)
         if self.max_queue is not None and (not isinstance(self.max_queue, int) or self.max_queue < 0):
             _fail(owner, "max_queue", "must be an integer >= 0 or None", self.max_queue)
         for name in ("max_restarts", "max_requests_jitter"):
@@ -331,6 +345,17 @@ class PoolConfig:
         if self.piece_batch is not None:
             return self.piece_batch
         return GPU_PIECE_BATCH if self.device == "cuda" else 1
+
+    @property
+    def express_size(self) -> int:
+        """``express_workers``, else 1 on a CPU when long audio is split, else 0. On 2 cores,
+        a 3 s request sent while pieces held both workers took 5.3x its idle latency without
+        one and 1.9x with one (``scripts/express_worker_trial.py``), for one more model in
+        memory (about 350 MiB with base); the recordings took no longer. None on a GPU: no
+        GPU was at hand to measure one there (set 1 to try)."""
+        if self.express_workers is not None:
+            return self.express_workers
+        return 1 if self.device != "cuda" and self.split_above_s is not None else 0
 
     @property
     def cpu_threads(self) -> int:

@@ -260,7 +260,11 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         "language": options.language,
         "cores": cores,
         "batched_batch_size": BATCH,
-        "default_pool": {"workers": PoolConfig().pool_size, "threads": PoolConfig().cpu_threads},
+        "default_pool": {
+            "workers": PoolConfig().pool_size,
+            "express_workers": PoolConfig(**engine).express_size,
+            "threads": PoolConfig().cpu_threads,
+        },
     }
     out["recordings"] = {
         n: {"seconds": round(a.size / SAMPLE_RATE, 1), "split": s, "words": len(t.split())}

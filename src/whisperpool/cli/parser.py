@@ -214,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream_limits(s)
     s.add_argument("--min-workers", type=_positive_int, default=None, help="adaptive sizing: fewest workers")
     s.add_argument("--max-workers", type=_positive_int, default=None, help="adaptive sizing: most workers")
+    s.add_argument(
+        "--express-workers",
+        type=int,
+        default=None,
+        help="workers kept for requests that are not a long recording's pieces, beside --workers, so a short "
+        "request does not wait behind them (default: 1 on a CPU when long audio is split, else 0)",
+    )
     s.add_argument("--max-total-rss-mb", type=float, default=None, help="memory budget of all workers, MiB")
     s.add_argument("--state-file", default=None, help="warm-start record of warm-up timings (JSON)")
     s.add_argument(

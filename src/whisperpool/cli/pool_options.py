@@ -37,6 +37,7 @@ POOL_FLAGS = {
     "max_audio_s": "pool.max_audio_s",
     "min_workers": "pool.min_workers",
     "max_workers": "pool.max_workers",
+    "express_workers": "pool.express_workers",
     "max_total_rss_mb": "pool.max_total_rss_mb",
     "state_file": "pool.state_file",
     "language": "decode.language",

@@ -85,7 +85,7 @@ def add_ray_transcribe(ray_sub: Any) -> None:
 def batch_config(args: argparse.Namespace) -> BatchConfig:
     """The :class:`BatchConfig` the flags describe; each actor's pool from the shared engine flags."""
     # an actor has its share of a node's cores: one worker of one thread unless told
-    pool = pool_config(args, PoolConfig(pool_size=1, threads_per_worker=1))
+    pool = pool_config(args, PoolConfig(pool_size=1, threads_per_worker=1, express_workers=0))
     return BatchConfig(
         pool=pool,
         actors=args.actors,

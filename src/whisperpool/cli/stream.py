@@ -18,8 +18,9 @@ from .pool_options import pool_config
 
 
 def stream_config(args: argparse.Namespace) -> PoolConfig:
-    """The local pool of ``stream`` (without ``--url``)."""
-    return pool_config(args)
+    """The local pool of ``stream`` (without ``--url``): no express worker, since one
+    caller waits for every result and none is worth a model's memory and warm-up."""
+    return pool_config(args, PoolConfig(express_workers=0))
 
 
 async def _stream(args: argparse.Namespace, out: Console, err: Console) -> int:

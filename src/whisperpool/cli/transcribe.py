@@ -22,8 +22,9 @@ from .pool_options import pool_config
 
 
 def transcribe_config(args: argparse.Namespace) -> PoolConfig:
-    """The local pool of ``transcribe`` (without ``--url``)."""
-    return pool_config(args)
+    """The local pool of ``transcribe`` (without ``--url``): no express worker, since one
+    caller waits for every result and none is worth a model's memory and warm-up."""
+    return pool_config(args, PoolConfig(express_workers=0))
 
 
 def _status_table(status: PoolStatus) -> Table:

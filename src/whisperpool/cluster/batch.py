@@ -53,16 +53,17 @@ READ_CPUS = 0.0  # cores a reading task reserves (see the module docstring)
 
 
 def _actor_pool() -> PoolConfig:
-    return PoolConfig(pool_size=1, threads_per_worker=1)
+    return PoolConfig(pool_size=1, threads_per_worker=1, express_workers=0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BatchConfig:
     """How a batch run is spread over the cluster.
 
-    ``pool`` is each actor's engine (default: 1 worker of 1 thread; ``threads_per_worker``
+    ``pool`` is each actor's engine (default: 1 worker of 1 thread, no express worker; ``threads_per_worker``
     must be set, since an actor has only its share of a node's cores). An actor reserves
-    ``pool_size x threads_per_worker`` CPUs from Ray (:attr:`cpus_per_actor`).
+    ``pool_size x threads_per_worker`` CPUs from Ray, its express workers' too if it has
+    any (:attr:`cpus_per_actor`).
 
     ``actors`` fixes the number of actors (default: as many as the cluster's CPUs hold
     when the run starts); ``min_actors`` and ``max_actors`` instead let Ray Data scale the
@@ -117,7 +118,7 @@ class BatchConfig:
 
     @property
     def cpus_per_actor(self) -> int:
-        return self.pool.pool_size * (self.pool.threads_per_worker or 1)
+        return (self.pool.pool_size + self.pool.express_size) * (self.pool.threads_per_worker or 1)
 
     def actor_range(self, cluster_cpus: float) -> tuple[int, int]:
         """(fewest, most) actors; equal unless autoscaled."""

@@ -117,13 +117,16 @@ class RayServeSettings:
         return self.server.pool.pool_size
 
     def replica_server(self) -> ServerSettings:
-        """The settings a replica serves: threads per worker from the replica's CPUs, not the node's."""
+        """The settings a replica serves: threads per worker from the replica's CPUs, not the
+        node's, and no express worker unless asked for (Ray reserves CPUs per worker; a
+        short request goes to a replica with a free worker instead)."""
         pool = self.server.pool
-        if pool.threads_per_worker is not None:
-            return self.server
-        cpus = self.replica_cpus or self.workers_per_replica
-        threads = max(1, int(cpus // self.workers_per_replica))
-        return dataclasses.replace(self.server, pool=dataclasses.replace(pool, threads_per_worker=threads))
+        if pool.express_workers is None:
+            pool = dataclasses.replace(pool, express_workers=0)
+        if pool.threads_per_worker is None:
+            cpus = self.replica_cpus or self.workers_per_replica
+            pool = dataclasses.replace(pool, threads_per_worker=max(1, int(cpus // self.workers_per_replica)))
+        return dataclasses.replace(self.server, pool=pool)
 
     def deployment_options(self) -> dict[str, Any]:
         """Ray Serve's options for the deployment, mapped from these settings."""

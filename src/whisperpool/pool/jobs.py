@@ -82,6 +82,19 @@ class RequestQueue:
     def pop(self) -> Job:
         return heapq.heappop(self._heap)[1]
 
+    def peek(self) -> Job:
+        """The job :meth:`pop` would take."""
+        return self._heap[0][1]
+
+    def pop_first(self, wanted: Callable[[Job], bool]) -> Job | None:
+        """Take the first job, in serving order, that ``wanted`` picks (None if none)."""
+        for key, job in sorted(self._heap, key=lambda entry: entry[0]):
+            if wanted(job):
+                self._heap.remove((key, job))
+                heapq.heapify(self._heap)
+                return job
+        return None
+
     def waiting(self) -> list[Job]:
         """The jobs a caller still waits for (not cancelled or otherwise settled)."""
         return [job for _, job in self._heap if not job.future.done()]

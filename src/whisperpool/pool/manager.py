@@ -79,6 +79,9 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
         self._last_refusal = ""
         self._scale_up_s: float | None = None  # the last scale-up's warm-up
         self._long: dict[int, LongRequest] = {}  # long recordings in flight, by id
+        # express slots follow every slot adaptive sizing may use, so no scale-up takes one
+        first = self.config.max_size
+        self._express_slots = frozenset(range(first, first + self.config.express_size))
 
     # -- events ------------------------------------------------------------------------
     def on(self, event: str, callback: Callable[..., Any] | None = None) -> Any:
@@ -110,7 +113,7 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
             if record is not None:
                 self._scaler.worker_mb_hint = record.get("rss_mb")
                 self._scaler.warm_up_hint_s = record.get("warm_up_s")
-            for slot in range(self.config.initial_size):
+            for slot in (*range(self.config.initial_size), *sorted(self._express_slots)):
                 self._workers.append(self._new_worker(slot))
             self._initial = list(self._workers)
             self._started_at = time.monotonic()
@@ -139,6 +142,7 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
             warmup_timeout_s=self._state.warm_up_deadline(self._state_key(), cfg.warmup_timeout_s),
             on_state_change=self._on_state_change,
             quick=quick,
+            express=slot in self._express_slots,
         )
         if cfg.max_requests_per_worker is not None:
             worker.max_requests = cfg.max_requests_per_worker + self._rng.randint(0, cfg.max_requests_jitter)
@@ -417,9 +421,20 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
             idle = [w for w in self._workers if w.is_idle()]
             if not idle:
                 return
-            job = self._queue.pop()
+            # no general worker left or coming back (all failed): the express ones take everything
+            stranded = not self._capacity() and not set(self._restart_at) - self._express_slots
+            general = [w for w in idle if not w.express or stranded]
+            if general or self._queue.peek().parent is None:
+                job = self._queue.pop()
+            else:  # only express workers are free: the first job that is not a recording's part
+                job = self._queue.pop_first(lambda j: j.parent is None and not j.future.done())
+                if job is None:
+                    break
             if not job.future.running() and not job.future.set_running_or_notify_cancel():
                 continue  # cancelled while it waited (a retried request is already running)
+            # a recording's plan and pieces go to general workers only; other requests too
+            # while one is free, so the express workers stay free for the next
+            idle = general if general or job.parent is not None else idle
             job = self._with_company(job)
             if self._scaler.enabled:  # the most recently busy: keeps extra workers idle, so they can go
                 w = max(idle, key=lambda x: x.idle_since)

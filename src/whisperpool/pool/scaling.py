@@ -36,8 +36,11 @@ class Scaling:
         return f"{self._model_source}|{cfg.device}|{cfg.compute_type}|{cfg.cpu_threads} threads"
 
     def _capacity(self: ProcessPool) -> list[Worker]:
-        """Workers that are or will be serving: not failed, leaving, or a recycle's successor."""
-        return [w for w in self._workers if not w.is_final() and not w.is_leaving() and w.replaces is None]
+        """General workers that are or will be serving: not failed, leaving, or a recycle's
+        successor. The express workers are apart: never sized, never given pieces."""
+        return [
+            w for w in self._workers if not w.express and not w.is_final() and not w.is_leaving() and w.replaces is None
+        ]
 
     def _scaling_deadlines(self: ProcessPool, now: float) -> list[float]:
         """When the autoscaler may next decide something: only deadlines still ahead, since
@@ -46,7 +49,7 @@ class Scaling:
             return []
         patience = self._scaler.patience()
         ahead = [j.submitted + patience for j in self._queue]
-        ahead += [w.last_request_at + self.config.scale_down_idle_s for w in self._workers if w.is_idle()]
+        ahead += [w.last_request_at + self.config.scale_down_idle_s for w in self._capacity() if w.is_idle()]
         return [at for at in ahead if at > now]
 
     def _autoscale(self: ProcessPool, now: float) -> None:
@@ -55,14 +58,16 @@ class Scaling:
         live = self._capacity()
         queued = self._queue.waiting()
         warmed = [w.warm_up_s for w in live if w.warm_up_s]
+        restarting = len(set(self._restart_at) - self._express_slots)
         load = Load(
             now=now,
-            workers=len(live) + len(self._restart_at),
-            warming=sum(1 for w in live if w.is_starting()) + len(self._restart_at),
+            workers=len(live) + restarting,
+            warming=sum(1 for w in live if w.is_starting()) + restarting,
             queued=len(queued),
             oldest_wait_s=max((now - j.submitted for j in queued), default=0.0),
             idle_since={w.id: w.last_request_at for w in live if w.is_idle() and w.recycle_reason is None},
             rss_mb=tuple(w.rss_bytes / 2**20 for w in live if w.rss_bytes),
+            express_mb=sum(w.rss_bytes for w in self._workers if w.express and not w.is_final()) / 2**20,
             warm_up_s=self._scale_up_s or (float(np.median(warmed)) if warmed else None),
         )
         decision = self._scaler.decide(load)
@@ -78,7 +83,7 @@ class Scaling:
     def _scale_up(self: ProcessPool, decision: Decision, before: int) -> None:
         new = []
         for _ in range(decision.start):
-            used = {w.slot for w in self._workers} | set(self._restart_at)
+            used = {w.slot for w in self._workers} | set(self._restart_at) | self._express_slots
             slot = next(i for i in itertools.count() if i not in used)
             w = self._new_worker(slot, quick=True)
             self._workers.append(w)

@@ -62,6 +62,7 @@ class WorkerStatus:
     checks: int = 0
     warm_windows: tuple[str, ...] = ()  # the encoder windows it has run: ("short", "full") when fully warm
     threads: int = 0  # the threads its model runs on
+    express: bool = False  # kept for requests that are not a long recording's pieces
     output: tuple[str, ...] = ()  # a failed worker's last printed lines
 
 
@@ -113,6 +114,7 @@ class PoolStatus:
     long_requests: int = 0
     batches: int = 0
     batched_requests: int = 0
+    express_workers: int = 0  # of total_workers: kept for requests that are not a recording's pieces
     workers: tuple[WorkerStatus, ...] = field(default_factory=tuple)
     requests: tuple[RequestProgress, ...] = field(default_factory=tuple)  # queued, and long ones running
 
@@ -161,6 +163,7 @@ def worker_status(w: Worker, now: float) -> WorkerStatus:
         checks=w.checks,
         warm_windows=w.warm_windows,
         threads=w.spec.cpu_threads,
+        express=w.express,
         output=w.output_tail() if w.state is WorkerState.FAILED else (),
     )
 
@@ -237,6 +240,7 @@ def snapshot(
         long_requests=counts.long_requests,
         batches=counts.batches,
         batched_requests=counts.batched_requests,
+        express_workers=sum(1 for w in workers if w.express and w.state is not WorkerState.TERMINATED),
         workers=tuple(worker_status(w, now) for w in workers),
         requests=requests_progress(queue, long_requests),
     )

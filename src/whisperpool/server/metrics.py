@@ -61,6 +61,11 @@ class _PoolCollector(Collector):
         )
         depth = GaugeMetricFamily("whisperpool_queue_depth", "Requests waiting for a worker", labels=["model"])
         by_state = GaugeMetricFamily("whisperpool_workers", "Workers by state", labels=["model", "state"])
+        express = GaugeMetricFamily(
+            "whisperpool_express_workers",
+            "Workers kept for requests that are not a long recording's pieces",
+            labels=["model"],
+        )
         progress = GaugeMetricFamily("whisperpool_warm_up_progress", "Warm-up progress, 0-100", labels=["model"])
         rate = GaugeMetricFamily("whisperpool_arrival_rate", "Requests per second, moving average", labels=["model"])
         warm_up = GaugeMetricFamily(
@@ -82,6 +87,7 @@ class _PoolCollector(Collector):
             depth.add_metric([model], status.queue_depth)
             for state in WorkerState:
                 by_state.add_metric([model, state.value], sum(1 for w in status.workers if w.state is state))
+            express.add_metric([model], status.express_workers)
             progress.add_metric([model], status.warm_up_progress)
             rate.add_metric([model], status.arrival_rate)
             for w in status.workers:
@@ -91,7 +97,7 @@ class _PoolCollector(Collector):
                     check.add_metric([model, str(w.id)], w.check_ms / 1000)
                 if w.ping_rtt_ms is not None:
                     ping.add_metric([model, str(w.id)], w.ping_rtt_ms / 1000)
-        yield from (fallbacks, retries, depth, by_state, progress, rate, warm_up, check, ping)
+        yield from (fallbacks, retries, depth, by_state, express, progress, rate, warm_up, check, ping)
 
 
 class Metrics:

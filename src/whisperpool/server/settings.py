@@ -228,6 +228,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "WARMUP_TIMEOUT_S": ("pool.warmup_timeout_s", float),
     "MIN_WORKERS": ("pool.min_workers", int),
     "MAX_WORKERS": ("pool.max_workers", int),
+    "EXPRESS_WORKERS": ("pool.express_workers", int),
     "MAX_TOTAL_RSS_MB": ("pool.max_total_rss_mb", float),
     "STATE_FILE": ("pool.state_file", str),
     "EXTRA_MODELS": ("extra_models", lambda raw: [x for x in raw.split(";") if x.strip()]),

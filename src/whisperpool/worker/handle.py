@@ -41,7 +41,9 @@ StateCallback = Callable[["Worker", WorkerState, WorkerState], None]
 class Worker:
     """One worker process, its connection, its state and the request it is serving.
 
-    ``quick``: a scale-up, wanted now, that warms the short window only. ``replaces``:
+    ``quick``: a scale-up, wanted now, that warms the short window only. ``express``: kept
+    for requests that are not a long recording's plan or pieces (its slot's, so a
+    replacement keeps it). ``replaces``:
     the worker this one warms up to relieve (a planned recycle); ``recycle_reason``:
     why this worker is being recycled. Neither is a state: the state says what the
     worker does, these say whom it relieves and why.
@@ -56,11 +58,13 @@ class Worker:
         warmup_timeout_s: float,
         on_state_change: StateCallback,
         quick: bool = False,
+        express: bool = False,
     ) -> None:
         self.id = worker_id
         self.slot = spec.slot
         self.spec = spec
         self.quick = quick
+        self.express = express
         self.state = WorkerState.COLD
         self.error: str | None = None
         self.process: WorkerProcess | None = None

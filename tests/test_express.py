@@ -1,0 +1,138 @@
+"""Express workers: kept for requests that are not a long recording's plan or pieces.
+
+On the fake backend (a recording planned as back-to-back pieces of ``piece_s``, every
+piece answered after ``inference_delay_s``): a short request sent while the pieces hold
+every general worker starts at once on the express one; no piece ever runs there; an
+express worker that dies comes back as one; adaptive sizing neither counts nor retires
+it; and the status, the metrics and the defaults say what it is.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from conftest import WAIT, fake_config, samples, wait_for
+from whisperpool import PoolConfig, ProcessPool
+from whisperpool.audio import SAMPLE_RATE
+from whisperpool.testing import FakeBehavior
+
+
+def long_config(**changes) -> PoolConfig:
+    """Pieces of 2 s, one a job; one express worker unless a test says otherwise."""
+    return fake_config(**{"split_above_s": 3.0, "piece_s": 2.0, "piece_batch": 1, "express_workers": 1, **changes})
+
+
+def express_ids(pool: ProcessPool) -> set[int]:
+    return {w.id for w in pool.get_status().workers if w.express}
+
+
+def test_a_short_request_starts_at_once_while_pieces_hold_every_general_worker(make_pool):
+    pool = make_pool(long_config(pool_size=2, fake=FakeBehavior(inference_delay_s=0.6)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    status = pool.get_status()
+    assert (status.total_workers, status.express_workers) == (3, 1)
+    (express,) = express_ids(pool)
+    long = pool.submit(samples(20 * SAMPLE_RATE))  # ten pieces of 0.6 s on two workers: about 3 s
+    assert wait_for(lambda: any(r.pieces_total == 10 for r in pool.get_status().requests))
+    assert wait_for(lambda: pool.get_status().busy_workers == 2)
+    short = pool.submit(samples(SAMPLE_RATE)).result(WAIT)
+    assert short.worker_id == express
+    assert short.timings.queue_wait_s < 0.3  # not behind a piece (0.6 s)
+    assert not long.done()
+    result = long.result(WAIT)
+    assert result.pieces == 10 and [s.text for s in result.segments] == ["32000 samples"] * 10
+    served = {w.id: w.requests_served for w in pool.get_status().workers}
+    assert served[express] == 1  # the short request only: no plan, no piece
+
+
+def test_pieces_never_go_to_the_express_worker_even_when_it_alone_is_idle(make_pool):
+    pool = make_pool(long_config(pool_size=1, fake=FakeBehavior(inference_delay_s=0.2)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    (express,) = express_ids(pool)
+    result = pool.submit(samples(12 * SAMPLE_RATE)).result(WAIT)  # six pieces, one general worker
+    assert result.pieces == 6
+    status = pool.get_status()
+    served = {w.id: w.requests_served for w in status.workers}
+    assert served[express] == 0 and status.pieces_completed == 6
+
+
+def test_a_recording_is_planned_by_the_general_workers_only(make_pool, monkeypatch):
+    # 12 s in parts of at least 4 s: one part per general worker (2), not per worker (3)
+    from whisperpool.worker.handle import Worker
+
+    plans: list[tuple[int, int]] = []  # (part, worker)
+    assign = Worker.assign
+
+    def spy(self, job):
+        if job.kind == "plan":
+            plans.append((job.round, self.id))
+        assign(self, job)
+
+    monkeypatch.setattr(Worker, "assign", spy)
+    pool = make_pool(long_config(pool_size=2, plan_span_s=4.0, fake=FakeBehavior(inference_delay_s=0.2)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    result = pool.transcribe(samples(12 * SAMPLE_RATE), timeout=WAIT)
+    assert sorted(part for part, _ in plans) == [0, 1]
+    assert not {w for _, w in plans} & express_ids(pool)
+    assert sum(int(s.text.split()[0]) for s in result.segments) == 12 * SAMPLE_RATE
+
+
+def test_short_requests_use_every_worker_when_no_recording_is_running(make_pool):
+    pool = make_pool(long_config(pool_size=2, fake=FakeBehavior(inference_delay_s=0.5)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    futures = [pool.submit(samples(1600 + i)) for i in range(3)]
+    results = [f.result(WAIT) for f in futures]
+    assert len({r.worker_id for r in results}) == 3  # three at once, one on each worker
+    assert max(r.timings.queue_wait_s for r in results) < 0.3
+
+
+def test_a_dead_express_worker_is_replaced_by_an_express_worker(make_pool):
+    pool = make_pool(long_config(pool_size=1))
+    pool.warm_up_all_workers(timeout=WAIT)
+    (old,) = [w for w in pool.get_status().workers if w.express]
+    os.kill(old.pid, signal.SIGKILL)
+    assert wait_for(
+        lambda: any(w.express and w.id != old.id and w.state.value == "warm" for w in pool.get_status().workers)
+    )
+    status = pool.get_status()
+    (new,) = [w for w in status.workers if w.express and w.state.value != "terminated"]
+    assert new.slot == old.slot and status.express_workers == 1
+    assert pool.submit(samples(1600)).result(WAIT).text
+
+
+def test_the_express_worker_takes_pieces_when_no_general_worker_is_left(make_pool):
+    # the general slot fails its warm-up for good: the recording is still served
+    behavior = FakeBehavior(fail_warmup_workers=frozenset({0}))
+    pool = make_pool(long_config(pool_size=1, max_restarts=0, fake=behavior))
+    pool.warm_up_all_workers(timeout=WAIT)
+    assert pool.get_status().failed_workers == 1
+    result = pool.submit(samples(5 * SAMPLE_RATE)).result(WAIT)
+    assert result.pieces == 3
+
+
+def test_adaptive_sizing_neither_counts_nor_retires_the_express_worker(make_pool):
+    config = long_config(pool_size=1, min_workers=1, max_workers=3, scale_up_wait_s=0.2, scale_down_idle_s=0.5)
+    pool = make_pool(config.replace(fake=FakeBehavior(inference_delay_s=0.3)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    status = pool.get_status()
+    assert (status.min_workers, status.max_workers, status.total_workers) == (1, 3, 2)
+    (express,) = [w for w in status.workers if w.express]
+    assert express.slot == 3  # after every slot adaptive sizing may use
+    futures = [pool.submit(samples(1600 + i)) for i in range(16)]  # 4.8 s of work: the pool grows
+    for f in futures:
+        f.result(WAIT)
+    grown = pool.get_status()
+    assert grown.scale_ups >= 1
+    assert all(w.slot < 3 for w in grown.workers if not w.express)  # no scale-up took the express slot
+    assert wait_for(lambda: pool.get_status().total_workers == 2)  # back to min_workers, the express one kept
+    status = pool.get_status()
+    assert status.scale_downs >= 1 and express_ids(pool) == {express.id}
+
+
+def test_the_default_is_one_express_worker_on_a_cpu_when_long_audio_is_split():
+    assert PoolConfig().express_size == 1
+    assert PoolConfig(split_above_s=None).express_size == 0
+    assert PoolConfig(device="cuda").express_size == 0
+    assert PoolConfig(device="cuda", express_workers=2).express_size == 2
+    assert PoolConfig(express_workers=0).express_size == 0
