@@ -155,8 +155,8 @@ def test_the_dashboard_in_a_browser(server, browser, tmp_path):
     cookie = driver.get_cookie("whisperpool_dashboard")
     assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict" and KEY not in cookie["value"]
 
-    # The workers appear, warm, with their pids.
-    _wait(driver, lambda d: list(_cards(d).values()) == ["warm", "warm"])
+    # The workers appear, warm, with their pids: two and the express one, tagged.
+    _wait(driver, lambda d: list(_cards(d).values()) == ["warm", "warm", "warm"])
     _wait(driver, lambda d: d.find_element(By.ID, "feed").text == "feed: live")
     pool = httpx.get(f"{url}/v1/pool", headers=headers).json()
     pids = {str(w["id"]): w["pid"] for w in pool["workers"]}
@@ -169,6 +169,12 @@ def test_the_dashboard_in_a_browser(server, browser, tmp_path):
         }
 
     _wait(driver, lambda d: shown(d) == expected)
+    tagged = {
+        card.get_attribute("data-worker-id")
+        for card in driver.find_elements(By.CSS_SELECTOR, "article.worker")
+        if card.find_elements(By.CSS_SELECTOR, ".top .express")
+    }
+    assert tagged == {str(w["id"]) for w in pool["workers"] if w["express"]} and len(tagged) == 1
 
     # A file given to the drop zone's input is transcribed, with its timings shown.
     wav = encode(samples(8000), tmp_path / "note.wav")
@@ -194,7 +200,7 @@ def test_the_dashboard_in_a_browser(server, browser, tmp_path):
     os.kill(pid, signal.SIGKILL)
     _wait(driver, lambda d: _cards(d).get(victim) == "failed")
     _wait(driver, lambda d: sum(1 for k, s in _cards(d).items() if k not in pids and s == "warm") == 1)
-    _wait(driver, lambda d: "2 of 2 worker(s) warm" in d.find_element(By.ID, "warmup-text").text)  # the next status
+    _wait(driver, lambda d: "3 of 3 worker(s) warm" in d.find_element(By.ID, "warmup-text").text)  # the next status
     failures = driver.find_element(By.ID, "failures").text
     assert f"worker {victim} failed" in failures
     driver.save_screenshot(str(BUILD / "dashboard.png"))  # the docs show a copy: docs/img/dashboard.png

@@ -12,10 +12,14 @@ from __future__ import annotations
 import os
 import signal
 
-from conftest import WAIT, fake_config, samples, wait_for
-from whisperpool import PoolConfig, ProcessPool
-from whisperpool.audio import SAMPLE_RATE
+import numpy as np
+import pytest
+
+from conftest import WAIT, clip, fake_config, samples, wait_for
+from whisperpool import DecodeOptions, PoolConfig, ProcessPool
+from whisperpool.audio import SAMPLE_RATE, load_audio
 from whisperpool.testing import FakeBehavior
+from whisperpool.wer import normalize, word_error_rate
 
 
 def long_config(**changes) -> PoolConfig:
@@ -136,3 +140,24 @@ def test_the_default_is_one_express_worker_on_a_cpu_when_long_audio_is_split():
     assert PoolConfig(device="cuda").express_size == 0
     assert PoolConfig(device="cuda", express_workers=2).express_size == 2
     assert PoolConfig(express_workers=0).express_size == 0
+
+
+@pytest.mark.real_model
+def test_with_the_real_model_a_short_request_overtakes_a_recording_on_the_express_worker(clip_texts):
+    names = ["library", "weather", "groceries", "library", "weather", "groceries"]  # about 60 s, with pauses
+    gap = np.zeros(SAMPLE_RATE, np.float32)
+    recording = np.concatenate([part for name in names for part in (load_audio(clip(name)), gap)])
+    config = PoolConfig(pool_size=1, threads_per_worker=1, express_workers=1, decode=DecodeOptions(language="en"))
+    with ProcessPool(config) as pool:
+        (express,) = express_ids(pool)
+        long = pool.submit(recording)
+        assert wait_for(lambda: any(r.pieces_total >= 3 for r in pool.get_status().requests))  # planned
+        short = pool.submit(load_audio(clip("fox"))).result(WAIT)
+        assert not long.done()  # it came back while the recording's pieces were still running
+        assert short.worker_id == express
+        assert {"quick", "brown", "fox", "lazy", "dog"} <= set(normalize(short.text)), short.text
+        result = long.result(WAIT)
+        served = {w.id: w.requests_served for w in pool.get_status().workers}
+    assert result.pieces >= 3 and served[express] == 1  # the short request; no plan, no piece
+    reference = " ".join(clip_texts[name] for name in names)
+    assert word_error_rate(reference, result.text) <= 0.1, result.text

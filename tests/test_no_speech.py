@@ -109,7 +109,7 @@ def test_the_fallback_is_deterministic_so_every_run_and_worker_gives_the_same_te
         return await asyncio.gather(*(e.transcribe(audio, options=opts) for _ in range(4)))
 
     results = run(engine, lambda e: many(e, options))
-    assert len({r.worker_id for r in results}) == 2  # both workers took some
+    assert len({r.worker_id for r in results}) >= 2  # several workers took some (the express one too)
     assert len({r.text for r in results}) == 1, [r.text for r in results]
     assert "mountains" in results[0].text
     fresh = run(engine, lambda e: many(e, options.replace(sampling="random")))

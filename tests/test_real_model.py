@@ -33,7 +33,8 @@ def assert_words(name: str, text: str, clip_texts: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def engine():
-    config = PoolConfig(pool_size=2, threads_per_worker=1, decode=DecodeOptions(language="en"))
+    # two workers and no express one: these tests count on both taking every kind of request
+    config = PoolConfig(pool_size=2, threads_per_worker=1, express_workers=0, decode=DecodeOptions(language="en"))
     with TranscriptionEngine(config) as engine:
         yield engine
 

@@ -303,7 +303,8 @@ def test_metrics_move(server, client):
         metric(after, "whisperpool_queue_wait_seconds_count")
         == metric(before, "whisperpool_queue_wait_seconds_count") + 1
     )
-    assert metric(after, "whisperpool_workers", state="warm") == 2
+    assert metric(after, "whisperpool_workers", state="warm") == 3  # two and the default express worker
+    assert metric(after, "whisperpool_express_workers") == 1
     assert metric(after, "whisperpool_worker_warm_up_seconds", worker="0") > 0
     assert (
         "whisperpool_http_request_duration_seconds_bucket" in after

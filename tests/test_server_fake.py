@@ -195,3 +195,13 @@ def test_a_tiny_upload_that_decodes_to_hours_is_refused_and_the_server_goes_on(t
             assert error["code"] == "audio_too_long" and error["param"] == "file"
             assert "limit of 60 s" in error["message"] and str(tmp_path) not in error["message"]
         assert upload(client, wav(tmp_path)).json()["text"] == "8000 samples"
+
+
+def test_the_express_worker_shows_in_the_pool_status_and_the_metrics():
+    with TestClient(app_for(pool_size=1, express_workers=None)) as client:  # the default: one on a CPU
+        assert wait_for(lambda: client.get("/v1/pool").json()["warm_workers"] == 2)
+        status = client.get("/v1/pool").json()
+        metrics = client.get("/metrics").text
+    assert status["express_workers"] == 1
+    assert sorted(w["express"] for w in status["workers"]) == [False, True]
+    assert 'whisperpool_express_workers{model="base"} 1.0' in metrics
