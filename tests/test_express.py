@@ -82,6 +82,18 @@ def test_a_recording_is_planned_by_the_general_workers_only(make_pool, monkeypat
     assert sum(int(s.text.split()[0]) for s in result.segments) == 12 * SAMPLE_RATE
 
 
+def test_a_short_request_takes_the_express_worker_first(make_pool):
+    # both idle: the short request leaves the general worker to the recording behind it
+    pool = make_pool(long_config(pool_size=1, fake=FakeBehavior(inference_delay_s=1.0)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    (express,) = express_ids(pool)
+    short = pool.submit(samples(1600))
+    long = pool.submit(samples(6 * SAMPLE_RATE))
+    assert short.result(WAIT).worker_id == express
+    first_piece_wait = long.result(WAIT).timings.queue_wait_s
+    assert first_piece_wait < 0.5  # its plan did not wait for the short request (1 s)
+
+
 def test_short_requests_use_every_worker_when_no_recording_is_running(make_pool):
     pool = make_pool(long_config(pool_size=2, fake=FakeBehavior(inference_delay_s=0.5)))
     pool.warm_up_all_workers(timeout=WAIT)
@@ -103,6 +115,19 @@ def test_a_dead_express_worker_is_replaced_by_an_express_worker(make_pool):
     (new,) = [w for w in status.workers if w.express and w.state.value != "terminated"]
     assert new.slot == old.slot and status.express_workers == 1
     assert pool.submit(samples(1600)).result(WAIT).text
+
+
+def test_a_recycled_express_worker_hands_over_to_an_express_worker(make_pool):
+    pool = make_pool(long_config(pool_size=1, max_requests_per_worker=2))
+    pool.warm_up_all_workers(timeout=WAIT)
+    (first,) = express_ids(pool)
+    for i in range(3):  # short requests go to the express worker first: it is recycled after two
+        pool.submit(samples(1600 + i)).result(WAIT)
+    assert wait_for(lambda: pool.get_status().workers_recycled >= 1)
+    assert wait_for(lambda: len(express_ids(pool) - {first}) == 1 and pool.get_status().express_workers == 1)
+    status = pool.get_status()
+    (successor,) = [w for w in status.workers if w.express and w.id != first]
+    assert successor.slot == 1 and all(w.slot == 0 for w in status.workers if not w.express)
 
 
 def test_the_express_worker_takes_pieces_when_no_general_worker_is_left(make_pool):

@@ -79,6 +79,11 @@ BAD = [
     (json.dumps({"type": "input_audio_buffer.append", "audio": 5}), "invalid_value", "audio"),
     (json.dumps({"type": "input_audio_buffer.append", "audio": "x"}), "invalid_base64", "audio"),
     (json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA"}), "invalid_audio", "audio"),
+    # not base64 though its length is: each named as such, before the rate budget is charged
+    (json.dumps({"type": "input_audio_buffer.append", "audio": "AA=A"}), "invalid_base64", "audio"),
+    (json.dumps({"type": "input_audio_buffer.append", "audio": "===="}), "invalid_base64", "audio"),
+    (json.dumps({"type": "input_audio_buffer.append", "audio": "A==="}), "invalid_base64", "audio"),
+    (json.dumps({"type": "input_audio_buffer.append", "audio": "AA!!AA!!"}), "invalid_base64", "audio"),
     (json.dumps({"type": 5}), "invalid_event", "type"),
     (json.dumps(["input_audio_buffer.commit"]), "invalid_event", "type"),
     ("{not json", "invalid_json", "JSON"),

@@ -67,6 +67,15 @@ def test_memory_budget_caps_the_total():
     assert d.start == 0 and "memory budget" in d.refused
 
 
+def test_the_memory_budget_holds_the_express_workers_too_reported_or_not():
+    s = scaler(max_workers=5, max_total_rss_mb=1000)
+    base = dict(now=100.0, workers=2, warming=0, queued=4, oldest_wait_s=1.0, idle_since={}, rss_mb=(300.0, 300.0))
+    assert s.decide(Load(**base)).start == 1  # 600 + 300 <= 1000
+    # one express worker of 300 MiB: no room; the same while it has not reported (estimated as the largest)
+    assert s.decide(Load(**base, express=1, express_rss_mb=(300.0,))).start == 0
+    assert s.decide(Load(**base, express=1)).start == 0
+
+
 def test_predictive_warm_up_before_a_queue_forms():
     s = scaler(max_workers=4, target_utilization=0.8)
     for _ in range(5):

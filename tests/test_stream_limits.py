@@ -192,6 +192,27 @@ def test_a_flood_without_turn_detection_is_rate_limited_and_the_buffer_capped():
     assert status["worker_crashes"] == 0 and status["warm_workers"] == 1
 
 
+def test_appends_that_are_not_base64_cost_no_rate_budget():
+    # 4 s of burst: six 2 s "chunks" of garbage of the right length are each refused as
+    # not base64, and the 2 s of real audio after them still fits the burst
+    with app_with(max_audio_rate=1.0, audio_burst_s=4.0) as client:
+        assert wait_for(lambda: client.get("/health/ready").status_code == 200)
+        with client.websocket_connect(REALTIME) as ws:
+            ws.receive_json()
+            ws.send_text(json.dumps({"type": "transcription_session.update", "session": {"turn_detection": None}}))
+            assert ws.receive_json()["type"] == "transcription_session.updated"
+            good = json.loads(append(2.0))["audio"]
+            garbage = json.dumps({"type": "input_audio_buffer.append", "audio": "!" * len(good)})
+            for _ in range(6):
+                ws.send_text(garbage)
+                event = ws.receive_json()
+                assert event["type"] == "error" and event["error"]["code"] == "invalid_base64", event
+            ws.send_text(append(2.0))
+            ws.send_text(json.dumps({"type": "input_audio_buffer.commit"}))
+            events = receive_until(ws, COMPLETED)
+    assert not [e for e in events if e["type"] == "error"], events
+
+
 # -- the VAD off the event loop ---------------------------------------------------------------
 def test_the_vad_runs_off_the_event_loop_in_order():
     speech = load_audio(clip("fox"))

@@ -351,8 +351,8 @@ class PoolConfig:
         """``express_workers``, else 1 on a CPU when long audio is split, else 0. On 2 cores,
         a 3 s request sent while pieces held both workers took 5.3x its idle latency without
         one and 1.9x with one (``scripts/express_worker_trial.py``), for one more model in
-        memory (about 350 MiB with base); the recordings took no longer. None on a GPU: no
-        GPU was at hand to measure one there (set 1 to try)."""
+        memory (about 350 MiB with base); the recordings took no longer. 0 on
+        ``device="cuda"``: no GPU was at hand to measure one there (set 1 to try)."""
         if self.express_workers is not None:
             return self.express_workers
         return 1 if self.device != "cuda" and self.split_above_s is not None else 0
@@ -361,7 +361,8 @@ class PoolConfig:
     def cpu_threads(self) -> int:
         """Threads each worker's model uses: the cores over the most workers the pool may
         have (``max_workers``), at least 1, so a pool that grows never runs more threads
-        than there are cores; ``threads_per_worker`` overrides it."""
+        than there are cores, but for its express workers (which take the same, and run
+        only while a short request and the pieces meet); ``threads_per_worker`` overrides it."""
         if self.threads_per_worker is not None:
             return self.threads_per_worker
         return max(1, available_cores() // self.max_size)

@@ -18,6 +18,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _add_pool_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pool")
     g.add_argument(
@@ -216,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-workers", type=_positive_int, default=None, help="adaptive sizing: most workers")
     s.add_argument(
         "--express-workers",
-        type=int,
+        type=_non_negative_int,
         default=None,
         help="workers kept for requests that are not a long recording's pieces, beside --workers, so a short "
         "request does not wait behind them (default: 1 on a CPU when long audio is split, else 0)",

@@ -89,6 +89,8 @@ class BatchConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.pool.express_workers is None:  # an actor's CPUs are reserved per worker: none unless asked
+            object.__setattr__(self, "pool", self.pool.replace(express_workers=0))
         for name in (
             "actors",
             "min_actors",

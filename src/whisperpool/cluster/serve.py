@@ -124,8 +124,9 @@ class RayServeSettings:
         if pool.express_workers is None:
             pool = dataclasses.replace(pool, express_workers=0)
         if pool.threads_per_worker is None:
-            cpus = self.replica_cpus or self.workers_per_replica
-            pool = dataclasses.replace(pool, threads_per_worker=max(1, int(cpus // self.workers_per_replica)))
+            processes = self.workers_per_replica + pool.express_size
+            cpus = self.replica_cpus or processes
+            pool = dataclasses.replace(pool, threads_per_worker=max(1, int(cpus // processes)))
         return dataclasses.replace(self.server, pool=pool)
 
     def deployment_options(self) -> dict[str, Any]:
@@ -136,7 +137,7 @@ class RayServeSettings:
             "max_ongoing_requests": self.max_ongoing_requests or 2 * workers,
             "max_queued_requests": self.max_queued_requests,
             "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=RETRY_AFTER_S),
-            "ray_actor_options": {"num_cpus": self.replica_cpus or workers},
+            "ray_actor_options": {"num_cpus": self.replica_cpus or workers + self.replica_server().pool.express_size},
             "health_check_period_s": self.health_check_period_s,
             # in-flight requests get the server's grace, and Ray waits that long before a kill
             "graceful_shutdown_timeout_s": self.server.grace_s + 5.0,

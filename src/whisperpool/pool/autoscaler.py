@@ -52,7 +52,8 @@ class Load:
     oldest_wait_s: float  # how long the oldest queued request has waited (0 if none)
     idle_since: dict[int, float]  # idle warm worker id -> last real request ended (or warm)
     rss_mb: tuple[float, ...] = ()  # resident memory of each worker that reported it
-    express_mb: float = 0.0  # the express workers' memory: in the budget, outside the sizing
+    express: int = 0  # express workers live or restarting: in the memory budget, outside the sizing
+    express_rss_mb: tuple[float, ...] = ()  # the resident memory of those that reported it
     warm_up_s: float | None = None  # how long this pool's workers took to warm up (median)
 
 
@@ -182,7 +183,8 @@ class Autoscaler:
         if budget is None:
             return wanted
         per_worker = max(load.rss_mb, default=self.worker_mb_hint or DEFAULT_WORKER_MB)
-        used = sum(load.rss_mb) + load.express_mb + per_worker * (load.workers - len(load.rss_mb))
+        reported = (*load.rss_mb, *load.express_rss_mb)
+        used = sum(reported) + per_worker * (load.workers + load.express - len(reported))
         return max(0, min(wanted, int((budget - used) // per_worker)))
 
 

@@ -88,12 +88,13 @@ class RequestQueue:
 
     def pop_first(self, wanted: Callable[[Job], bool]) -> Job | None:
         """Take the first job, in serving order, that ``wanted`` picks (None if none)."""
-        for key, job in sorted(self._heap, key=lambda entry: entry[0]):
-            if wanted(job):
-                self._heap.remove((key, job))
-                heapq.heapify(self._heap)
-                return job
-        return None
+        entries = [entry for entry in self._heap if wanted(entry[1])]
+        if not entries:
+            return None
+        first = min(entries, key=lambda entry: entry[0])
+        self._heap.remove(first)
+        heapq.heapify(self._heap)
+        return first[1]
 
     def waiting(self) -> list[Job]:
         """The jobs a caller still waits for (not cancelled or otherwise settled)."""

@@ -423,7 +423,8 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
                 return
             # no general worker left or coming back (all failed): the express ones take everything
             stranded = not self._capacity() and not set(self._restart_at) - self._express_slots
-            general = [w for w in idle if not w.express or stranded]
+            express = [w for w in idle if w.express and not stranded]
+            general = [w for w in idle if w not in express]
             if general or self._queue.peek().parent is None:
                 job = self._queue.pop()
             else:  # only express workers are free: the first job that is not a recording's part
@@ -432,9 +433,9 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
                     break
             if not job.future.running() and not job.future.set_running_or_notify_cancel():
                 continue  # cancelled while it waited (a retried request is already running)
-            # a recording's plan and pieces go to general workers only; other requests too
-            # while one is free, so the express workers stay free for the next
-            idle = general if general or job.parent is not None else idle
+            # a recording's plan and pieces go to general workers only; any other request to
+            # an express worker first, which leaves the general ones to the next recording
+            idle = general if job.parent is not None else express or general
             job = self._with_company(job)
             if self._scaler.enabled:  # the most recently busy: keeps extra workers idle, so they can go
                 w = max(idle, key=lambda x: x.idle_since)

@@ -58,6 +58,7 @@ class Scaling:
         live = self._capacity()
         queued = self._queue.waiting()
         warmed = [w.warm_up_s for w in live if w.warm_up_s]
+        express = [w for w in self._workers if w.express and not w.is_final() and w.replaces is None]
         restarting = len(set(self._restart_at) - self._express_slots)
         load = Load(
             now=now,
@@ -67,7 +68,8 @@ class Scaling:
             oldest_wait_s=max((now - j.submitted for j in queued), default=0.0),
             idle_since={w.id: w.last_request_at for w in live if w.is_idle() and w.recycle_reason is None},
             rss_mb=tuple(w.rss_bytes / 2**20 for w in live if w.rss_bytes),
-            express_mb=sum(w.rss_bytes for w in self._workers if w.express and not w.is_final()) / 2**20,
+            express=len({w.slot for w in express} | (set(self._restart_at) & self._express_slots)),
+            express_rss_mb=tuple(w.rss_bytes / 2**20 for w in express if w.rss_bytes),
             warm_up_s=self._scale_up_s or (float(np.median(warmed)) if warmed else None),
         )
         decision = self._scaler.decide(load)

@@ -114,7 +114,7 @@ class PoolStatus:
     long_requests: int = 0
     batches: int = 0
     batched_requests: int = 0
-    express_workers: int = 0  # of total_workers: kept for requests that are not a recording's pieces
+    express_workers: int = 0  # serving or warming up: kept for requests that are not a recording's pieces
     workers: tuple[WorkerStatus, ...] = field(default_factory=tuple)
     requests: tuple[RequestProgress, ...] = field(default_factory=tuple)  # queued, and long ones running
 
@@ -240,7 +240,7 @@ def snapshot(
         long_requests=counts.long_requests,
         batches=counts.batches,
         batched_requests=counts.batched_requests,
-        express_workers=sum(1 for w in workers if w.express and w.state is not WorkerState.TERMINATED),
+        express_workers=sum(1 for w in workers if w.express and not w.is_final() and w.replaces is None),
         workers=tuple(worker_status(w, now) for w in workers),
         requests=requests_progress(queue, long_requests),
     )

@@ -130,6 +130,10 @@ class AudioBudget:
             )
         self.tokens -= seconds
 
+    def refund(self, seconds: float) -> None:
+        """Give back what :meth:`take` took for a chunk that turned out not to be audio."""
+        self.tokens = min(self.limits.audio_burst_s, self.tokens + seconds)
+
 
 __all__ = [
     "MAX_JSON_DEPTH",

@@ -190,9 +190,10 @@ class RealtimeConnection:
         audio = event.get("audio")
         if not isinstance(audio, str):
             raise ProtocolError("input_audio_buffer.append needs 'audio': base64 pcm16", "invalid_value", "audio")
-        if len(audio) % 4:
+        padding = len(audio) - len(audio.rstrip("="))
+        if len(audio) % 4 or padding > 2 or "=" in audio[: len(audio) - padding]:
             raise ProtocolError("'audio' is not valid base64", "invalid_base64", "audio")
-        size = len(audio) * 3 // 4 - audio.endswith("=") - audio.endswith("==")  # its bytes, before decoding
+        size = len(audio) * 3 // 4 - padding  # its bytes, before decoding
         if size > MAX_CHUNK_BYTES:
             raise ProtocolError(f"an append may carry at most {MAX_CHUNK_BYTES} bytes of audio", "too_large", "audio")
         if size % 2:
@@ -200,13 +201,15 @@ class RealtimeConnection:
         if size <= 0:
             return
         session = self._ensure_session()
+        seconds = size / 2 / self.config.rate
         try:  # before decoding: a flood's dropped chunks cost the event loop no base64 work
-            self.budget.take(size / 2 / self.config.rate, session.buffered_s)
+            self.budget.take(seconds, session.buffered_s)
         except LimitExceeded as exc:
             raise ProtocolError(str(exc), exc.code, "audio") from None
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
+            self.budget.refund(seconds)  # garbage is refused as such, not counted as audio
             raise ProtocolError("'audio' is not valid base64", "invalid_base64", "audio") from None
         try:
             session.feed(np.frombuffer(data, dtype="<i2"), self.config.rate)
