@@ -129,12 +129,13 @@
       e.dataset.workerId = w.id;
       e.dataset.model = model;
       const top = el("div", "top");
-      top.append(el("span", "id", "#" + w.id), el("span", "muted", "slot " + w.slot), el("span", "state", ""));
+      const slot = el("span", "muted", "slot " + w.slot);
       if (w.express) {
         const tag = el("span", "express", "express");
         tag.title = "kept for requests that are not a long recording's pieces";
-        top.append(tag);
+        slot.append(" ", tag);
       }
+      top.append(el("span", "id", "#" + w.id), slot, el("span", "state", ""));
       const dl = el("dl");
       for (const [name] of FIELDS) { dl.append(el("dt", "", name)); const dd = el("dd"); dd.dataset.field = name; dl.append(dd); }
       e.append(top, dl, el("div", "note muted", ""));
