@@ -186,3 +186,46 @@ def test_with_the_real_model_a_short_request_overtakes_a_recording_on_the_expres
     assert result.pieces >= 3 and served[express] == 1  # the short request; no plan, no piece
     reference = " ".join(clip_texts[name] for name in names)
     assert word_error_rate(reference, result.text) <= 0.1, result.text
+
+
+def test_a_request_cancelled_while_it_waits_is_never_run(make_pool, monkeypatch):
+    from whisperpool.worker.handle import Worker
+
+    sizes: list[int] = []  # the audio of every job a worker was given
+    assign = Worker.assign
+
+    def spy(self, job):
+        sizes.extend(j.audio.size for j in job.requests())
+        assign(self, job)
+
+    monkeypatch.setattr(Worker, "assign", spy)
+    pool = make_pool(long_config(pool_size=1, fake=FakeBehavior(inference_delay_s=0.6)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    long = pool.submit(samples(12 * SAMPLE_RATE))  # six pieces on the general worker
+    assert wait_for(lambda: any(r.pieces_total == 6 for r in pool.get_status().requests))
+    first = pool.submit(samples(1600))  # on the express worker for 0.6 s
+    assert wait_for(first.running)
+    cancelled, last = pool.submit(samples(1601)), pool.submit(samples(1602))
+    assert cancelled.cancel()
+    assert last.result(WAIT).text == "1602 samples"  # by whichever worker freed first
+    assert first.result(WAIT).text == "1600 samples" and long.result(WAIT).pieces == 6
+    assert 1601 not in sizes and 1602 in sizes
+    status = pool.get_status()
+    assert status.requests_failed == 0 and status.queue_depth == 0
+
+
+def test_short_requests_queued_behind_pieces_go_as_one_batch_without_pieces(make_pool):
+    config = long_config(pool_size=1, max_batch=4, fake=FakeBehavior(inference_delay_s=0.6))
+    pool = make_pool(config)
+    pool.warm_up_all_workers(timeout=WAIT)
+    long = pool.submit(samples(12 * SAMPLE_RATE))
+    assert wait_for(lambda: any(r.pieces_total == 6 for r in pool.get_status().requests))
+    first = pool.submit(samples(1600))
+    assert wait_for(first.running)
+    waiting = [pool.submit(samples(1601 + i)) for i in range(3)]  # queued with the pieces
+    results = [f.result(WAIT) for f in waiting]
+    assert len({r.worker_id for r in results}) == 1  # one batch, on whichever worker freed first
+    assert [r.text for r in results] == [f"{1601 + i} samples" for i in range(3)]
+    assert long.result(WAIT).pieces == 6
+    status = pool.get_status()
+    assert (status.batches, status.batched_requests, status.pieces_completed) == (1, 3, 6)
