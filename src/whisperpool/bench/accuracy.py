@@ -140,7 +140,9 @@ async def _measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         "stream_lead_s": LEAD_S,
     }
     entries: dict[str, dict[str, Any]] = {}
-    async with TranscriptionEngine(PoolConfig(pool_size=1, threads_per_worker=threads, decode=decode)) as engine:
+    async with TranscriptionEngine(
+        PoolConfig(pool_size=1, threads_per_worker=threads, express_workers=0, decode=decode)
+    ) as engine:
         log.print(f"[dim]offline: {len(names)} clips, full and auto ...[/dim]")
         for i, name in enumerate(names):
             meta = clips[name]
@@ -162,7 +164,7 @@ async def _measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     # The streams run on the default layout, as a server's do and as bench --streaming
     # measures them: on a pool of one, a final waits for the partial being decoded,
     # while with two it goes to the other worker.
-    async with TranscriptionEngine(PoolConfig(decode=decode)) as engine:
+    async with TranscriptionEngine(PoolConfig(express_workers=0, decode=decode)) as engine:
         log.print(f"[dim]streaming: {len(streamed)} clips at real-time pace ...[/dim]")
         for i, name in enumerate(streamed):
             audio = load_audio(EVAL / f"{name}.opus")

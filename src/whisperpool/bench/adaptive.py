@@ -77,7 +77,7 @@ def selected(spec: str, quick: bool) -> tuple[int, ...]:
 def configs(decode: DecodeOptions, adaptive: dict[str, float] | None = None) -> dict[str, PoolConfig]:
     # Threads per worker left to the default (the cores over max_workers): both pools
     # run the same threads, and the adaptive one never oversubscribes when grown.
-    base = dict(decode=decode, rewarm_after_idle_s=None, health_check_interval_s=None)
+    base = dict(decode=decode, rewarm_after_idle_s=None, health_check_interval_s=None, express_workers=0)
     return {
         FIXED: PoolConfig(pool_size=MAX, **base),
         ADAPTIVE_NAME: PoolConfig(pool_size=MIN, min_workers=MIN, max_workers=MAX, **(adaptive or ADAPTIVE), **base),
@@ -163,7 +163,9 @@ def _quiet(decode: DecodeOptions, quiet_s: float, log: Console) -> dict[str, Any
     clip = load_audio(CLIPS / "short" / "s3-coffee.wav")
     out = {}
     for label, rewarm in (("without re-warm", None), ("with re-warm", quiet_s / 3 or None)):
-        config = PoolConfig(pool_size=1, threads_per_worker=2, decode=decode, rewarm_after_idle_s=rewarm)
+        config = PoolConfig(
+            pool_size=1, threads_per_worker=2, express_workers=0, decode=decode, rewarm_after_idle_s=rewarm
+        )
         out[label] = asyncio.run(_quiet_first(config, clip, quiet_s))
     return out
 

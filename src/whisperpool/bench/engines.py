@@ -65,7 +65,9 @@ def _latency(options: BenchOptions, log: Console) -> dict[str, Any]:
     clips = _clips(options.quick)
     runs = 1 if options.quick else min(options.runs, 3)
     pools = {
-        label: ProcessPool(PoolConfig(pool_size=1, threads_per_worker=threads, backend=b, model=m, decode=decode))
+        label: ProcessPool(
+            PoolConfig(pool_size=1, threads_per_worker=threads, express_workers=0, backend=b, model=m, decode=decode)
+        )
         for label, (b, m) in ENGINES.items()
     }
     out: dict[str, Any] = {label: {} for label in ENGINES}
@@ -94,7 +96,9 @@ def _latency(options: BenchOptions, log: Console) -> dict[str, Any]:
 
 def _pool_run(backend: str, model: str, names: list[str], clips: dict[str, dict[str, Any]], log: Console):
     audio = {n: _load(n) for n in names}
-    config = PoolConfig(pool_size=2, threads_per_worker=1, backend=backend, model=model, decode=DecodeOptions())
+    config = PoolConfig(
+        pool_size=2, threads_per_worker=1, express_workers=0, backend=backend, model=model, decode=DecodeOptions()
+    )
     started = time.perf_counter()
     with ProcessPool(config) as pool:
         pool.warm_up_all_workers(timeout=600)

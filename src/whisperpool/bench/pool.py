@@ -191,7 +191,7 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     # Each fresh pool serves its first request and then three more, so every first
     # request is compared with later ones measured moments after it.
     log.print("[dim]warm pool: first request right after ready, on fresh pools ...[/dim]")
-    latency_cfg = PoolConfig(pool_size=1, threads_per_worker=cores, decode=decode)
+    latency_cfg = PoolConfig(pool_size=1, threads_per_worker=cores, express_workers=0, decode=decode)
     first, later = [], []
     for _ in range(5):
         pool, _ = _pool(latency_cfg)
@@ -231,7 +231,9 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     startup: dict[str, list[float]] = {"1": [], "2": []}
     for _ in range(3):
         for size in ("1", "2"):
-            pool, ready_s = _pool(PoolConfig(pool_size=int(size), threads_per_worker=1, decode=decode))
+            pool, ready_s = _pool(
+                PoolConfig(pool_size=int(size), threads_per_worker=1, express_workers=0, decode=decode)
+            )
             startup[size].append(ready_s)
             pool.close()
     out["startup_s"] = startup
@@ -239,7 +241,7 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     log.print(f"[dim]throughput: {options.batch} clips, three ways ...[/dim]")
     names = [SHORT if i % 2 == 0 else LONG for i in range(options.batch)]
     batch = [audio[n] for n in names]
-    pool, _ = _pool(PoolConfig(pool_size=2, threads_per_worker=1, decode=decode))
+    pool, _ = _pool(PoolConfig(pool_size=2, threads_per_worker=1, express_workers=0, decode=decode))
     _batch(pool, batch[:2])  # both workers have served once: no first-request effects
     pool_s = _batch(pool, batch)
     memory = [_rss_mib(w.pid) for w in pool.get_status().workers if w.pid]
@@ -275,7 +277,7 @@ def _server_round_trip(cores: int, decode: DecodeOptions, runs: int) -> dict[str
 
     from ..loadtest import start_server  # here: loadtest imports this module
 
-    server, url = start_server(1, cores, decode.language)
+    server, url = start_server(1, cores, decode.language, extra=["--express-workers", "0"])
     data = _clip(SHORT).read_bytes()
     # Overhead = wall time minus the worker's inference time, per request, so the model's
     # own run-to-run noise cancels out.
@@ -293,7 +295,9 @@ def _server_round_trip(cores: int, decode: DecodeOptions, runs: int) -> dict[str
             else:
                 raise RuntimeError("the benchmark server did not become ready")
             files = {"file": ("clip.wav", data, "audio/wav")}
-            with TranscriptionEngine(PoolConfig(pool_size=1, threads_per_worker=cores, decode=decode)) as engine:
+            with TranscriptionEngine(
+                PoolConfig(pool_size=1, threads_per_worker=cores, express_workers=0, decode=decode)
+            ) as engine:
                 for i in range(runs + 1):
                     t = time.perf_counter()
                     response = client.post("/v1/audio/transcriptions", files=files)

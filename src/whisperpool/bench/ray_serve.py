@@ -92,7 +92,7 @@ def measure(options: Any, log: Console) -> dict[str, Any]:
     data = (CLIPS / f"{CLIP}.wav").read_bytes()
 
     log.print("[dim]starting whisperpool serve (2 workers) and Ray Serve (2 replicas x 1 worker) ...[/dim]")
-    server, serve_url = start_server(2, threads, options.language)
+    server, serve_url = start_server(2, threads, options.language, extra=["--express-workers", "0"])
     started_cluster = cluster_serve.connect(num_cpus=cores)
     values: dict[str, Any] = {"pool.pool_size": 1, "pool.threads_per_worker": threads, "port": _free_port()}
     if options.language:

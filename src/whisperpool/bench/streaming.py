@@ -129,7 +129,9 @@ async def _measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         "update_interval_s": 0.5,
         "vad_min_silence_s": 0.4,
     }
-    async with TranscriptionEngine(PoolConfig(pool_size=2, threads_per_worker=1, decode=decode)) as engine:
+    async with TranscriptionEngine(
+        PoolConfig(pool_size=2, threads_per_worker=1, express_workers=0, decode=decode)
+    ) as engine:
         log.print("[dim]offline: the whole stream as one file ...[/dim]")
         offline = await engine.transcribe(audio, options=decode.replace(window="full"))
         out["offline_text"] = offline.text

@@ -85,7 +85,7 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         "short_window_tail_s": fw.SHORT_WINDOW_TAIL_S,
     }
     out["lengths"] = {}
-    with ProcessPool(PoolConfig(pool_size=1, threads_per_worker=threads, decode=decode)) as pool:
+    with ProcessPool(PoolConfig(pool_size=1, threads_per_worker=threads, express_workers=0, decode=decode)) as pool:
         pool.warm_up_all_workers(timeout=600)
         for length, group in clips.items():
             log.print(f"[dim]{length} s: {len(group)} clips x {options.runs} runs ...[/dim]")
@@ -112,7 +112,7 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     first_short, later_short = [], []
     short_clip = clips[3][0][0]
     for _ in range(3):
-        with ProcessPool(PoolConfig(pool_size=1, threads_per_worker=threads, decode=decode)) as pool:
+        with ProcessPool(PoolConfig(pool_size=1, threads_per_worker=threads, express_workers=0, decode=decode)) as pool:
             first_short.append(pool.transcribe(short_clip, timeout=600).timings.total_s)
             later_short.append([pool.transcribe(short_clip, timeout=600).timings.total_s for _ in range(3)])
     out["first_short_s"], out["later_short_s"] = first_short, later_short
