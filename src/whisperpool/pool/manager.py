@@ -310,6 +310,7 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
                 long_requests=list(self._long.values()),
                 min_workers=self.config.min_size,
                 max_workers=self.config.max_size,
+                express_workers=len(self._capacity(express=True)),
                 arrival_rate=self._scaler.arrival_rate(now),
             )
 
@@ -417,12 +418,14 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
             conn.close()  # the sentinel tells us the rest
 
     def _dispatch(self) -> None:
+        if not self._queue:
+            return
+        # no general worker left or coming back (all failed): the express ones take everything
+        stranded = not self._capacity() and not set(self._restart_at) - self._express_slots
         while self._queue:
             idle = [w for w in self._workers if w.is_idle()]
             if not idle:
                 return
-            # no general worker left or coming back (all failed): the express ones take everything
-            stranded = not self._capacity() and not set(self._restart_at) - self._express_slots
             express = [w for w in idle if w.express and not stranded]
             general = [w for w in idle if w not in express]
             if general or self._queue.peek().parent is None:

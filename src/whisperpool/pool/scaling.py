@@ -35,11 +35,14 @@ class Scaling:
         cfg = self.config
         return f"{self._model_source}|{cfg.device}|{cfg.compute_type}|{cfg.cpu_threads} threads"
 
-    def _capacity(self: ProcessPool) -> list[Worker]:
-        """General workers that are or will be serving: not failed, leaving, or a recycle's
-        successor. The express workers are apart: never sized, never given pieces."""
+    def _capacity(self: ProcessPool, *, express: bool = False) -> list[Worker]:
+        """Workers that are or will be serving: not failed, leaving, or a recycle's
+        successor. The general ones, or with ``express`` the express ones, which are apart:
+        never sized, never given pieces."""
         return [
-            w for w in self._workers if not w.express and not w.is_final() and not w.is_leaving() and w.replaces is None
+            w
+            for w in self._workers
+            if w.express is express and not w.is_final() and not w.is_leaving() and w.replaces is None
         ]
 
     def _scaling_deadlines(self: ProcessPool, now: float) -> list[float]:
@@ -58,7 +61,7 @@ class Scaling:
         live = self._capacity()
         queued = self._queue.waiting()
         warmed = [w.warm_up_s for w in live if w.warm_up_s]
-        express = [w for w in self._workers if w.express and not w.is_final() and w.replaces is None]
+        express = self._capacity(express=True)
         restarting = len(set(self._restart_at) - self._express_slots)
         load = Load(
             now=now,

@@ -202,6 +202,7 @@ def snapshot(
     long_requests: Sequence[LongRequest],
     min_workers: int,
     max_workers: int,
+    express_workers: int,
     arrival_rate: float,
 ) -> PoolStatus:
     by_state = {state: 0 for state in WorkerState}
@@ -240,7 +241,7 @@ def snapshot(
         long_requests=counts.long_requests,
         batches=counts.batches,
         batched_requests=counts.batched_requests,
-        express_workers=sum(1 for w in workers if w.express and not w.is_final() and w.replaces is None),
+        express_workers=express_workers,
         workers=tuple(worker_status(w, now) for w in workers),
         requests=requests_progress(queue, long_requests),
     )
