@@ -149,6 +149,12 @@ def test_wyoming_flags_map_to_a_wyoming_only_server():
     assert (settings.pool.model, settings.pool.pool_size, settings.pool.compute_type) == ("/m", 1, "float32")
     assert settings.pool.decode.language == "en"
     assert serve_settings(parse("wyoming"), {}).wyoming_port == 10300
+    # express workers: the flag, else the variable, else the pool's default (None: decided by the layout)
+    assert serve_settings(parse("wyoming", "--express-workers", "2"), {}).pool.express_workers == 2
+    assert serve_settings(parse("wyoming"), {"WHISPERPOOL_EXPRESS_WORKERS": "0"}).pool.express_workers == 0
+    assert serve_settings(parse("wyoming"), {}).pool.express_workers is None
+    with pytest.raises(SystemExit):
+        parse("wyoming", "--express-workers", "-1")
 
 
 def test_stream_and_load_flags():

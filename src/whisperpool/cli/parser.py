@@ -221,13 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream_limits(s)
     s.add_argument("--min-workers", type=_positive_int, default=None, help="adaptive sizing: fewest workers")
     s.add_argument("--max-workers", type=_positive_int, default=None, help="adaptive sizing: most workers")
-    s.add_argument(
-        "--express-workers",
-        type=_non_negative_int,
-        default=None,
-        help="workers kept for requests that are not a long recording's pieces, beside --workers, so a short "
-        "request does not wait behind them (default: 1 on a CPU when long audio is split, else 0)",
-    )
+    _add_express_workers(s)
     s.add_argument("--max-total-rss-mb", type=float, default=None, help="memory budget of all workers, MiB")
     s.add_argument("--state-file", default=None, help="warm-start record of warm-up timings (JSON)")
     s.add_argument(
@@ -286,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_option(wy)
     wy.add_argument("--workers", type=_positive_int, default=None, help=f"worker processes (default: {pool.pool_size})")
     wy.add_argument("--threads", type=_positive_int, default=None, help="threads per worker (default: cores / workers)")
+    _add_express_workers(wy)
     _add_stream_limits(wy, origins=False)
 
     ld = sub.add_parser(
@@ -463,6 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="--throughput: CTranslate2 compute type (default: int8 on cpu, float16 on cuda)",
     )
     return parser
+
+
+def _add_express_workers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--express-workers",
+        type=_non_negative_int,
+        default=None,
+        help="workers kept for requests that are not a long recording's pieces, beside --workers, so a short "
+        "request does not wait behind them (default: 1 on a CPU when long audio is split, else 0)",
+    )
 
 
 def _add_stream_limits(parser: argparse.ArgumentParser, *, origins: bool = True) -> None:
