@@ -14,6 +14,13 @@ the only ones settings were chosen on) is transcribed, in the same run, by:
 All with beam 1 and the language set; every model is loaded and warm before it is
 timed. Reported: wall time, the ratios, and the word error rate against the text.
 
+The sequential pass is one of many: its 30 s windows fall where the recording's start
+puts them, and where they fall moves its word error rate by up to 10 points on one
+recording. So each ``held-out`` recording is also transcribed sequentially after
+:data:`ALIGNMENTS_S` seconds of silence (untimed; the same speech, started a little
+earlier), and the pool is compared with the mean of those passes too. The pool's pieces
+are cut by the VAD, so leading silence does not move them.
+
 Fairness. Every worker of the default pool is busy with a long recording; a short
 request's latency is compared with its latency on the idle pool. It waits for the rest
 of a piece, so it is sent at moments spread over one piece's decoding (see
@@ -50,6 +57,7 @@ from .common import CLIPS, Target, header, median, table
 
 LONG = CLIPS / "long"
 BATCH = 8
+ALIGNMENTS_S = (0.5, 1.0, 1.5)  # silence before the held-out recordings' further sequential passes
 SHORT_CLIP = "fox"  # about 3 s
 
 
@@ -66,8 +74,12 @@ def _engine(options: BenchOptions) -> dict[str, str]:
     return {"model": options.model, "device": options.device, "compute_type": options.compute}
 
 
-def _faster_whisper(audio_by_name: dict[str, np.ndarray], options: BenchOptions, log: Console) -> dict[str, Any]:
-    """Both faster-whisper baselines, in this process, with every core (or the GPU)."""
+def _faster_whisper(
+    audio_by_name: dict[str, np.ndarray], options: BenchOptions, log: Console, aligned: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Both faster-whisper baselines, in this process, with every core (or the GPU); and,
+    for the recordings named in ``aligned``, sequential passes after each of
+    :data:`ALIGNMENTS_S` seconds of silence (``"aligned"``: name -> lead -> text)."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     language = options.language
@@ -81,12 +93,22 @@ def _faster_whisper(audio_by_name: dict[str, np.ndarray], options: BenchOptions,
     warm = np.zeros(SAMPLE_RATE, np.float32)
     list(model.transcribe(warm, language=language, beam_size=1)[0])
     list(batched.transcribe(warm, language=language, beam_size=1, batch_size=BATCH)[0])
-    out: dict[str, Any] = {"sequential": {}, "batched": {}}
+    out: dict[str, Any] = {"sequential": {}, "batched": {}, "aligned": {}}
+
+    def sequential(audio: np.ndarray) -> str:
+        return "".join(s.text for s in model.transcribe(audio, language=language, beam_size=1)[0]).strip()
+
     for name, audio in audio_by_name.items():
         started = time.perf_counter()
-        text = "".join(s.text for s in model.transcribe(audio, language=language, beam_size=1)[0]).strip()
+        text = sequential(audio)
         out["sequential"][name] = {"s": time.perf_counter() - started, "text": text}
         log.print(f"  faster-whisper sequential, {name}: {out['sequential'][name]['s']:.1f} s")
+        if name in aligned:
+            out["aligned"][name] = {
+                f"{lead:g}": sequential(np.concatenate([np.zeros(round(lead * SAMPLE_RATE), np.float32), audio]))
+                for lead in ALIGNMENTS_S
+            }
+            log.print(f"  faster-whisper sequential, {name}, after {', '.join(out['aligned'][name])} s of silence")
         started = time.perf_counter()
         segments, _ = batched.transcribe(audio, language=language, beam_size=1, batch_size=BATCH)
         text = "".join(s.text for s in segments).strip()
@@ -271,7 +293,8 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         for n, (a, t, s) in sets.items()
     }
     log.print("faster-whisper baselines ...")
-    fw = _faster_whisper(audio, options, log)
+    held_out = frozenset(n for n, (_, _, split) in sets.items() if split == "held-out")
+    fw = _faster_whisper(audio, options, log, aligned=held_out)
     log.print("whisperpool ...")
     one = _pool(
         PoolConfig(pool_size=1, threads_per_worker=cores, split_above_s=None, decode=decode, **engine),
@@ -290,6 +313,10 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         for name, row in per_name.items():
             row["wer"] = word_error_rate(sets[name][1], row["text"])
     out["long"] = runs
+    out["aligned"] = {
+        name: {lead: {"text": text, "wer": word_error_rate(sets[name][1], text)} for lead, text in by_lead.items()}
+        for name, by_lead in fw["aligned"].items()
+    }
     log.print("fairness ...")
     first = next(iter(audio))  # a held-out one, if the run has any
     config = PoolConfig(decode=decode, **engine)
@@ -314,6 +341,12 @@ def targets(r: dict[str, Any]) -> list[Target]:
     long = r["long"]
     default = _total(long["pool, default"], names)
     mean_wer = {k: float(np.mean([long[k][n]["wer"] for n in names])) for k in long}
+    aligned = r.get("aligned", {})  # runs before it was measured have none
+    sequential_passes = [
+        [long["faster-whisper, sequential"][n]["wer"], *(row["wer"] for row in aligned[n].values())]
+        for n in names
+        if n in aligned
+    ]
     fair = r["fairness"]
     rates = {k: v["requests"] / sum(v["wall_s"]) for k, v in r["batching"].items()}
     base = next(iter(r["batching"]))
@@ -339,6 +372,19 @@ def targets(r: dict[str, Any]) -> list[Target]:
             False,
             unit="points",
         ),
+        *(
+            [
+                Target(
+                    f"WER, default pool - mean of {len(sequential_passes[0])} sequential passes, starts shifted (points)",
+                    100 * (mean_wer["pool, default"] - float(np.mean(sequential_passes))),
+                    0.5,
+                    False,
+                    unit="points",
+                )
+            ]
+            if sequential_passes and len(sequential_passes) == len(names)
+            else []
+        ),
         Target(
             "short request, every worker busy / idle (p50)", median(fair["busy_s"]) / median(fair["idle_s"]), 3.0, False
         ),
@@ -356,6 +402,21 @@ def report(r: dict[str, Any], out: Console) -> None:
     for how, per_name in r["long"].items():
         t.add_row(how, *(f"{per_name[n]['s']:.1f} s / {100 * per_name[n]['wer']:.1f}%" for n in names))
     out.print(t, width=max(out.width, 140))
+    aligned = r.get("aligned", {})
+    if aligned:
+        leads = ["0", *next(iter(aligned.values()))]
+        a = table(
+            "sequential WER % after s of silence",
+            ("recording", *(f"{lead} s" for lead in leads), "mean", "pool, default"),
+        )
+        for name, by_lead in aligned.items():
+            wers = [r["long"]["faster-whisper, sequential"][name]["wer"], *(row["wer"] for row in by_lead.values())]
+            a.add_row(
+                name,
+                *(f"{100 * w:.1f}" for w in (*wers, float(np.mean(wers)))),
+                f"{100 * r['long']['pool, default'][name]['wer']:.1f}",
+            )
+        out.print(a)
     fair = r["fairness"]
     f = table("a short request while every worker decodes a long recording", ("pool", "p50 s", "runs"))
     f.add_row("idle", f"{median(fair['idle_s']):.2f}", str(len(fair["idle_s"])))
