@@ -18,8 +18,8 @@ The sequential pass is one of many: its 30 s windows fall where the recording's 
 puts them, and where they fall moves its word error rate by up to 10 points on one
 recording. So each ``held-out`` recording is also transcribed sequentially after
 :data:`ALIGNMENTS_S` seconds of silence (untimed; the same speech, started a little
-earlier), and the pool is compared with the mean of those passes too. The pool's pieces
-are cut by the VAD, so leading silence does not move them.
+earlier), and the pool is compared with the mean of those passes too. (The pool's pieces
+are cut where the VAD finds silence, not at fixed times from the start.)
 
 Fairness. Every worker of the default pool is busy with a long recording; a short
 request's latency is compared with its latency on the idle pool. It waits for the rest
