@@ -219,3 +219,41 @@ def test_without_a_tail_the_final_waits_for_the_vad_and_bad_tails_are_refused():
     for bad in (-0.1, 0.5):
         with pytest.raises(ConfigError, match="final_tail_s"):
             asyncio.run(make(bad))
+
+
+@pytest.mark.parametrize("cut_s", [2.7, 2.8, 2.9, 3.0, 3.1])
+def test_no_partial_is_sent_in_the_pause_before_a_speculative_final(cut_s):
+    """Once the VAD hears silence after speech, a due partial waits: the speculative final
+    is about to replace it. The cuts shift the end of speech across one update interval,
+    so for some of them a partial falls due in the pause."""
+    audio = speech("fox", 1.0, cut_s=cut_s)
+
+    async def run():
+        pool = StandIn()
+        events = await play(session_on(pool), audio, pool.answer_all)
+        return pool, events
+
+    pool, events = asyncio.run(asyncio.wait_for(run(), WAIT))
+    stop = next(e for e in events if isinstance(e, SpeechStopped))
+    speech_end = stop.end_s - 0.3  # the VAD's last speech frame
+    partials = [r for r in pool.requests if not r.final]
+    assert partials and len(pool.finals()) == 1
+    frame_s = 512 / SAMPLE_RATE  # the VAD decides frame by frame: a chunk's last few ms may be undecided
+    assert all(r.sent_s <= speech_end + frame_s for r in partials), [r.sent_s - speech_end for r in partials]
+
+
+def test_a_partial_held_in_a_short_pause_goes_when_speech_resumes():
+    # The voice of "fox" ends at 3.07 s: a pause of about 0.13 s, shorter than the tail.
+    audio = speech("fox", 0.05, "groceries", 1.0, cut_s=3.15)
+
+    async def run():
+        pool = StandIn()
+        session = session_on(pool)
+        events = await play(session, audio, pool.answer_all)
+        return pool, events
+
+    pool, events = asyncio.run(asyncio.wait_for(run(), WAIT))
+    first_end = 0.5 + 3.15 + 0.05
+    later = [r for r in pool.requests if not r.final and r.sent_s > first_end]
+    assert later, "partials go on once speech resumes"
+    assert len([e for e in events if isinstance(e, Final)]) == 1  # the short pause did not end the utterance

@@ -395,6 +395,15 @@ class StreamingSession:
             low_confidence_fallback=False,
         )
 
+    def _pausing(self) -> bool:
+        """Whether the VAD hears silence after speech while speculative finals are on. A
+        partial sent now is most likely replaced within ``final_tail_s`` by the
+        speculative final, whose worker it would only slow down (two workers on two
+        cores share the machine with the VAD), so it waits: for speech to resume (it is
+        sent then, with that audio too) or to give way to the speculative final."""
+        vad = self.vad
+        return self.final_tail_s is not None and vad is not None and vad.pause_s > 0.0
+
     def _spec_due(self) -> bool:
         utt = self._current
         return utt is not None and utt.pause_end_s is not None and utt.spec_end_s != utt.pause_end_s
@@ -438,6 +447,8 @@ class StreamingSession:
             self._update_wanted = False
             self._last_update_s = self.time_s
         elif self._update_wanted and self._current is not None and self._current.spec_end_s is None:
+            if self._pausing():  # it waits for speech to resume, or gives way to the speculative final
+                return
             utt, kind = self._current, "partial"
             audio = self._slice(utt.buffer_start_s)
             self._update_wanted = False
