@@ -1,6 +1,6 @@
 """Speculative finals on live streams: final latency and WER with and without them.
 
-python scripts/tune_speculative.py [--split tune|held-out] [--tails none,0.1] [--limit N] [--output FILE]
+python scripts/tune_speculative.py [--split tune|held-out] [--tails none,0.1,0.2:nohold] [--limit N] [--output FILE]
 
 Every clip ``bench --accuracy`` streams (3, 5 and 10 s) of the split is played after
 0.5 s of silence at real-time pace into a real :class:`~whisperpool.StreamingSession`
@@ -12,6 +12,11 @@ VAD's stop (0.4 s of silence) and decodes the audio to the stop time (last speec
 + 0.3 s). Per setting: final latency after the end of the voice (the last final of the
 clip, as ``bench --accuracy`` counts it) p50/p95, WER of the finals over the references,
 and the decodings sent with the final's options (speculative ones included) per final.
+
+A setting ``T:nohold`` is ``final_tail_s=T`` with partials sent in a pause as before
+they were held (a partial that fell due while the VAD heard silence after speech was
+sent then, beside the speculative final); ``finals-partial-hold-tune.json`` compares
+``0.2:nohold`` with ``0.2``. All decodings are counted too (``decodes``).
 
 Written: ``benchmarks/results/finals-speculative-<split>.json``. Decide on ``tune``;
 ``held-out`` is run once, to report.
@@ -50,8 +55,10 @@ class _Counting:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
         self.final_decodes = 0
+        self.decodes = 0
 
     def submit(self, audio: np.ndarray, options: DecodeOptions, **kw: Any) -> Future[TranscriptionResult]:
+        self.decodes += 1
         if options.window != "short":  # partials ask for the short window only
             self.final_decodes += 1
         return self._pool.submit(audio, options, **kw)
@@ -60,16 +67,26 @@ class _Counting:
         return getattr(self._pool, name)
 
 
-async def stream_one(engine: TranscriptionEngine, meta: dict[str, Any], audio: np.ndarray, tail: float | None):
+def parse_setting(setting: str) -> tuple[float | None, bool]:
+    """``"0.2"`` -> (0.2, True); ``"0.2:nohold"`` -> (0.2, False); ``"none"`` -> (None, True)."""
+    tail, _, hold = setting.partition(":")
+    return (None if tail == "none" else float(tail)), hold != "nohold"
+
+
+async def stream_one(engine: TranscriptionEngine, meta: dict[str, Any], audio: np.ndarray, setting: str):
     pool = _Counting(engine.pool)
     options = engine.pool.config.decode.replace(language=meta["language"])
+    tail, hold = parse_setting(setting)
     session = StreamingSession(pool, options, final_tail_s=tail)  # type: ignore[arg-type]
+    if not hold:
+        session._pausing = lambda: False  # type: ignore[method-assign]
     played = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio])
     finals = [(t, e) for t, e in [x async for x in play_local(session, played)] if e["type"] == COMPLETED]
     return {
         "text": " ".join(e["transcript"] for _, e in finals),
         "finals": len(finals),
         "final_decodes": pool.final_decodes,
+        "decodes": pool.decodes,
         "latency_s": round(finals[-1][0] - LEAD_S - meta["speech_end_s"], 3) if finals else None,
     }
 
@@ -85,6 +102,7 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, dict[str, Any]]) -> di
         "clips": len(rows),
         "finals": finals,
         "final_decodes": sum(r["final_decodes"] for r in rows),
+        "decodes": sum(r["decodes"] for r in rows),
         "latency_p50_s": round(median(latency), 3),
         "latency_p95_s": round(pct(latency, 95), 3),
         "latency_max_s": round(max(latency), 3),
@@ -92,14 +110,16 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, dict[str, Any]]) -> di
     }
 
 
-async def run(names: list[str], meta: dict[str, dict[str, Any]], tails: list[float | None], log: Console):
-    rows: dict[str, list[dict[str, Any]]] = {str(t): [] for t in tails}
-    async with TranscriptionEngine(PoolConfig(decode=DecodeOptions(language="en"))) as engine:
+async def run(names: list[str], meta: dict[str, dict[str, Any]], tails: list[str], log: Console):
+    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in tails}
+    # the layout bench --accuracy streams on: two single-thread workers, no express worker
+    config = PoolConfig(decode=DecodeOptions(language="en"), express_workers=0)
+    async with TranscriptionEngine(config) as engine:
         for i, name in enumerate(names):
             audio = load_audio(EVAL / f"{name}.opus")
             order = tails if i % 2 == 0 else tails[::-1]
             for tail in order:
-                rows[str(tail)].append({"name": name} | await stream_one(engine, meta[name], audio, tail))
+                rows[tail].append({"name": name} | await stream_one(engine, meta[name], audio, tail))
             if (i + 1) % 10 == 0:
                 log.print(
                     f"[dim]  {i + 1}/{len(names)}  {[summarize(r, meta)['latency_p50_s'] for r in rows.values()]}"
@@ -110,12 +130,18 @@ async def run(names: list[str], meta: dict[str, dict[str, Any]], tails: list[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split", default="tune", choices=("tune", "held-out"))
-    parser.add_argument("--tails", default="none,0.1", help="final_tail_s settings; none: no speculative final")
+    parser.add_argument(
+        "--tails",
+        default="none,0.1",
+        help="final_tail_s settings; none: no speculative final; T:nohold: partials not held in a pause",
+    )
     parser.add_argument("--limit", type=int, default=None, help="the first N clips only (a smoke run)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     log = Console(stderr=True)
-    tails = [None if t == "none" else float(t) for t in args.tails.split(",")]
+    tails = args.tails.split(",")
+    for setting in tails:
+        parse_setting(setting)  # a bad setting fails now, not after the first clip
     meta = eval_set()
     names = sorted(n for n, m in meta.items() if m["split"] == args.split and m["length_class"] in STREAMED_LENGTHS)
     names = names[: args.limit] if args.limit else names
