@@ -40,7 +40,9 @@ Scheduling. A session has one update in flight: updates asked for while one runs
 coalesce into one, made with the newest audio when the running one returns. A final does
 not wait for a partial of its utterance: that partial's result is left behind; nor does
 a speculative final (a partial is worthless when the utterance is about to end), and no
-partial is sent while one stands. A final never waits for a stale speculative final.
+partial is sent while one stands, nor while the VAD hears silence after speech (it waits
+for speech to resume, or for the speculative final). A final never waits for a stale
+speculative final.
 Updates go to the pool at realtime priority, ahead of file transcriptions, and hold no
 worker between updates. A failed update gives an :class:`StreamError` event; the session
 goes on.
