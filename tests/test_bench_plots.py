@@ -111,21 +111,26 @@ def test_run_bench_writes_the_png_beside_the_json(tmp_path: Path, monkeypatch: p
     assert_png(tmp_path / "s.png")
 
 
-def test_throughput_targets_compare_the_pool_with_sequential_passes_shifted_in_time() -> None:
-    """The held-out recordings' sequential passes after some silence: one more target,
-    against their mean with the unshifted pass; a result without them (older runs) has none."""
+def test_throughput_targets_compare_the_pool_and_the_sequential_pass_each_over_shifted_starts() -> None:
+    """The held-out recordings after some silence, sequentially and by the pool: one more
+    target, mean against mean (with the unshifted passes); a result without them has none."""
     from rich.console import Console
 
     from whisperpool.bench import throughput
 
     r = throughput_result()
-    assert not [t for t in throughput.targets(r) if "shifted" in t.name]
-    r["aligned"] = {"alice-1": {"0.5": {"text": "...", "wer": 0.08}, "1": {"text": "...", "wer": 0.11}}}
-    shifted = [t for t in throughput.targets(r) if "shifted" in t.name]
-    assert len(shifted) == 1 and "mean of 3 sequential passes" in shifted[0].name
-    # pool 0.05 against the mean of 0.05 (unshifted), 0.08 and 0.11: -3 points
-    assert shifted[0].value == pytest.approx(100 * (0.05 - (0.05 + 0.08 + 0.11) / 3))
+    assert not [t for t in throughput.targets(r) if "starts" in t.name]
+    r["shifted"] = {
+        "faster-whisper, sequential": {
+            "alice-1": {"0.5": {"text": "...", "wer": 0.08}, "1": {"text": "", "wer": 0.11}}
+        },
+        "pool, default": {"alice-1": {"0.5": {"text": "...", "wer": 0.06}, "1": {"text": "", "wer": 0.07}}},
+    }
+    shifted = [t for t in throughput.targets(r) if "starts" in t.name]
+    assert len(shifted) == 1 and "each the mean of 3 starts" in shifted[0].name
+    # the pool 0.05 (unshifted), 0.06, 0.07 against the sequential pass 0.05, 0.08, 0.11: -2 points
+    assert shifted[0].value == pytest.approx(100 * ((0.05 + 0.06 + 0.07) / 3 - (0.05 + 0.08 + 0.11) / 3))
     out = io.StringIO()
     throughput.report(r, Console(file=out, width=200))
-    row = next(line for line in out.getvalue().splitlines() if "alice-1" in line and "11.0" in line)
-    assert [c.strip() for c in row.split("│")[1:-1]] == ["alice-1", "5.0", "8.0", "11.0", "8.0", "5.0"]
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.getvalue().splitlines() if "alice-1" in line]
+    assert ["alice-1", "5.0", "8.0", "11.0", "8.0"] in rows and ["alice-1", "5.0", "6.0", "7.0", "6.0"] in rows

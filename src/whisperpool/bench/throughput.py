@@ -16,10 +16,10 @@ timed. Reported: wall time, the ratios, and the word error rate against the text
 
 The sequential pass is one of many: its 30 s windows fall where the recording's start
 puts them, and where they fall moves its word error rate by up to 10 points on one
-recording. So each ``held-out`` recording is also transcribed sequentially after
-:data:`ALIGNMENTS_S` seconds of silence (untimed; the same speech, started a little
-earlier), and the pool is compared with the mean of those passes too. (The pool's pieces
-are cut where the VAD finds silence, not at fixed times from the start.)
+recording. So each ``held-out`` recording is also transcribed after :data:`ALIGNMENTS_S`
+seconds of silence (the same speech, started a little earlier; untimed), sequentially
+and by the default pool (whose pieces and plan move with the start too), and the two are
+also compared mean against mean (``"shifted"``: way -> recording -> lead -> text, WER).
 
 Fairness. Every worker of the default pool is busy with a long recording; a short
 request's latency is compared with its latency on the idle pool. It waits for the rest
@@ -79,7 +79,7 @@ def _faster_whisper(
 ) -> dict[str, Any]:
     """Both faster-whisper baselines, in this process, with every core (or the GPU); and,
     for the recordings named in ``aligned``, sequential passes after each of
-    :data:`ALIGNMENTS_S` seconds of silence (``"aligned"``: name -> lead -> text)."""
+    :data:`ALIGNMENTS_S` seconds of silence (``"shifted"``: name -> lead -> text)."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     language = options.language
@@ -93,7 +93,7 @@ def _faster_whisper(
     warm = np.zeros(SAMPLE_RATE, np.float32)
     list(model.transcribe(warm, language=language, beam_size=1)[0])
     list(batched.transcribe(warm, language=language, beam_size=1, batch_size=BATCH)[0])
-    out: dict[str, Any] = {"sequential": {}, "batched": {}, "aligned": {}}
+    out: dict[str, Any] = {"sequential": {}, "batched": {}, "shifted": {}}
 
     def sequential(audio: np.ndarray) -> str:
         return "".join(s.text for s in model.transcribe(audio, language=language, beam_size=1)[0]).strip()
@@ -104,11 +104,8 @@ def _faster_whisper(
         out["sequential"][name] = {"s": time.perf_counter() - started, "text": text}
         log.print(f"  faster-whisper sequential, {name}: {out['sequential'][name]['s']:.1f} s")
         if name in aligned:
-            out["aligned"][name] = {
-                f"{lead:g}": sequential(np.concatenate([np.zeros(round(lead * SAMPLE_RATE), np.float32), audio]))
-                for lead in ALIGNMENTS_S
-            }
-            log.print(f"  faster-whisper sequential, {name}, after {', '.join(out['aligned'][name])} s of silence")
+            out["shifted"][name] = {f"{lead:g}": sequential(_after_silence(audio, lead)) for lead in ALIGNMENTS_S}
+            log.print(f"  faster-whisper sequential, {name}, after {', '.join(out['shifted'][name])} s of silence")
         started = time.perf_counter()
         segments, _ = batched.transcribe(audio, language=language, beam_size=1, batch_size=BATCH)
         text = "".join(s.text for s in segments).strip()
@@ -117,7 +114,19 @@ def _faster_whisper(
     return out
 
 
-def _pool(config: PoolConfig, audio_by_name: dict[str, np.ndarray], label: str, log: Console) -> dict[str, Any]:
+def _after_silence(audio: np.ndarray, lead_s: float) -> np.ndarray:
+    return np.concatenate([np.zeros(round(lead_s * SAMPLE_RATE), np.float32), audio])
+
+
+def _pool(
+    config: PoolConfig,
+    audio_by_name: dict[str, np.ndarray],
+    label: str,
+    log: Console,
+    aligned: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Each recording through a pool of ``config``, timed; those named in ``aligned`` also
+    after each of :data:`ALIGNMENTS_S` seconds of silence, untimed (a row's ``"shifted"``)."""
     out = {}
     with ProcessPool(config) as pool:
         for name, audio in audio_by_name.items():
@@ -125,6 +134,12 @@ def _pool(config: PoolConfig, audio_by_name: dict[str, np.ndarray], label: str, 
             result = pool.transcribe(audio, timeout=1800)
             out[name] = {"s": time.perf_counter() - started, "text": result.text, "pieces": result.pieces}
             log.print(f"  {label}, {name}: {out[name]['s']:.1f} s ({result.pieces} piece(s))")
+            if name in aligned:
+                out[name]["shifted"] = {
+                    f"{lead:g}": pool.transcribe(_after_silence(audio, lead), timeout=1800).text
+                    for lead in ALIGNMENTS_S
+                }
+                log.print(f"  {label}, {name}, after {', '.join(out[name]['shifted'])} s of silence")
     return out
 
 
@@ -302,7 +317,7 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         "pool, one worker",
         log,
     )
-    default = _pool(PoolConfig(decode=decode, **engine), audio, "pool, default", log)
+    default = _pool(PoolConfig(decode=decode, **engine), audio, "pool, default", log, aligned=held_out)
     runs = {"faster-whisper, sequential": fw["sequential"], "faster-whisper, batched": fw["batched"]}
     runs.update({"pool, one worker": one, "pool, default": default})
     if options.device == "cuda":
@@ -313,9 +328,14 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         for name, row in per_name.items():
             row["wer"] = word_error_rate(sets[name][1], row["text"])
     out["long"] = runs
-    out["aligned"] = {
-        name: {lead: {"text": text, "wer": word_error_rate(sets[name][1], text)} for lead, text in by_lead.items()}
-        for name, by_lead in fw["aligned"].items()
+    shifted = {"faster-whisper, sequential": fw["shifted"]}
+    shifted["pool, default"] = {n: row.pop("shifted") for n, row in default.items() if "shifted" in row}
+    out["shifted"] = {
+        how: {
+            name: {lead: {"text": text, "wer": word_error_rate(sets[name][1], text)} for lead, text in by_lead.items()}
+            for name, by_lead in per_name.items()
+        }
+        for how, per_name in shifted.items()
     }
     log.print("fairness ...")
     first = next(iter(audio))  # a held-out one, if the run has any
@@ -332,6 +352,11 @@ def _total(run: dict[str, Any], names: list[str], key: str = "s") -> float:
     return sum(run[n][key] for n in names)
 
 
+def _passes(r: dict[str, Any], how: str, name: str) -> list[float]:
+    """The WERs of ``how`` on recording ``name``: as it is, then after each lead of silence."""
+    return [r["long"][how][name]["wer"], *(row["wer"] for row in r["shifted"][how][name].values())]
+
+
 def _held_out(r: dict[str, Any]) -> list[str]:
     return [n for n, meta in r["recordings"].items() if meta["split"] == "held-out"]
 
@@ -341,12 +366,7 @@ def targets(r: dict[str, Any]) -> list[Target]:
     long = r["long"]
     default = _total(long["pool, default"], names)
     mean_wer = {k: float(np.mean([long[k][n]["wer"] for n in names])) for k in long}
-    aligned = r.get("aligned", {})  # runs before it was measured have none
-    sequential_passes = [
-        [long["faster-whisper, sequential"][n]["wer"], *(row["wer"] for row in aligned[n].values())]
-        for n in names
-        if n in aligned
-    ]
+    passes = {how: [_passes(r, how, n) for n in names] for how in r.get("shifted", {})}  # none: runs before
     fair = r["fairness"]
     rates = {k: v["requests"] / sum(v["wall_s"]) for k, v in r["batching"].items()}
     base = next(iter(r["batching"]))
@@ -375,14 +395,16 @@ def targets(r: dict[str, Any]) -> list[Target]:
         *(
             [
                 Target(
-                    f"WER, default pool - mean of {len(sequential_passes[0])} sequential passes, starts shifted (points)",
-                    100 * (mean_wer["pool, default"] - float(np.mean(sequential_passes))),
+                    f"WER, default pool - sequential pass, each the mean of {len(passes['pool, default'][0])} "
+                    "starts (points)",
+                    100
+                    * (float(np.mean(passes["pool, default"])) - float(np.mean(passes["faster-whisper, sequential"]))),
                     0.5,
                     False,
                     unit="points",
                 )
             ]
-            if sequential_passes and len(sequential_passes) == len(names)
+            if len(passes) == 2 and all(passes.values())
             else []
         ),
         Target(
@@ -402,20 +424,12 @@ def report(r: dict[str, Any], out: Console) -> None:
     for how, per_name in r["long"].items():
         t.add_row(how, *(f"{per_name[n]['s']:.1f} s / {100 * per_name[n]['wer']:.1f}%" for n in names))
     out.print(t, width=max(out.width, 140))
-    aligned = r.get("aligned", {})
-    if aligned:
-        leads = ["0", *next(iter(aligned.values()))]
-        a = table(
-            "sequential WER % after s of silence",
-            ("recording", *(f"{lead} s" for lead in leads), "mean", "pool, default"),
-        )
-        for name, by_lead in aligned.items():
-            wers = [r["long"]["faster-whisper, sequential"][name]["wer"], *(row["wer"] for row in by_lead.values())]
-            a.add_row(
-                name,
-                *(f"{100 * w:.1f}" for w in (*wers, float(np.mean(wers)))),
-                f"{100 * r['long']['pool, default'][name]['wer']:.1f}",
-            )
+    for how, per_name in r.get("shifted", {}).items():
+        leads = ["0", *next(iter(per_name.values()))]
+        a = table(f"{how}: WER % after s of silence", ("recording", *(f"{lead} s" for lead in leads), "mean"))
+        for name in per_name:
+            wers = _passes(r, how, name)
+            a.add_row(name, *(f"{100 * w:.1f}" for w in (*wers, float(np.mean(wers)))))
         out.print(a)
     fair = r["fairness"]
     f = table("a short request while every worker decodes a long recording", ("pool", "p50 s", "runs"))
