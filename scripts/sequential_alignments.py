@@ -24,9 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import numpy as np  # noqa: E402
 
-from whisperpool.audio import SAMPLE_RATE  # noqa: E402
 from whisperpool.bench.common import header  # noqa: E402
-from whisperpool.bench.throughput import ALIGNMENTS_S, recordings  # noqa: E402
+from whisperpool.bench.throughput import ALIGNMENTS_S, _after_silence, recordings  # noqa: E402
 from whisperpool.config import available_cores  # noqa: E402
 from whisperpool.models import resolve_model  # noqa: E402
 from whisperpool.wer import word_error_rate  # noqa: E402
@@ -42,8 +41,7 @@ def pool_passes(chosen) -> dict[str, dict[str, float]]:
         for name, (audio, reference, _) in chosen.items():
             wer[name] = {}
             for lead in (0.0, *ALIGNMENTS_S):
-                shifted = np.concatenate([np.zeros(round(lead * SAMPLE_RATE), np.float32), audio])
-                text = pool.transcribe(shifted, timeout=1800).text
+                text = pool.transcribe(_after_silence(audio, lead), timeout=1800).text
                 wer[name][f"{lead:g}"] = round(100 * word_error_rate(reference, text), 2)
             print(name, "pool", wer[name], flush=True)
     return wer
@@ -64,9 +62,8 @@ def main() -> None:
     for name, (audio, reference, _) in chosen.items():
         row = {}
         for lead in (0.0, *ALIGNMENTS_S):
-            shifted = np.concatenate([np.zeros(round(lead * SAMPLE_RATE), np.float32), audio])
             ctranslate2.set_random_seed(0)
-            text = "".join(s.text for s in model.transcribe(shifted, language="en", beam_size=1)[0])
+            text = "".join(s.text for s in model.transcribe(_after_silence(audio, lead), language="en", beam_size=1)[0])
             row[f"{lead:g}"] = round(100 * word_error_rate(reference, text), 2)
         out["wer"][name] = row
         print(name, row, flush=True)
