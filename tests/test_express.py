@@ -159,10 +159,11 @@ def test_adaptive_sizing_neither_counts_nor_retires_the_express_worker(make_pool
     assert status.scale_downs >= 1 and express_ids(pool) == {express.id}
 
 
-def test_the_default_is_one_express_worker_on_a_cpu_when_long_audio_is_split():
+def test_the_default_is_one_express_worker_when_long_audio_is_split_on_any_device():
     assert PoolConfig().express_size == 1
     assert PoolConfig(split_above_s=None).express_size == 0
-    assert PoolConfig(device="cuda").express_size == 0
+    assert PoolConfig(device="cuda").express_size == 1
+    assert PoolConfig(device="cuda", split_above_s=None).express_size == 0
     assert PoolConfig(device="cuda", express_workers=2).express_size == 2
     assert PoolConfig(express_workers=0).express_size == 0
 

@@ -166,14 +166,17 @@ def test_the_status_shows_queue_positions_and_piece_progress(make_pool):
     assert data["requests"] == [] and data["long_requests"] == 1
 
 
-def test_cancelling_a_recording_drops_its_queued_pieces(make_pool):
+def test_cancelling_a_recording_drops_its_queued_pieces_and_the_request(make_pool):
     pool = make_pool(long_config(pool_size=1, fake=FakeBehavior(inference_delay_s=0.5)))
     pool.warm_up_all_workers(timeout=WAIT)
     future = pool.submit(recording(20.0))
     assert wait_for(lambda: pool.get_status().queue_depth >= 5)  # planned: its pieces wait
     assert future.cancel()
     assert wait_for(lambda: pool.get_status().queue_depth == 0 and pool.get_status().busy_workers == 0)
-    assert pool.get_status().pieces_completed <= 2  # at most the pieces already running finished
+    status = pool.get_status()
+    assert status.pieces_completed <= 2  # at most the pieces already running finished
+    # and the request is gone: not listed, its audio not held (it was kept forever before)
+    assert status.requests == () and not pool._long
 
 
 def test_recordings_side_by_side_each_get_their_segments_in_order(make_pool):

@@ -169,8 +169,8 @@ class PoolConfig:
     with the same options as one batch (see :mod:`whisperpool.pool.batching`; off by
     default).
 
-    Express workers: ``express_workers`` more workers (default: 1 on a CPU when long audio
-    is split, else 0; see :attr:`express_size`) are kept for requests that are not a long
+    Express workers: ``express_workers`` more workers (default: 1 when long audio is
+    split, else 0; see :attr:`express_size`) are kept for requests that are not a long
     recording's plan or pieces: a short request that arrives while the recordings' pieces
     hold every other worker starts at once instead of waiting a piece. They are apart from
     ``pool_size``, ``min_workers`` and ``max_workers`` (adaptive sizing never retires them)
@@ -348,14 +348,15 @@ class PoolConfig:
 
     @property
     def express_size(self) -> int:
-        """``express_workers``, else 1 on a CPU when long audio is split, else 0. On 2 cores,
-        a 3 s request sent while pieces held both workers took 5.3x its idle latency without
-        one and 1.9x with one (``scripts/express_worker_trial.py``), for one more model in
-        memory (about 350 MiB with base); the recordings took no longer. 0 on
-        ``device="cuda"``: no GPU was at hand to measure one there (set 1 to try)."""
+        """``express_workers``, else 1 when long audio is split, else 0. A 3 s request sent
+        while pieces held both workers (``scripts/express_worker_trial.py``, tune recording):
+        on 2 cores 5.8x its idle latency without one, 2.0x with one; on one GPU, where it
+        waits for a batch of pieces, 0.27 s at the median without one, 0.15 s with one. The
+        recordings took no longer; the cost is one more model in memory (about 350 MiB with
+        base on a CPU)."""
         if self.express_workers is not None:
             return self.express_workers
-        return 1 if self.device != "cuda" and self.split_above_s is not None else 0
+        return 1 if self.split_above_s is not None else 0
 
     @property
     def cpu_threads(self) -> int:

@@ -23,8 +23,8 @@ also compared mean against mean (``"shifted"``: way -> recording -> lead -> text
 
 Fairness. Every worker of the default pool is busy with a long recording; a short
 request's latency is compared with its latency on the idle pool. It waits for the rest
-of a piece, so it is sent at moments spread over one piece's decoding (see
-:func:`_fairness`).
+of a job of pieces, so it is sent at moments spread over one job's decoding, timed first
+with the plan left out (see :func:`short_request_latencies`).
 
 Batching. 16 concurrent requests of 3-10 s clips, sent through the HTTP API of a real
 server on loopback, in rounds, with workers x threads x ``max_batch`` layouts of this
@@ -146,31 +146,55 @@ def _pool(
 FAIRNESS_SAMPLES = 8  # short requests, each at its own moment of a piece's decoding
 
 
-def _all_planned(pool: ProcessPool, recordings_: int) -> bool:
+def _planned(pool: ProcessPool, recordings_: int) -> list[int] | None:
+    """Each recording's pieces once every one of them is planned (queued or decoding), else None."""
     requests = pool.get_status().requests
-    return len(requests) >= recordings_ and all(r.pieces_total > 0 for r in requests)
+    if len(requests) < recordings_ or any(r.pieces_total == 0 for r in requests):
+        return None
+    return [r.pieces_total for r in requests]
+
+
+def _submit_planned(pool: ProcessPool, long_audio: np.ndarray, recordings_: int) -> tuple[list, list[int]]:
+    """``recordings_`` copies of ``long_audio`` submitted, once every one is planned
+    (bounded wait): their futures and pieces."""
+    futures = [pool.submit(long_audio) for _ in range(recordings_)]
+    deadline = time.monotonic() + 60
+    while (pieces := _planned(pool, recordings_)) is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the plan is short; polled, bounded
+    return futures, pieces or [1] * recordings_
+
+
+def job_seconds(pool: ProcessPool, long_audio: np.ndarray, recordings_: int) -> float:
+    """One job of pieces' decoding time on ``pool``: from the moment ``recordings_``
+    copies of ``long_audio`` are planned to the last result, over the jobs each general
+    worker ran. The plan is left out: on a GPU it is half a recording's wall time."""
+    futures, pieces = _submit_planned(pool, long_audio, recordings_)
+    started = time.perf_counter()
+    for f in futures:
+        f.result(1800)
+    jobs = sum(len(batch_sizes(n, pool.config.pieces_per_batch, pool.config.pool_size)) for n in pieces)
+    return (time.perf_counter() - started) * pool.config.pool_size / max(jobs, 1)
 
 
 def short_request_latencies(
-    pool: ProcessPool, long_audio: np.ndarray, job_s: float, recordings_: int
-) -> tuple[list[float], list[float], list[float]]:
+    pool: ProcessPool, long_audio: np.ndarray, recordings_: int
+) -> tuple[list[float], list[float], list[float], float]:
     """A short clip's latency on ``pool`` idle (three times), and while ``recordings_``
     copies of ``long_audio`` are decoded in pieces: (idle, busy, when each busy one was
-    sent after the recordings were planned).
+    sent after the recordings were planned, one job's seconds).
 
     What it waits for is the rest of a job of pieces, so it is sent at moments spread
-    evenly over one job's decoding (``job_s``): the k-th of ``FAIRNESS_SAMPLES`` that
-    far into the pieces, once every recording is planned (the plan, which is short, is
-    not what it waits for). The recordings are then cancelled: their queued pieces leave
-    the queue. Always ``FAIRNESS_SAMPLES`` samples: a median of fewer says little."""
+    evenly over one job's decoding (:func:`job_seconds`, timed first): the k-th of
+    ``FAIRNESS_SAMPLES`` that far into the pieces, once every recording is planned (the
+    plan, which is short, is not what it waits for). The recordings are then cancelled:
+    their queued pieces leave the queue. Always ``FAIRNESS_SAMPLES`` samples: a median
+    of fewer says little."""
     short = load_audio(CLIPS / f"{SHORT_CLIP}.wav")
     idle = [pool.transcribe(short, timeout=300).timings.total_s for _ in range(3)]
+    job_s = job_seconds(pool, long_audio, recordings_)
     busy, offsets = [], []
     for k in range(FAIRNESS_SAMPLES):
-        long = [pool.submit(long_audio) for _ in range(recordings_)]
-        deadline = time.monotonic() + 60
-        while not _all_planned(pool, len(long)) and time.monotonic() < deadline:
-            time.sleep(0.01)  # until every recording's pieces are queued or decoding (bounded)
+        long, _ = _submit_planned(pool, long_audio, recordings_)
         offsets.append((k + 0.5) / FAIRNESS_SAMPLES * job_s)
         time.sleep(offsets[-1])
         busy.append(pool.transcribe(short, timeout=600).timings.total_s)
@@ -179,15 +203,13 @@ def short_request_latencies(
         deadline = time.monotonic() + 120
         while pool.get_status().busy_workers and time.monotonic() < deadline:
             time.sleep(0.05)  # the pieces in flight finish (bounded)
-    return idle, busy, offsets
+    return idle, busy, offsets, job_s
 
 
-def _fairness(config: PoolConfig, long_audio: np.ndarray, job_s: float, log: Console) -> dict[str, Any]:
-    """:func:`short_request_latencies` on the default pool, one recording per worker;
-    ``job_s``: the default pool's wall time for the recording in the long-audio run,
-    times its workers, over its jobs (an overestimate by the plan's share)."""
+def _fairness(config: PoolConfig, long_audio: np.ndarray, log: Console) -> dict[str, Any]:
+    """:func:`short_request_latencies` on the default pool, one recording per worker."""
     with ProcessPool(config) as pool:
-        idle, busy, offsets = short_request_latencies(pool, long_audio, job_s, pool.config.pool_size)
+        idle, busy, offsets, job_s = short_request_latencies(pool, long_audio, pool.config.pool_size)
     log.print(f"  fairness: idle p50 {median(idle):.2f} s, every worker busy {median(busy):.2f} s")
     return {
         "idle_s": idle,
@@ -339,10 +361,7 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
     }
     log.print("fairness ...")
     first = next(iter(audio))  # a held-out one, if the run has any
-    config = PoolConfig(decode=decode, **engine)
-    row = default[first]
-    jobs = len(batch_sizes(row["pieces"], config.pieces_per_batch, config.pool_size)) or 1
-    out["fairness"] = _fairness(config, audio[first], row["s"] * config.pool_size / jobs, log)
+    out["fairness"] = _fairness(PoolConfig(decode=decode, **engine), audio[first], log)
     log.print(f"batching: {CONCURRENT} concurrent 3-10 s requests over HTTP ...")
     out["batching"] = _batching(options, log)
     return out

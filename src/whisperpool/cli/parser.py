@@ -466,7 +466,7 @@ def _add_express_workers(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_int,
         default=None,
         help="workers kept for requests that are not a long recording's pieces, beside --workers, so a short "
-        "request does not wait behind them (default: 1 on a CPU when long audio is split, else 0)",
+        "request does not wait behind them (default: 1 when long audio is split, else 0)",
     )
 
 

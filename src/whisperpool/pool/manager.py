@@ -335,6 +335,7 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
                 with self._lock:
                     if self._closing and self._shutdown_step():
                         break
+                    self._forget_cancelled()
                     self._dispatch()
                     waitables = self._waitables()
                     timeout = self._next_timeout()
@@ -407,6 +408,13 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
             if w.conn is not None and not w.conn.closed:
                 self._drain_pipe(w)
             self._on_exit(w)
+
+    def _forget_cancelled(self) -> None:
+        """Long recordings whose caller gave up leave the table: their queued jobs are
+        cancelled with them, and pieces still running are dropped when they end; kept, a
+        cancelled recording and its audio would stay listed and held for good."""
+        for gone in [i for i, long in self._long.items() if long.future.cancelled()]:
+            del self._long[gone]
 
     def _drain_pipe(self, w: Worker) -> None:
         conn = w.conn
