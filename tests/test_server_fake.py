@@ -205,3 +205,22 @@ def test_the_express_worker_shows_in_the_pool_status_and_the_metrics():
     assert status["express_workers"] == 1
     assert sorted(w["express"] for w in status["workers"]) == [False, True]
     assert 'whisperpool_express_workers{model="base"} 1.0' in metrics
+
+
+def test_a_client_that_disconnects_during_a_long_recording_leaves_nothing_behind(tmp_path):
+    import httpx
+
+    long = {"split_above_s": 3.0, "piece_s": 2.0, "piece_batch": 1, "express_workers": 0}
+    app = app_for(pool_size=1, fake=FakeBehavior(inference_delay_s=0.5), **long)
+    with serving(app) as url:
+        assert wait_for(lambda: httpx.get(f"{url}/health/ready").status_code == 200)
+        files = {"file": ("long.wav", wav(tmp_path, seconds=20.0))}
+        with pytest.raises(httpx.ReadTimeout):  # gives up while the recording's pieces decode
+            httpx.post(f"{url}/v1/audio/transcriptions", files=files, timeout=1.5)
+        # Its queued pieces leave, and the recording (its audio too) is no longer held or listed.
+        assert wait_for(lambda: httpx.get(f"{url}/v1/pool").json()["queue_depth"] == 0)
+        assert wait_for(lambda: httpx.get(f"{url}/v1/pool").json()["busy_workers"] == 0)
+        status = httpx.get(f"{url}/v1/pool").json()
+        assert status["requests"] == [] and status["pieces_completed"] < 10
+        r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", wav(tmp_path))}, timeout=30)
+        assert r.status_code == 200 and r.json()["text"] == "8000 samples"
