@@ -16,7 +16,10 @@ and the decodings sent with the final's options (speculative ones included) per 
 A setting ``T:nohold`` is ``final_tail_s=T`` with partials sent in a pause as before
 they were held (a partial that fell due while the VAD heard silence after speech was
 sent then, beside the speculative final); ``finals-partial-hold-tune.json`` compares
-``0.2:nohold`` with ``0.2``. All decodings are counted too (``decodes``).
+``0.2:nohold`` with ``0.2``. A flag ``:nogate`` turns the VAD's foreground gate off
+(``vad_foreground_db=None``: every speech frame is the speaker's, background voices
+too); ``finals-foreground-tune.json`` compares ``0.2:nogate`` with ``0.2``. All
+decodings are counted too (``decodes``).
 
 Written: ``benchmarks/results/finals-speculative-<split>.json``. Decide on ``tune``;
 ``held-out`` is run once, to report.
@@ -67,18 +70,20 @@ class _Counting:
         return getattr(self._pool, name)
 
 
-def parse_setting(setting: str) -> tuple[float | None, bool]:
-    """``"0.2"`` -> (0.2, True); ``"0.2:nohold"`` -> (0.2, False); ``"none"`` -> (None, True)."""
-    tail, _, hold = setting.partition(":")
-    return (None if tail == "none" else float(tail)), hold != "nohold"
+def parse_setting(setting: str) -> tuple[float | None, set[str]]:
+    """``"0.2"`` -> (0.2, set()); ``"0.2:nohold:nogate"`` -> (0.2, {"nohold", "nogate"});
+    ``"none"`` -> (None, set())."""
+    tail, *flags = setting.split(":")
+    return (None if tail == "none" else float(tail)), set(flags)
 
 
 async def stream_one(engine: TranscriptionEngine, meta: dict[str, Any], audio: np.ndarray, setting: str):
     pool = _Counting(engine.pool)
     options = engine.pool.config.decode.replace(language=meta["language"])
-    tail, hold = parse_setting(setting)
-    session = StreamingSession(pool, options, final_tail_s=tail)  # type: ignore[arg-type]
-    if not hold:
+    tail, flags = parse_setting(setting)
+    gate = {"vad_foreground_db": None} if "nogate" in flags else {}
+    session = StreamingSession(pool, options, final_tail_s=tail, **gate)  # type: ignore[arg-type]
+    if "nohold" in flags:
         session._pausing = lambda: False  # type: ignore[method-assign]
     played = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio])
     finals = [(t, e) for t, e in [x async for x in play_local(session, played)] if e["type"] == COMPLETED]
@@ -133,7 +138,8 @@ def main() -> None:
     parser.add_argument(
         "--tails",
         default="none,0.1",
-        help="final_tail_s settings; none: no speculative final; T:nohold: partials not held in a pause",
+        help="final_tail_s settings; none: no speculative final; T:nohold: partials not held in a pause; "
+        "T:nogate: no foreground gate",
     )
     parser.add_argument("--limit", type=int, default=None, help="the first N clips only (a smoke run)")
     parser.add_argument("--output", type=Path, default=None)

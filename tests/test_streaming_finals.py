@@ -17,6 +17,7 @@ from whisperpool.errors import ConfigError
 from whisperpool.results import Segment, TranscriptionResult, Word
 from whisperpool.streaming import Final, Partial, SpeechStopped
 from whisperpool.streaming.session import FINAL_TAIL_S
+from whisperpool.streaming.vad import FOREGROUND_DB
 
 CHUNK = SAMPLE_RATE // 10  # 0.1 s, as a microphone sends it
 
@@ -60,6 +61,10 @@ class StandIn:
 
 
 def session_on(pool: StandIn, **kw) -> StreamingSession:
+    """A session on ``pool``; without the VAD's level gate unless ``vad_foreground_db`` is
+    given: these tests place speculative finals to the frame, and the gate (tested on its
+    own, and by the test that turns it on here) may start more of them."""
+    kw.setdefault("vad_foreground_db", None)
     pool.session = StreamingSession(pool, DecodeOptions(language="en"), **kw)  # type: ignore[arg-type]
     return pool.session
 
@@ -92,8 +97,21 @@ async def play(session: StreamingSession, audio: np.ndarray, step, chunk: int = 
     return [e async for e in session]
 
 
+def streamed(audio: np.ndarray, **kw) -> tuple[StandIn, list]:
+    """``audio`` through a session with ``kw`` on a stand-in pool that answers at once."""
+
+    async def run():
+        pool = StandIn()
+        events = await play(session_on(pool, **kw), audio, pool.answer_all)
+        return pool, events
+
+    return asyncio.run(asyncio.wait_for(run(), WAIT))
+
+
 @pytest.mark.parametrize("answer", ["at once", "after the stop"])
 def test_the_speculative_final_is_the_final_when_no_speech_follows(answer):
+    # Without the level gate, one speculative final in all (soft frames inside a clean
+    # sentence can start and stale one with it: see the next test).
     audio = speech("fox", 1.0)
 
     async def run():
@@ -114,6 +132,22 @@ def test_the_speculative_final_is_the_final_when_no_speech_follows(answer):
     assert spec.sent_s < speech_end + 0.38
     assert finals[0].text == spec.word.strip()
     assert spec.audio.size == round((speech_end + FINAL_TAIL_S - finals[0].start_s) * SAMPLE_RATE)
+
+
+def test_with_the_level_gate_the_last_speculative_final_is_the_final_and_comes_no_later():
+    # The default session: the speculative final may come earlier (at the speaker's last
+    # loud frame), a soft stretch inside the sentence may start one that goes stale, but
+    # the last one sent is the final, sent before the stop, and nothing is decoded after.
+    pool, events = streamed(speech("fox", 1.0), vad_foreground_db=FOREGROUND_DB)
+    finals = [e for e in events if isinstance(e, Final)]
+    stop = next(e for e in events if isinstance(e, SpeechStopped))
+    voice_end = stop.end_s - 0.3  # Silero's last speech frame, background or not
+    spec = pool.finals()[-1]
+    assert len(finals) == 1 and finals[0].text == spec.word.strip()
+    assert all(r.sent_s < voice_end + 0.38 for r in pool.finals())  # none after the stop
+    # its audio ends at most 0.3 s before Silero's last speech frame, plus the tail
+    audio_end = finals[0].start_s + spec.audio.size / SAMPLE_RATE
+    assert voice_end + FINAL_TAIL_S - 0.3 <= audio_end <= voice_end + FINAL_TAIL_S + 1e-6
 
 
 def test_a_speculative_final_decodes_the_samples_a_late_final_would():
@@ -201,14 +235,7 @@ def test_a_stale_speculative_final_never_holds_up_the_final(how):
 
 
 def test_without_a_tail_the_final_waits_for_the_vad_and_bad_tails_are_refused():
-    audio = speech("fox", 1.0)
-
-    async def run():
-        pool = StandIn()
-        events = await play(session_on(pool, final_tail_s=None), audio, pool.answer_all)
-        return pool, events
-
-    pool, events = asyncio.run(asyncio.wait_for(run(), WAIT))
+    pool, events = streamed(speech("fox", 1.0), final_tail_s=None)
     stop = next(e for e in events if isinstance(e, SpeechStopped))
     assert len(pool.finals()) == 1 and pool.finals()[0].sent_s >= stop.end_s + 0.1  # after the stop
     assert pool.finals()[0].audio.size == round((stop.end_s - events[0].start_s) * SAMPLE_RATE)

@@ -53,6 +53,7 @@ from .pool import PRIORITY_DEFAULT, PoolStatus, ProcessPool, WarmUpSummary, Work
 from .results import Segment, TranscriptionResult
 from .streaming import StreamingSession
 from .streaming.session import FINAL_TAIL_S
+from .streaming.vad import FOREGROUND_DB
 from .worker import WorkerState
 
 log = logging.getLogger(__name__)
@@ -335,6 +336,7 @@ class TranscriptionEngine:
         max_buffer_s: float = 15.0,
         min_silence_s: float = 0.4,
         final_tail_s: float | None = FINAL_TAIL_S,
+        vad_foreground_db: float | None = FOREGROUND_DB,
         options: DecodeOptions | None = None,
         **decode: Any,
     ) -> StreamingSession:
@@ -346,6 +348,9 @@ class TranscriptionEngine:
         a VAD-ended utterance's final decodes its audio to this long after its last speech
         frame, sent as soon as that much silence is heard (a speculative final); ``None``
         waits for the VAD's stop and decodes to it (see :mod:`whisperpool.streaming.session`).
+        ``vad_foreground_db``: a speech frame this far below the utterance's speech level is
+        background (voices behind the speaker), so the speech end is the speaker's; ``None``
+        counts every speech frame (see :mod:`whisperpool.streaming.vad`).
         """
         if language is not None:
             decode["language"] = language
@@ -358,6 +363,7 @@ class TranscriptionEngine:
             max_buffer_s=max_buffer_s,
             min_silence_s=min_silence_s,
             final_tail_s=final_tail_s,
+            vad_foreground_db=vad_foreground_db,
         )
 
     async def __aenter__(self) -> TranscriptionEngine:

@@ -26,7 +26,9 @@ sent at once, with the buffer up to that frame plus the tail. A final decoded af
 VAD's stop takes exactly those samples too (the stop carries its last speech frame:
 :attr:`.vad.VadEvent.speech_end_s`), so when the stop comes with the same speech end, the
 speculative result *is* the final, and its decoding overlapped the VAD's wait: no
-second decode. If speech resumes, it is stale: its words count as the next partial (a
+second decode. The last speech frame is the speaker's: under background voices, the
+last one loud enough to be theirs (``vad_foreground_db``; see :mod:`.vad`), so the final
+does not wait for the voices behind them to stop. If speech resumes, it is stale: its words count as the next partial (a
 beam-search hypothesis of the buffer so far; the partial it replaced was left behind).
 A commit or close ends the utterance with all its audio: a speculative final is stale
 then too, and the final is decoded. ``final_tail_s=None``: no speculation, the final is
@@ -74,8 +76,8 @@ from ..pool import PRIORITY_REALTIME, ProcessPool
 from ..results import TranscriptionResult
 from .agreement import Agreement, TimedWord, appended, join
 from .events import Final, Partial, SpeechStarted, SpeechStopped, StreamError, StreamEvent
+from .vad import FOREGROUND_DB, StreamingVad, VadEvent
 from .vad import PAD_S as VAD_PAD_S
-from .vad import StreamingVad, VadEvent
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ class StreamingSession:
         final_beam_size: int = 5,
         max_backlog_s: float = MAX_VAD_BACKLOG_S,
         final_tail_s: float | None = FINAL_TAIL_S,
+        vad_foreground_db: float | None = FOREGROUND_DB,
     ) -> None:
         if final_tail_s is not None and not 0.0 <= final_tail_s <= VAD_PAD_S:
             raise ConfigError(
@@ -135,7 +138,11 @@ class StreamingSession:
         self.options = options.replace(word_timestamps=True, window="auto")
         self.update_interval_s = update_interval_s
         self.max_buffer_s = max_buffer_s
-        self.vad = StreamingVad(threshold=vad_threshold, min_silence_s=min_silence_s) if vad else None
+        self.vad = (
+            StreamingVad(threshold=vad_threshold, min_silence_s=min_silence_s, foreground_db=vad_foreground_db)
+            if vad
+            else None
+        )
         self._loop = asyncio.get_running_loop()
         self._events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
         self._audio = np.zeros(0, dtype=np.float32)  # recent audio: from _audio_start_s to now
