@@ -135,6 +135,20 @@ def test_a_worker_killed_with_pieces_in_flight_loses_and_repeats_nothing(make_po
     assert status.requests_retried >= 1 and status.requests_completed == 1 and status.pieces_completed == 5
 
 
+def test_a_piece_of_a_cancelled_recording_is_not_retried_when_its_worker_dies(make_pool):
+    pool = make_pool(long_config(pool_size=1, fake=FakeBehavior(inference_delay_s=1.0)))
+    pool.warm_up_all_workers(timeout=WAIT)
+    future = pool.submit(recording(9.0))
+    assert wait_for(lambda: pool.get_status().queue_depth >= 3)  # planned: a piece runs, the rest wait
+    assert future.cancel()
+    victim = pool.get_status().workers[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    assert wait_for(lambda: pool.get_status().worker_restarts == 1 and pool.get_status().warm_workers == 1)
+    status = pool.get_status()
+    assert status.requests_retried == 0 and status.queue_depth == 0 and status.requests == ()
+    assert pool.submit(samples(8000)).result(WAIT).text == "8000 samples"  # the new worker serves
+
+
 def test_a_short_request_waits_for_a_piece_not_for_the_recording(make_pool):
     # One worker, a recording of ten 0.4 s pieces: a short request that arrives once the
     # recording is under way is served after the piece in hand, not after all ten.

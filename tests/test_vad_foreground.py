@@ -9,7 +9,7 @@ import pytest
 from whisperpool.audio import SAMPLE_RATE, load_audio
 from whisperpool.bench.accuracy import EVAL, LEAD_S, eval_set
 from whisperpool.streaming.session import FINAL_TAIL_S
-from whisperpool.streaming.vad import StreamingVad
+from whisperpool.streaming.vad import FRAME, StreamingVad
 
 CLIPS = eval_set()
 
@@ -56,9 +56,8 @@ def test_without_background_voices_a_final_still_takes_all_the_speech(condition)
     # end, give or take a tenth of a second.
     rows = [ends(n) for n in tune(condition)]
     assert len(rows) >= 4
-    for true, gated, ungated in rows:
+    for true, gated, _ in rows:
         assert gated + FINAL_TAIL_S >= true - 0.12
-        assert gated <= ungated
     assert np.median([ungated - gated for _, gated, ungated in rows]) <= 0.15
 
 
@@ -72,3 +71,16 @@ def test_a_loud_start_does_not_turn_the_rest_of_the_speech_into_background():
     true, gated, ungated = ends(name, audio)
     assert ungated >= true - 0.12
     assert gated + FINAL_TAIL_S >= true - 0.12 and gated >= ungated - 0.35
+
+
+def test_loud_blips_between_utterances_set_no_level_for_the_next(monkeypatch):
+    # Silero stubbed frame by frame: eight loud two-frame blips (speech, too short to start
+    # an utterance) between utterances, then a soft 0.8 s utterance. Had the blips set its
+    # level, all of it would be background and its speech end would be the last blip's.
+    plan = [(0.0, 0.0)] * 10 + [(0.9, 0.5), (0.9, 0.5), (0.0, 0.0)] * 8 + [(0.9, 0.05)] * 25 + [(0.0, 0.0)] * 20
+    probs = iter(p for p, _ in plan)
+    monkeypatch.setattr(StreamingVad, "probability", lambda self, frame: next(probs))
+    audio = np.concatenate([np.full(FRAME, amp, np.float32) for _, amp in plan])
+    stops = [e for e in StreamingVad().feed(audio) if not e.speech]
+    utterance_end_s = (10 + 3 * 8 + 25) * FRAME / SAMPLE_RATE
+    assert len(stops) == 1 and stops[0].speech_end_s == pytest.approx(utterance_end_s)

@@ -159,9 +159,11 @@ def _submit_planned(pool: ProcessPool, long_audio: np.ndarray, recordings_: int)
     (bounded wait): their futures and pieces."""
     futures = [pool.submit(long_audio) for _ in range(recordings_)]
     deadline = time.monotonic() + 60
-    while (pieces := _planned(pool, recordings_)) is None and time.monotonic() < deadline:
+    while (pieces := _planned(pool, recordings_)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{recordings_} recording(s) not planned within 60 s: no fairness to measure")
         time.sleep(0.01)  # the plan is short; polled, bounded
-    return futures, pieces or [1] * recordings_
+    return futures, pieces
 
 
 def job_seconds(pool: ProcessPool, long_audio: np.ndarray, recordings_: int) -> float:

@@ -410,11 +410,14 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
             self._on_exit(w)
 
     def _forget_cancelled(self) -> None:
-        """Long recordings whose caller gave up leave the table: their queued jobs are
-        cancelled with them, and pieces still running are dropped when they end; kept, a
-        cancelled recording and its audio would stay listed and held for good."""
+        """Long recordings whose caller gave up leave the table, and their queued jobs with
+        them (pieces planned after the caller's own sweep too); pieces still running are
+        dropped when they end. Kept, a cancelled recording and its audio would stay listed
+        and held for good."""
         for gone in [i for i, long in self._long.items() if long.future.cancelled()]:
-            del self._long[gone]
+            long = self._long.pop(gone)
+            for job in (*long.plan_jobs, *long.jobs):
+                job.future.cancel()  # a running one cannot be: it finishes and is dropped
 
     def _drain_pipe(self, w: Worker) -> None:
         conn = w.conn

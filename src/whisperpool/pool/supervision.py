@@ -133,6 +133,8 @@ class Supervision:
         job.crashes += 1
         if job.future.done() or job.background is not None:
             return
+        if job.parent is not None and job.parent.future.done():
+            return  # a piece of a recording that is over (cancelled, failed): nobody waits for it
         if job.crashes >= self.config.max_crashes_per_request:
             error = WorkerCrashed(
                 f"request {job.id} was refused as poison: it crashed {job.crashes} workers (last: {reason})"

@@ -134,6 +134,8 @@ class StreamingVad:
                 if self._foreground(data[i * FRAME : (i + 1) * FRAME]):
                     self._foreground_end_s = end_s
             if not self.in_speech:
+                if prob < self.threshold:  # a blip that started no utterance sets no level
+                    self._levels.clear()
                 self._run = self._run + 1 if prob >= self.threshold else 0
                 if self._run >= self.min_speech_frames:
                     self.in_speech, self._run = True, 0
