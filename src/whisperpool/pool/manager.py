@@ -410,10 +410,10 @@ class ProcessPool(Messages, Supervision, Lifecycle, Scaling, Background, Batchin
             self._on_exit(w)
 
     def _forget_cancelled(self) -> None:
-        """Long recordings whose caller gave up leave the table, and their queued jobs with
-        them (pieces planned after the caller's own sweep too); pieces still running are
-        dropped when they end. Kept, a cancelled recording and its audio would stay listed
-        and held for good."""
+        """Long recordings whose caller gave up (the cancel wakes us) leave the table, and
+        their queued jobs with them, here on the manager thread, where pieces are planned;
+        pieces still running are dropped when they end. Kept, a cancelled recording and
+        its audio would stay listed and held for good."""
         for gone in [i for i, long in self._long.items() if long.future.cancelled()]:
             long = self._long.pop(gone)
             for job in (*long.plan_jobs, *long.jobs):

@@ -199,7 +199,6 @@ class LongRequest:
         self.plan_job = self.plan_jobs[0]
         for index, job in enumerate(self.plan_jobs):
             job.future.add_done_callback(lambda f, index=index: self._part_planned(index, f))
-        future.add_done_callback(self._caller_done)
 
     @property
     def done_pieces(self) -> int:
@@ -217,11 +216,6 @@ class LongRequest:
         return max(1, min(self._workers(), int(self.duration // span)))
 
     # -- callbacks ---------------------------------------------------------------------
-    def _caller_done(self, future: Future) -> None:
-        if future.cancelled():  # the caller gave up: its queued work leaves the queue
-            for job in (*self.plan_jobs, *self.jobs):
-                job.future.cancel()
-
     def _part_planned(self, index: int, future: Future) -> None:
         if future.cancelled() or self.future.done():
             return
