@@ -18,8 +18,10 @@ they were held (a partial that fell due while the VAD heard silence after speech
 sent then, beside the speculative final); ``finals-partial-hold-tune.json`` compares
 ``0.2:nohold`` with ``0.2``. A flag ``:nogate`` turns the VAD's foreground gate off
 (``vad_foreground_db=None``: every speech frame is the speaker's, background voices
-too); ``finals-foreground-tune.json`` compares ``0.2:nogate`` with ``0.2``. All
-decodings are counted too (``decodes``).
+too); ``finals-foreground-tune.json`` compares ``0.2:nogate`` with ``0.2``. A flag
+``:beamN`` sets ``final_beam_size=N`` (``finals-beam-tune.json``: ``0.2:beam5`` against
+``0.2:beam3``), ``:bufS`` ``max_buffer_s=S`` (``finals-buffer-tune.json``: ``0.2``
+against ``0.2:buf5``). All decodings are counted too (``decodes``).
 
 Written: ``benchmarks/results/finals-speculative-<split>.json``. Decide on ``tune``;
 ``held-out`` is run once, to report.
@@ -81,8 +83,13 @@ async def stream_one(engine: TranscriptionEngine, meta: dict[str, Any], audio: n
     pool = _Counting(engine.pool)
     options = engine.pool.config.decode.replace(language=meta["language"])
     tail, flags = parse_setting(setting)
-    gate = {"vad_foreground_db": None} if "nogate" in flags else {}
-    session = StreamingSession(pool, options, final_tail_s=tail, **gate)  # type: ignore[arg-type]
+    extra: dict[str, Any] = {"vad_foreground_db": None} if "nogate" in flags else {}
+    for flag in flags:
+        if flag.startswith("buf"):
+            extra["max_buffer_s"] = float(flag[3:])
+        if flag.startswith("beam"):
+            extra["final_beam_size"] = int(flag[4:])
+    session = StreamingSession(pool, options, final_tail_s=tail, **extra)  # type: ignore[arg-type]
     if "nohold" in flags:
         session._pausing = lambda: False  # type: ignore[method-assign]
     played = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio])
@@ -139,7 +146,7 @@ def main() -> None:
         "--tails",
         default="none,0.1",
         help="final_tail_s settings; none: no speculative final; T:nohold: partials not held in a pause; "
-        "T:nogate: no foreground gate",
+        "T:nogate: no foreground gate; T:beamN: final_beam_size N; T:bufS: max_buffer_s S",
     )
     parser.add_argument("--limit", type=int, default=None, help="the first N clips only (a smoke run)")
     parser.add_argument("--output", type=Path, default=None)
