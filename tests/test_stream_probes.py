@@ -109,11 +109,16 @@ def server():
 
 
 async def _latencies(
-    url: str, path: str, stop: asyncio.Event | threading.Event, count: int = 40, every: float = 0.1
+    url: str,
+    path: str,
+    stop: asyncio.Event | threading.Event,
+    count: int = 40,
+    every: float = 0.1,
+    sending: threading.Event | None = None,
 ) -> list[float]:
     """Send up to ``count`` requests, one every ``every`` seconds until ``stop`` is set,
     without waiting for the one before (a slow answer does not thin the sample), and
-    return how long each took."""
+    return how long each took. ``sending`` is set once the first request is on its way."""
 
     async def one(client: httpx.AsyncClient) -> float:
         started = time.perf_counter()
@@ -130,6 +135,8 @@ async def _latencies(
             if stop.is_set():
                 break
             sent.append(asyncio.create_task(one(client)))
+            if sending is not None:
+                sending.set()
             await asyncio.sleep(every)
         return list(await asyncio.gather(*sent))
 
@@ -164,9 +171,12 @@ def test_a_30_minute_realtime_flood_is_limited_and_rest_stays_fast(server):
             reader = asyncio.create_task(read())
             # the REST requests go from a thread and event loop of their own: this loop, busy
             # sending the flood, would otherwise delay them until the flood is over
-            stop = threading.Event()
-            sampler = _latencies(server.url, "/v1/audio/transcriptions", stop, every=0.05)
+            stop, sending = threading.Event(), threading.Event()
+            sampler = _latencies(server.url, "/v1/audio/transcriptions", stop, every=0.05, sending=sending)
             rest = asyncio.create_task(asyncio.to_thread(asyncio.run, sampler))
+            # the flood starts once the sampler has sent: a flood handled before the
+            # sampler's thread ran would leave nothing measured during it
+            assert await asyncio.to_thread(sending.wait, WAIT), "the REST sampler did not start"
             started = time.perf_counter()
             for _ in range(120):  # 30 minutes of audio, as fast as the socket takes it
                 await ws.send(append)
@@ -178,6 +188,7 @@ def test_a_30_minute_realtime_flood_is_limited_and_rest_stays_fast(server):
         return baseline, during, events, elapsed, rss_mib(server.proc.pid) - before
 
     baseline, during, events, elapsed, grown = asyncio.run(asyncio.wait_for(run(), 4 * WAIT))
+    assert during, "no REST request was served during the flood"
     print(
         f"REST idle {baseline:.3f} s, during the flood median {statistics.median(during):.3f} s max "
         f"{max(during):.3f} s ({len(during)} requests); flood handled in {elapsed:.1f} s; RSS +{grown:.0f} MiB"
@@ -187,7 +198,6 @@ def test_a_30_minute_realtime_flood_is_limited_and_rest_stays_fast(server):
     assert codes <= {"rate_limited", "input_audio_buffer_too_large"} and "rate_limited" in codes
     assert completed["end_s"] - completed["start_s"] <= 30.5  # the buffer cap, not 30 minutes
     assert elapsed < 2 * WAIT  # the update did not run to a 40 s timeout
-    assert during, "no REST request was served during the flood"
     assert statistics.median(during) < max(5 * baseline, 0.5), (baseline, during)
     assert max(during) < 5.0, during  # it took 38 s before
     assert grown < 200, grown
