@@ -153,9 +153,11 @@ class StreamingVad:
 
     def _foreground(self, frame: np.ndarray) -> bool:
         """Whether a speech frame is loud enough to be the speaker's (see the module's doc)."""
+        if self.foreground_db is None:  # the gate is off: no level to keep
+            return True
         level = 10.0 * float(np.log10(np.mean(frame * frame) + 1e-18))
         self._levels.append(level)
-        if self.foreground_db is None or len(self._levels) < LEVEL_MIN_FRAMES:
+        if len(self._levels) < LEVEL_MIN_FRAMES:
             return True
         return level >= float(np.percentile(self._levels, LEVEL_PERCENTILE)) - self.foreground_db
 
