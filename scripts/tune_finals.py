@@ -1,6 +1,6 @@
 """Streaming finals on the TUNE half of the accuracy dev set: fallbacks, decode time, WER.
 
-python scripts/tune_finals.py [--output FILE] [--strategies current,full-cheaper,shipped,beam3,...] [--stress]
+python scripts/tune_finals.py [--output FILE] [--strategies current,full-cheaper,shipped,beam3,...] [--stress [--wide]]
 
 Written: ``benchmarks/results/finals-tune.json`` (the tune clips, and offline ``auto`` on
 the tune clips the retries can change) and, with ``--stress``,
@@ -25,8 +25,11 @@ Two steps, so that decodings can be compared on exactly the same finals:
      issue 16 part 3;
    * ``full-cheaper``: straight to the full window too, but every pass under the token
      cap, and the ladder stepped up only for a loop (``low_confidence_fallback=False``);
-   * ``shipped``: before that, the short window twice more: the snug window (no 8 s
-     floor), then the ladder's first step that forbids repeats.
+   * ``shipped``: before that, the short window again, as the backend does now (one
+     retry: the snug window, with no 8 s floor, at the ladder's first step that forbids
+     repeats; then, if rejected, the first window at that step);
+   * ``two-retries``: the short window twice more, as before 2026-11-28: the snug window
+     at the first temperature, then the first window at the step that forbids repeats.
 
    Cheaper first passes, with the shipped fallbacks (does the decoding hold the final
    latency up?):
@@ -51,7 +54,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -79,7 +84,11 @@ OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "finals-t
 STRESS_OUT = OUT.with_name("finals-tune-stress.json")
 STRESS_WPM = (130, 160, 190, 220)  # espeak-ng's words a minute (the set was rendered at 150-185)
 STRESS_VARIANTS = ("", "+m3", "+f2")
-AT_ONCE = 6  # streams played at the same time during the capture (the stand-in pool costs nothing)
+# --wide: more speeds and voice variants of the same tune texts (some variants sound alike
+# to Whisper at some speeds, so the finals that retry are fewer distinct ones than clips)
+WIDE_WPM = (140, 175, 205, 235)
+WIDE_VARIANTS = ("+m1", "+m2", "+m4", "+m5", "+m6", "+f1", "+f3", "+f4")
+AT_ONCE = 12  # streams played at the same time during the capture (the stand-in pool costs nothing)
 
 
 class _Recorder:
@@ -98,19 +107,22 @@ class _Recorder:
         return future
 
 
-def stress_set(meta: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def stress_set(meta: dict[str, dict[str, Any]], wide: bool = False) -> dict[str, dict[str, Any]]:
     """The tune half's clean non-English sentences spoken again by espeak-ng, faster and
     slower and in other voice variants: where finals loop (the held-out half's two looping
-    finals were such clips), in numbers enough to compare fixes. Tune texts only."""
+    finals were such clips), in numbers enough to compare fixes. Tune texts only. With
+    ``wide``, the WIDE_ speeds and variants as well."""
     from make_eval_set import speak, speech_bounds
 
     out = {}
     foreign = {n: m for n, m in meta.items() if m["split"] == "tune" and m["language"] != "en"}
+    speeds = [(w, v) for w in STRESS_WPM for v in STRESS_VARIANTS]
+    if wide:
+        speeds += [(w, v) for w in WIDE_WPM for v in WIDE_VARIANTS]
     for name, m in sorted(foreign.items()):
-        for wpm in STRESS_WPM:
-            for variant in STRESS_VARIANTS:
-                audio = speak(m["text"], m["voice"] + variant, wpm)
-                out[f"{name}-{wpm}{variant}"] = m | {"audio": audio, "wpm": wpm} | speech_bounds(audio)
+        for wpm, variant in speeds:
+            audio = speak(m["text"], m["voice"] + variant, wpm)
+            out[f"{name}-{wpm}{variant}"] = m | {"audio": audio, "wpm": wpm} | speech_bounds(audio)
     return out
 
 
@@ -152,6 +164,24 @@ FIRST_PASS: dict[str, tuple[int | None, int | None]] = {
 }
 
 
+def _two_retries(self, audio, speech, speech_chunks, window, options, on_segment, exc, encoded):
+    """The retry as it was before 2026-11-28: the snug window at the first temperature,
+    then the first window at the ladder's first step that forbids repeats."""
+    if exc.reason not in fw.RETRIED_ON_SHORT:
+        return None
+    snug = math.ceil(speech.size / SAMPLE_RATE + fw.SHORT_WINDOW_TAIL_S)
+    tries = [(snug, options.temperature[0])] if snug < window else []
+    step = next((t for t in options.temperature[1:] if t >= fw.NO_REPEAT_FROM), None)
+    tries += [(window, step)] if step is not None else []
+    for size, temperature in tries:
+        try:
+            result = self._short(audio, speech, speech_chunks, size, options, on_segment, temperature, encoded)
+        except fw.NeedsFullWindow:
+            continue
+        return dataclasses.replace(result, retried=exc.reason)
+    return None
+
+
 @contextlib.contextmanager
 def strategy(name: str):
     """The backend as each strategy has it (``shipped`` and the first-pass ones: as it is,
@@ -161,6 +191,8 @@ def strategy(name: str):
         fw.FasterWhisperBackend._retry_short = lambda self, *args: None
     if name == "current":
         fw.FasterWhisperBackend._full = _old_full
+    if name == "two-retries":
+        fw.FasterWhisperBackend._retry_short = _two_retries
     fw.SHORT_WINDOW_MIN_S = FIRST_PASS.get(name, (None, None))[1] or floor
     try:
         yield
@@ -276,6 +308,7 @@ def main() -> None:
     parser.add_argument(
         "--stress", action="store_true", help="the stress set (see stress_set) instead of the tune clips"
     )
+    parser.add_argument("--wide", action="store_true", help="with --stress: more speeds and voice variants")
     parser.add_argument("--limit", type=int, default=None, help="the first N clips only (a smoke run)")
     args = parser.parse_args()
     args.output = args.output or (STRESS_OUT if args.stress else OUT)
@@ -284,7 +317,7 @@ def main() -> None:
     names = sorted(n for n, m in meta.items() if m["split"] == "tune" and m["length_class"] in STREAMED_LENGTHS)
     names = names[: args.limit] if args.limit else names
     if args.stress:
-        stress = stress_set(meta)
+        stress = stress_set(meta, args.wide)
         meta |= stress
         names = sorted(stress)[: args.limit] if args.limit else sorted(stress)
     log.print(f"[dim]capturing the finals of {len(names)} tune clips at real-time pace ...[/dim]")
@@ -295,7 +328,7 @@ def main() -> None:
     backend.warm_up(DecodeOptions())
     out: dict[str, Any] = header()
     out["settings"] = {
-        "split": "tune-stress" if args.stress else "tune",
+        "split": ("tune-stress-wide" if args.wide else "tune-stress") if args.stress else "tune",
         "streamed_lengths": list(STREAMED_LENGTHS),
         "threads": 1,
         "lead_s": LEAD_S,

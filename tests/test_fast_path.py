@@ -141,18 +141,26 @@ def test_the_short_window_limit_is_a_decoding_option(backend):
 class _Looping:
     """The CTranslate2 model with its end-of-text token suppressed on the passes ``loops``
     picks: the decoder cannot stop, as a looping decoding does not, and runs to its
-    token cap. Every pass is recorded as (window positions, new tokens allowed)."""
+    token cap. Every pass is recorded as (window positions, new tokens allowed), whether
+    it forbids repeats in ``no_repeat``, and every encoder run's frames in ``encoded``."""
 
     def __init__(self, model, eot: int, loops) -> None:
         self._model, self._eot, self._loops = model, eot, loops
         self.passes: list[tuple[int, int]] = []
+        self.no_repeat: list[bool] = []
+        self.encoded: list[int] = []
 
     def __getattr__(self, name: str):
         return getattr(self._model, name)
 
+    def encode(self, features, *args, **kwargs):
+        self.encoded.append(features.shape[-1])
+        return self._model.encode(features, *args, **kwargs)
+
     def generate(self, features, prompts, **kwargs):
         positions = features.shape[1]  # the encoder's output: 1500 for the full 30 s window
         self.passes.append((positions, kwargs["max_length"] - len(prompts[0])))
+        self.no_repeat.append(bool(kwargs.get("no_repeat_ngram_size")))
         if self._loops(positions, kwargs):
             kwargs["suppress_tokens"] = [*kwargs.get("suppress_tokens", []), self._eot]
         return self._model.generate(features, prompts, **kwargs)
@@ -177,10 +185,10 @@ FULL_WINDOW = 1500  # encoder positions of the 30 s window
 FINAL = LANGUAGE.replace(beam_size=5, word_timestamps=True)
 
 
-def test_a_looping_pass_is_cut_at_the_token_cap_and_retried_on_the_snug_window(backend, looping):
+def test_a_looping_pass_is_cut_at_the_token_cap_and_retried_once_on_the_snug_window(backend, looping):
     """A final's first pass loops on the 8 s window: it stops at the token cap, not at
-    Whisper's 448, and the same audio on a window without the floor's long silent pad
-    answers; no full window runs."""
+    Whisper's 448, and one more pass answers: the same audio on a window without the
+    floor's long silent pad, at the step that forbids repeats; no full window runs."""
     audio = short("s3-pasta")  # 3 s: an 8 s window (the floor), a 5 s one snug
     floor = fw.SHORT_WINDOW_MIN_S * 50  # encoder positions: 50 a second
     recorder = looping(lambda positions, kwargs: positions == floor)
@@ -192,17 +200,32 @@ def test_a_looping_pass_is_cut_at_the_token_cap_and_retried_on_the_snug_window(b
     assert cap < 100
     snug = 50 * math.ceil(audio.size / RATE + fw.SHORT_WINDOW_TAIL_S)
     assert recorder.passes == [(floor, cap), (snug, cap)]  # the loop, then its retry
+    assert recorder.no_repeat == [False, True]
     assert result.segments[-1].end <= audio.size / RATE
 
 
-def test_a_loop_on_both_windows_is_mended_by_the_step_that_forbids_repeats(backend, looping):
+def test_a_loop_on_the_snug_window_too_is_mended_on_the_first_window_without_encoding_it_again(backend, looping):
     audio = short("s3-pasta")
-    recorder = looping(lambda positions, kwargs: not kwargs.get("no_repeat_ngram_size"))
+    floor = fw.SHORT_WINDOW_MIN_S * 50
+    recorder = looping(lambda positions, kwargs: positions != floor or not kwargs.get("no_repeat_ngram_size"))
     result = backend.transcribe(audio, FINAL)
     assert (result.window, result.fallback) == ("short", None)
     assert result.retried in fw.RETRIED_ON_SHORT, result.retried
     assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text)), result.text
-    assert len(recorder.passes) == 3 and all(positions < FULL_WINDOW for positions, _ in recorder.passes)
+    snug = 50 * math.ceil(audio.size / RATE + fw.SHORT_WINDOW_TAIL_S)
+    assert [positions for positions, _ in recorder.passes] == [floor, snug, floor]
+    assert recorder.no_repeat == [False, True, True]
+    assert recorder.encoded == [2 * floor, 2 * snug]  # mel frames: the floor's window once
+
+
+def test_without_a_step_that_forbids_repeats_a_loop_is_retried_on_the_snug_window_as_it_was(backend, looping):
+    audio = short("s3-pasta")
+    floor = fw.SHORT_WINDOW_MIN_S * 50
+    recorder = looping(lambda positions, kwargs: positions == floor)
+    result = backend.transcribe(audio, FINAL.replace(temperature=(0.0, 0.2, 0.4)))
+    assert (result.window, result.fallback) == ("short", None), (result.window, result.fallback)
+    assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text)), result.text
+    assert len(recorder.passes) == 2 and recorder.no_repeat == [False, False]
 
 
 def test_a_pass_that_loops_on_every_short_try_goes_to_the_full_window_every_pass_capped(backend, looping):
@@ -216,6 +239,7 @@ def test_a_pass_that_loops_on_every_short_try_goes_to_the_full_window_every_pass
     assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text)), result.text
     windows = [positions for positions, _ in recorder.passes]
     assert all(p < FULL_WINDOW for p in windows[:3]) and windows[3:] and set(windows[3:]) == {FULL_WINDOW}
+    assert recorder.encoded.count(2 * fw.SHORT_WINDOW_MIN_S * 50) == 1  # the floor's window, encoded once
     assert {allowed for _, allowed in recorder.passes} == {fw.token_cap(audio.size / RATE, 12)}
     # A partial (window="short") is not retried: the next update replaces it.
     recorder.passes.clear()

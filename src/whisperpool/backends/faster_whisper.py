@@ -16,11 +16,11 @@ ratio to notice), a low average log-probability (unless the window is silence), 
 that hits the token cap, or output that does not end on a timestamp reject it.
 
 A pass rejected for a loop or a cut (any reason but a low log-probability) is decoded
-again on the short window, two cheap ways: the snug window (the speech and its tail,
-without the floor's silent pad), then the ladder's first step that forbids repeated
-4-grams (with ``sampling="deterministic"``: beam search with a repetition penalty). Only
-if both are rejected too, or the first pass was merely unsure, does the request go to the
-full window. Every pass, on either window, stops at the token cap (``DecodeOptions.
+again on the short window at the ladder's first step that forbids repeated 4-grams (with
+``sampling="deterministic"``: beam search with a repetition penalty): on the snug window
+(the speech and its tail, without the floor's silent pad), then, if that is rejected too,
+on the first pass's window, whose encoding it reuses. Only if both are rejected, or the
+first pass was merely unsure, does the request go to the full window. Every pass, on either window, stops at the token cap (``DecodeOptions.
 max_tokens_per_s``), so a loop costs a few dozen tokens, not Whisper's 448. A live
 partial (``window="short"``) is not decoded again: the next update replaces it. The
 result says which window answered and, after a fallback to the full window, why.
@@ -362,15 +362,16 @@ class FasterWhisperBackend:
             max_s = 30.0 if options.window == "short" else options.short_window_max_s
             window = short_window_seconds(speech.size / SAMPLE_RATE, max_s)
         if window is not None:
+            encoded: dict = {}  # window size -> its encoding, for a retry on the same window
             try:
-                return self._short(audio, speech, speech_chunks, window, options, on_segment)
+                return self._short(audio, speech, speech_chunks, window, options, on_segment, None, encoded)
             except NeedsFullWindow as exc:
                 if options.window == "short":  # a live partial: the next update replaces it
                     log.debug("short window rejected (%s); no fallback asked for", exc)
                     return TranscriptionResult(
                         "", (), options.language, 0.0, audio.size / SAMPLE_RATE, window="short", fallback=exc.reason
                     )
-                retried = self._retry_short(audio, speech, speech_chunks, window, options, on_segment, exc)
+                retried = self._retry_short(audio, speech, speech_chunks, window, options, on_segment, exc, encoded)
                 if retried is not None:
                     return retried
                 log.info("short window rejected (%s); decoding the full window", exc)
@@ -475,25 +476,29 @@ class FasterWhisperBackend:
         segments = _collect(segments_iter, info.duration, on_segment)
         return _result(segments, info, info.duration, window="full", fallback=fallback)
 
-    def _retry_short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment, exc):
-        """The short window again after a loop or a cut (``exc``), two cheap ways before
-        the full window: the snug window (the speech plus its tail, without the floor: a
-        long silent pad is where finals of a few seconds looped, on the dev set's tune
-        sentences spoken faster), then the ladder's first step that forbids repeats (beam
-        search, a repetition penalty and no repeated 4-gram with ``sampling="deterministic"``).
-        None if ``exc`` is not of that kind or both are rejected."""
+    def _retry_short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment, exc, encoded):
+        """The short window again after a loop or a cut (``exc``), before the full window:
+        at the ladder's first step that forbids repeats (beam search, a repetition penalty
+        and no repeated 4-gram with ``sampling="deterministic"``), on the snug window (the
+        speech plus its tail, without the floor: a long silent pad is where finals of a
+        few seconds looped or never closed their last segment, on the dev set's tune
+        sentences spoken faster), then on ``window`` (its encoding is in ``encoded``).
+        One retry, not two: a final's latency budget holds one more pass, and on the
+        stress set of tune texts the step's snug pass mended as many finals as the
+        first temperature's did, and more of the loops (docs/fast-path.md). Without such
+        a step in the ladder, the snug window at its first temperature. None if ``exc`` is
+        not of that kind or every try is rejected."""
         if exc.reason not in RETRIED_ON_SHORT:
             return None
-        tries = []
-        snug = math.ceil(speech.size / SAMPLE_RATE + SHORT_WINDOW_TAIL_S)
-        if snug < window:
-            tries.append((snug, options.temperature[0]))
+        snug = min(window, math.ceil(speech.size / SAMPLE_RATE + SHORT_WINDOW_TAIL_S))
         step = next((t for t in options.temperature[1:] if t >= NO_REPEAT_FROM), None)
-        if step is not None:
-            tries.append((window, step))
+        if step is None:
+            tries = [(snug, options.temperature[0])] if snug < window else []
+        else:
+            tries = [(snug, step)] + ([(window, step)] if snug < window else [])
         for size, temperature in tries:
             try:
-                result = self._short(audio, speech, speech_chunks, size, options, on_segment, temperature)
+                result = self._short(audio, speech, speech_chunks, size, options, on_segment, temperature, encoded)
             except NeedsFullWindow as again:
                 log.debug("short window of %d s at temperature %s rejected too (%s)", size, temperature, again)
                 continue
@@ -501,8 +506,20 @@ class FasterWhisperBackend:
             return dataclasses.replace(result, retried=exc.reason)
         return None
 
-    def _short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment, temperature=None):
-        """One pass on the short window, at ``temperature`` (the ladder's first step if None)."""
+    def _short(
+        self,
+        audio,
+        speech,
+        speech_chunks,
+        window: int,
+        options: DecodeOptions,
+        on_segment,
+        temperature=None,
+        encoded=None,
+    ):
+        """One pass on the short window, at ``temperature`` (the ladder's first step if None).
+        ``encoded``: the request's encodings by window size, read and added to, so that a
+        retry on the same window does not run the encoder again (same input, same output)."""
         from faster_whisper.transcribe import restore_speech_timestamps
 
         padded = np.zeros(window * SAMPLE_RATE, dtype=np.float32)
@@ -515,13 +532,16 @@ class FasterWhisperBackend:
             max_new_tokens=token_cap(speech.size / SAMPLE_RATE, options.max_tokens_per_s),
         )
         model = self.model
-        model.window_frames, model._encoded = window * FRAMES_PER_SECOND, None
+        cache = {} if encoded is None else encoded
+        model.window_frames, model._encoded = window * FRAMES_PER_SECOND, cache.get(window)
         model.low_confidence_fallback = options.low_confidence_fallback
         try:
             segments_iter, info = model.transcribe(padded, **kwargs)
             # Decode the whole window before sending a segment: a fallback would repeat it.
             raw = list(segments_iter)
         finally:
+            if model._encoded is not None:
+                cache[window] = model._encoded
             model.window_frames, model._encoded = None, None
         if speech_chunks is not None:
             raw = list(restore_speech_timestamps(raw, speech_chunks, SAMPLE_RATE))
