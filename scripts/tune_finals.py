@@ -166,7 +166,8 @@ FIRST_PASS: dict[str, tuple[int | None, int | None]] = {
 
 def _two_retries(self, audio, speech, speech_chunks, window, options, on_segment, exc, encoded):
     """The retry as it was before 2026-11-28: the snug window at the first temperature,
-    then the first window at the ladder's first step that forbids repeats."""
+    then the first window at the ladder's first step that forbids repeats (reusing that
+    window's encoding, which the old code did not: if anything, this times it too fast)."""
     if exc.reason not in fw.RETRIED_ON_SHORT:
         return None
     snug = math.ceil(speech.size / SAMPLE_RATE + fw.SHORT_WINDOW_TAIL_S)

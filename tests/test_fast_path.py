@@ -225,7 +225,9 @@ def test_without_a_step_that_forbids_repeats_a_loop_is_retried_on_the_snug_windo
     result = backend.transcribe(audio, FINAL.replace(temperature=(0.0, 0.2, 0.4)))
     assert (result.window, result.fallback) == ("short", None), (result.window, result.fallback)
     assert {"timer", "pasta", "kitchen"} <= set(normalize(result.text)), result.text
-    assert len(recorder.passes) == 2 and recorder.no_repeat == [False, False]
+    snug = 50 * math.ceil(audio.size / RATE + fw.SHORT_WINDOW_TAIL_S)
+    assert [positions for positions, _ in recorder.passes] == [floor, snug]
+    assert recorder.no_repeat == [False, False]
 
 
 def test_a_pass_that_loops_on_every_short_try_goes_to_the_full_window_every_pass_capped(backend, looping):

@@ -18,10 +18,12 @@ that hits the token cap, or output that does not end on a timestamp reject it.
 A pass rejected for a loop or a cut (any reason but a low log-probability) is decoded
 again on the short window at the ladder's first step that forbids repeated 4-grams (with
 ``sampling="deterministic"``: beam search with a repetition penalty): on the snug window
-(the speech and its tail, without the floor's silent pad), then, if that is rejected too,
-on the first pass's window, whose encoding it reuses. Only if both are rejected, or the
-first pass was merely unsure, does the request go to the full window. Every pass, on either window, stops at the token cap (``DecodeOptions.
-max_tokens_per_s``), so a loop costs a few dozen tokens, not Whisper's 448. A live
+(the speech and its tail, without the floor's silent pad), then, if that is rejected too
+and the snug window is smaller, on the first pass's window, whose encoding it reuses.
+Only if those are rejected, or the first pass was merely unsure, does the request go to
+the full window. Every pass, on either window, stops at the token cap
+(``DecodeOptions.max_tokens_per_s``), so a loop costs a few dozen tokens, not Whisper's
+448. A live
 partial (``window="short"``) is not decoded again: the next update replaces it. The
 result says which window answered and, after a fallback to the full window, why.
 """
@@ -483,11 +485,13 @@ class FasterWhisperBackend:
         speech plus its tail, without the floor: a long silent pad is where finals of a
         few seconds looped or never closed their last segment, on the dev set's tune
         sentences spoken faster), then on ``window`` (its encoding is in ``encoded``).
-        One retry, not two: a final's latency budget holds one more pass, and on the
-        stress set of tune texts the step's snug pass mended as many finals as the
-        first temperature's did, and more of the loops (docs/fast-path.md). Without such
-        a step in the ladder, the snug window at its first temperature. None if ``exc`` is
-        not of that kind or every try is rejected."""
+        The step comes first, not after a snug pass at the first temperature: a final's
+        latency budget holds one more pass, and on the stress set of tune texts the
+        step's snug pass mended the cuts that pass mended and more of the loops, so most
+        retried finals pay one retry, not two (docs/fast-path.md). With
+        ``sampling="random"`` the step samples (faster-whisper's own fallback). Without
+        such a step in the ladder, the snug window at its first temperature. None if
+        ``exc`` is not of that kind or every try is rejected."""
         if exc.reason not in RETRIED_ON_SHORT:
             return None
         snug = min(window, math.ceil(speech.size / SAMPLE_RATE + SHORT_WINDOW_TAIL_S))
