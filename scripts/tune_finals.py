@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -164,23 +163,15 @@ FIRST_PASS: dict[str, tuple[int | None, int | None]] = {
 }
 
 
-def _two_retries(self, audio, speech, speech_chunks, window, options, on_segment, exc, encoded):
-    """The retry as it was before 2026-11-28: the snug window at the first temperature,
-    then the first window at the ladder's first step that forbids repeats (reusing that
-    window's encoding, which the old code did not: if anything, this times it too fast)."""
-    if exc.reason not in fw.RETRIED_ON_SHORT:
-        return None
-    snug = math.ceil(speech.size / SAMPLE_RATE + fw.SHORT_WINDOW_TAIL_S)
-    tries = [(snug, options.temperature[0])] if snug < window else []
-    step = next((t for t in options.temperature[1:] if t >= fw.NO_REPEAT_FROM), None)
-    tries += [(window, step)] if step is not None else []
-    for size, temperature in tries:
-        try:
-            result = self._short(audio, speech, speech_chunks, size, options, on_segment, temperature, encoded)
-        except fw.NeedsFullWindow:
-            continue
-        return dataclasses.replace(result, retried=exc.reason)
-    return None
+def _two_retries(speech_s: float, window: int, temperatures: tuple[float, ...]) -> list[tuple[int, float]]:
+    """``fw.retry_tries`` as it was before 2026-11-28: the snug window at the first
+    temperature, then the first window at the ladder's first step that forbids repeats
+    (that window's encoding is reused now, as the old code did not: if anything, this
+    times the old chain too fast)."""
+    snug = math.ceil(speech_s + fw.SHORT_WINDOW_TAIL_S)
+    tries = [(snug, temperatures[0])] if snug < window else []
+    step = next((t for t in temperatures[1:] if t >= fw.NO_REPEAT_FROM), None)
+    return tries + ([(window, step)] if step is not None else [])
 
 
 @contextlib.contextmanager
@@ -188,17 +179,19 @@ def strategy(name: str):
     """The backend as each strategy has it (``shipped`` and the first-pass ones: as it is,
     those with a smaller window floor)."""
     retry, full, floor = fw.FasterWhisperBackend._retry_short, fw.FasterWhisperBackend._full, fw.SHORT_WINDOW_MIN_S
+    tries = fw.retry_tries
     if name in ("current", "full-cheaper"):  # a rejected final goes straight to the full window
         fw.FasterWhisperBackend._retry_short = lambda self, *args: None
     if name == "current":
         fw.FasterWhisperBackend._full = _old_full
     if name == "two-retries":
-        fw.FasterWhisperBackend._retry_short = _two_retries
+        fw.retry_tries = _two_retries
     fw.SHORT_WINDOW_MIN_S = FIRST_PASS.get(name, (None, None))[1] or floor
     try:
         yield
     finally:
         fw.FasterWhisperBackend._retry_short, fw.FasterWhisperBackend._full = retry, full
+        fw.retry_tries = tries
         fw.SHORT_WINDOW_MIN_S = floor
 
 

@@ -23,9 +23,8 @@ and the snug window is smaller, on the first pass's window, whose encoding it re
 Only if those are rejected, or the first pass was merely unsure, does the request go to
 the full window. Every pass, on either window, stops at the token cap
 (``DecodeOptions.max_tokens_per_s``), so a loop costs a few dozen tokens, not Whisper's
-448. A live
-partial (``window="short"``) is not decoded again: the next update replaces it. The
-result says which window answered and, after a fallback to the full window, why.
+448. A live partial (``window="short"``) is not decoded again: the next update replaces
+it. The result says which window answered and, after a fallback to the full window, why.
 """
 
 from __future__ import annotations
@@ -90,6 +89,19 @@ def short_window_seconds(duration: float, max_s: float = SHORT_WINDOW_MAX_S) -> 
 # A low log-probability is the audio's fault (noise, a mumble): the full window it is.
 RETRIED_ON_SHORT = frozenset(RETRIED_REASONS)
 NO_REPEAT_FROM = 0.6  # from this step of the ladder on, deterministic fallback forbids repeated 4-grams
+
+
+def retry_tries(speech_s: float, window: int, temperatures: tuple[float, ...]) -> list[tuple[int, float]]:
+    """The short-window passes (window seconds, temperature) that a pass rejected for a
+    loop or a cut gets, in order, before the full window (see ``_retry_short``): the
+    snug window (the speech plus its tail, no floor) at the ladder's first step that
+    forbids repeats, then ``window`` at that step; without such a step, the snug window
+    at the first temperature."""
+    snug = min(window, math.ceil(speech_s + SHORT_WINDOW_TAIL_S))
+    step = next((t for t in temperatures[1:] if t >= NO_REPEAT_FROM), None)
+    if step is None:
+        return [(snug, temperatures[0])] if snug < window else []
+    return [(snug, step)] + ([(window, step)] if snug < window else [])
 
 
 def token_cap(duration: float, per_s: float = TOKENS_PER_S) -> int:
@@ -366,7 +378,7 @@ class FasterWhisperBackend:
         if window is not None:
             encoded: dict = {}  # window size -> its encoding, for a retry on the same window
             try:
-                return self._short(audio, speech, speech_chunks, window, options, on_segment, None, encoded)
+                return self._short(audio, speech, speech_chunks, window, options, on_segment, encoded)
             except NeedsFullWindow as exc:
                 if options.window == "short":  # a live partial: the next update replaces it
                     log.debug("short window rejected (%s); no fallback asked for", exc)
@@ -479,30 +491,22 @@ class FasterWhisperBackend:
         return _result(segments, info, info.duration, window="full", fallback=fallback)
 
     def _retry_short(self, audio, speech, speech_chunks, window: int, options: DecodeOptions, on_segment, exc, encoded):
-        """The short window again after a loop or a cut (``exc``), before the full window:
-        at the ladder's first step that forbids repeats (beam search, a repetition penalty
-        and no repeated 4-gram with ``sampling="deterministic"``), on the snug window (the
-        speech plus its tail, without the floor: a long silent pad is where finals of a
-        few seconds looped or never closed their last segment, on the dev set's tune
-        sentences spoken faster), then on ``window`` (its encoding is in ``encoded``).
-        The step comes first, not after a snug pass at the first temperature: a final's
-        latency budget holds one more pass, and on the stress set of tune texts the
-        step's snug pass mended the cuts that pass mended and more of the loops, so most
-        retried finals pay one retry, not two (docs/fast-path.md). With
-        ``sampling="random"`` the step samples (faster-whisper's own fallback). Without
-        such a step in the ladder, the snug window at its first temperature. None if
-        ``exc`` is not of that kind or every try is rejected."""
+        """The short window again after a loop or a cut (``exc``), before the full window,
+        the passes of :func:`retry_tries` (``window``'s encoding is in ``encoded``). The
+        snug window drops the floor's long silent pad, where finals of a few seconds
+        looped or never closed their last segment (the dev set's tune sentences spoken
+        faster). The step that forbids repeats (beam search, a repetition penalty and no
+        repeated 4-gram with ``sampling="deterministic"``; faster-whisper's own sampling
+        with ``sampling="random"``) comes first, not after a snug pass at the first
+        temperature: a final's latency budget holds one more pass, and on the stress set
+        of tune texts the step's snug pass mended the cuts that pass mended and more of
+        the loops, so most retried finals pay one retry, not two (docs/fast-path.md).
+        None if ``exc`` is not of that kind or every try is rejected."""
         if exc.reason not in RETRIED_ON_SHORT:
             return None
-        snug = min(window, math.ceil(speech.size / SAMPLE_RATE + SHORT_WINDOW_TAIL_S))
-        step = next((t for t in options.temperature[1:] if t >= NO_REPEAT_FROM), None)
-        if step is None:
-            tries = [(snug, options.temperature[0])] if snug < window else []
-        else:
-            tries = [(snug, step)] + ([(window, step)] if snug < window else [])
-        for size, temperature in tries:
+        for size, temperature in retry_tries(speech.size / SAMPLE_RATE, window, options.temperature):
             try:
-                result = self._short(audio, speech, speech_chunks, size, options, on_segment, temperature, encoded)
+                result = self._short(audio, speech, speech_chunks, size, options, on_segment, encoded, temperature)
             except NeedsFullWindow as again:
                 log.debug("short window of %d s at temperature %s rejected too (%s)", size, temperature, again)
                 continue
@@ -518,8 +522,8 @@ class FasterWhisperBackend:
         window: int,
         options: DecodeOptions,
         on_segment,
+        encoded: dict,
         temperature=None,
-        encoded=None,
     ):
         """One pass on the short window, at ``temperature`` (the ladder's first step if None).
         ``encoded``: the request's encodings by window size, read and added to, so that a
@@ -536,8 +540,7 @@ class FasterWhisperBackend:
             max_new_tokens=token_cap(speech.size / SAMPLE_RATE, options.max_tokens_per_s),
         )
         model = self.model
-        cache = {} if encoded is None else encoded
-        model.window_frames, model._encoded = window * FRAMES_PER_SECOND, cache.get(window)
+        model.window_frames, model._encoded = window * FRAMES_PER_SECOND, encoded.get(window)
         model.low_confidence_fallback = options.low_confidence_fallback
         try:
             segments_iter, info = model.transcribe(padded, **kwargs)
@@ -545,7 +548,7 @@ class FasterWhisperBackend:
             raw = list(segments_iter)
         finally:
             if model._encoded is not None:
-                cache[window] = model._encoded
+                encoded[window] = model._encoded
             model.window_frames, model._encoded = None, None
         if speech_chunks is not None:
             raw = list(restore_speech_timestamps(raw, speech_chunks, SAMPLE_RATE))
