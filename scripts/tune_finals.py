@@ -40,6 +40,10 @@ Two steps, so that decodings can be compared on exactly the same finals:
      decoding step to attend to;
    * ``beam3-floor4``: both.
 
+   A first pass less likely to loop: ``norepeat``, no 4-gram (of tokens) may repeat on
+   a pass at T=0 either, as on the retries' step; ``norepeatN``: no N-gram (``shipped``:
+   the final's own 8 since 2026-11-28; ``norepeat0``: repeats allowed, as before).
+
 The strategies take turns clip by clip (the order reversed every other clip), so that a
 busy moment of the machine falls on all of them.
 
@@ -179,7 +183,16 @@ def strategy(name: str):
     """The backend as each strategy has it (``shipped`` and the first-pass ones: as it is,
     those with a smaller window floor)."""
     retry, full, floor = fw.FasterWhisperBackend._retry_short, fw.FasterWhisperBackend._full, fw.SHORT_WINDOW_MIN_S
-    tries = fw.retry_tries
+    tries, generate = fw.retry_tries, fw.DeterministicFallback.generate
+    if name.startswith("norepeat"):  # no n-gram may repeat on a pass at T=0 either
+        size = int(name[len("norepeat") :] or 4)
+
+        def no_repeat(self, *args, **kwargs):
+            if kwargs.get("sampling_topk", 1) == 1:  # a pass at T=0; the ladder's step keeps its 4
+                kwargs["no_repeat_ngram_size"] = size
+            return generate(self, *args, **kwargs)
+
+        fw.DeterministicFallback.generate = no_repeat
     if name in ("current", "full-cheaper"):  # a rejected final goes straight to the full window
         fw.FasterWhisperBackend._retry_short = lambda self, *args: None
     if name == "current":
@@ -191,7 +204,7 @@ def strategy(name: str):
         yield
     finally:
         fw.FasterWhisperBackend._retry_short, fw.FasterWhisperBackend._full = retry, full
-        fw.retry_tries = tries
+        fw.retry_tries, fw.DeterministicFallback.generate = tries, generate
         fw.SHORT_WINDOW_MIN_S = floor
 
 

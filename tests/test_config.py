@@ -40,6 +40,8 @@ def test_pool_config_names_the_bad_field(changes, field):
         ({"window": "tiny"}, "DecodeOptions.window"),
         ({"max_tokens_per_s": 0}, "DecodeOptions.max_tokens_per_s"),
         ({"max_tokens_per_s": True}, "DecodeOptions.max_tokens_per_s"),
+        ({"no_repeat_ngram_size": -1}, "DecodeOptions.no_repeat_ngram_size"),
+        ({"no_repeat_ngram_size": 2.5}, "DecodeOptions.no_repeat_ngram_size"),
     ],
 )
 def test_decode_options_name_the_bad_field(changes, field):

@@ -18,6 +18,7 @@ from whisperpool.audio import load_audio
 from whisperpool.backends import BackendSpec
 from whisperpool.backends import faster_whisper as fw
 from whisperpool.models import resolve_model
+from whisperpool.streaming.session import FINAL_NO_REPEAT_NGRAM
 from whisperpool.testing import FakeBehavior
 from whisperpool.wer import normalize, word_error_rate
 
@@ -148,6 +149,7 @@ class _Looping:
         self._model, self._eot, self._loops = model, eot, loops
         self.passes: list[tuple[int, int]] = []
         self.no_repeat: list[bool] = []
+        self.ngram: list[int] = []  # no_repeat_ngram_size of each pass (0: none)
         self.encoded: list[int] = []
 
     def __getattr__(self, name: str):
@@ -161,6 +163,7 @@ class _Looping:
         positions = features.shape[1]  # the encoder's output: 1500 for the full 30 s window
         self.passes.append((positions, kwargs["max_length"] - len(prompts[0])))
         self.no_repeat.append(bool(kwargs.get("no_repeat_ngram_size")))
+        self.ngram.append(kwargs.get("no_repeat_ngram_size") or 0)
         if self._loops(positions, kwargs):
             kwargs["suppress_tokens"] = [*kwargs.get("suppress_tokens", []), self._eot]
         return self._model.generate(features, prompts, **kwargs)
@@ -247,6 +250,29 @@ def test_a_pass_that_loops_on_every_short_try_goes_to_the_full_window_every_pass
     recorder.passes.clear()
     partial = backend.transcribe(audio, FINAL.replace(window="short"))
     assert (partial.window, partial.text, len(recorder.passes)) == ("short", "", 1)
+
+
+def test_no_repeat_ngram_size_reaches_the_passes_at_t0_and_the_step_keeps_at_most_its_4(backend, looping):
+    """``no_repeat_ngram_size`` (a streaming final's: 4) reaches CTranslate2 on the passes
+    at T=0; the step that forbids repeats keeps its 4 on the retry, or the option if smaller."""
+    audio = short("s3-pasta")
+    floor = fw.SHORT_WINDOW_MIN_S * 50
+    recorder = looping(lambda positions, kwargs: positions == floor and kwargs["no_repeat_ngram_size"] == 8)
+    result = backend.transcribe(audio, FINAL.replace(no_repeat_ngram_size=8))
+    assert result.retried in fw.RETRIED_ON_SHORT and {"timer", "pasta"} <= set(normalize(result.text))
+    assert recorder.ngram == [8, fw.NO_REPEAT_NGRAM]
+    recorder.ngram.clear()
+    backend.transcribe(audio, FINAL.replace(no_repeat_ngram_size=2))  # smaller: the step keeps that
+    assert recorder.ngram[0] == 2 and all(n == 2 for n in recorder.ngram)
+
+
+@pytest.mark.parametrize("name", ["s3-pasta", "s3-station", "s5-window", "s1-door"])
+def test_clean_speech_reads_the_same_without_the_repeats_a_final_forbids(backend, name):
+    """What a streaming final's first pass forbids is a loop, not speech."""
+    audio = short(name)
+    plain = backend.transcribe(audio, FINAL)
+    final = backend.transcribe(audio, FINAL.replace(no_repeat_ngram_size=FINAL_NO_REPEAT_NGRAM))
+    assert (final.text, final.window, final.retried) == (plain.text, "short", None)
 
 
 def test_hard_audio_keeps_its_short_window_text_when_low_confidence_is_no_reason_to_fall_back(backend, looping):

@@ -364,3 +364,8 @@ def test_short_windows_and_their_fallbacks_are_counted_by_reason(make_pool):
     status = pool.get_status()
     assert status.window_retries == {"repetition": 1} and status.window_fallbacks == {"log_probability": 1}
     assert status.short_window_requests == 2
+    # window="short" (a live partial) sends a rejected pass back: it fell back to nothing
+    rejected = pool.transcribe(samples(16000, first=marker), DecodeOptions(window="short"), timeout=WAIT)
+    assert (rejected.text, rejected.window, rejected.fallback) == ("", "short", "log_probability")
+    status = pool.get_status()
+    assert status.window_fallbacks == {"log_probability": 1} and status.window_retries == {"repetition": 1}

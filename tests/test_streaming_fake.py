@@ -73,6 +73,36 @@ def test_updates_coalesce_one_in_flight_at_realtime_priority():
     assert type(events[-1]).__name__ == "Final"
 
 
+def test_only_a_final_forbids_repeated_4_grams_and_a_callers_own_size_wins():
+    sent: list[tuple[str, int]] = []  # (window, no_repeat_ngram_size) of each update
+
+    async def run(**decode):
+        async with TranscriptionEngine(fake_config(pool_size=1)) as engine:
+            submit = engine.pool.submit
+
+            def spy(audio, options=None, **kw):
+                sent.append((options.window, options.no_repeat_ngram_size))
+                return submit(audio, options, **kw)
+
+            engine.pool.submit = spy
+            session = engine.stream(vad=False, update_interval_s=0.2, **decode)
+            for _ in range(10):  # 1 s of audio: partials asked for on the way
+                session.feed(np.full(RATE // 10, 0.01, np.float32), RATE)
+                await asyncio.sleep(0.02)
+            session.commit()
+            await session.close()
+            return [e async for e in session]
+
+    events = asyncio.run(asyncio.wait_for(run(), WAIT))
+    assert type(events[-1]).__name__ == "Final"
+    partials = [n for window, n in sent if window == "short"]
+    assert partials and set(partials) == {0}  # a partial's loop is dropped: the next update replaces it
+    assert sent[-1] == ("auto", 4)
+    sent.clear()
+    asyncio.run(asyncio.wait_for(run(no_repeat_ngram_size=3), WAIT))
+    assert sent[-1] == ("auto", 3) and {n for _, n in sent} == {3}
+
+
 def test_a_final_does_not_wait_for_a_partial_of_its_utterance():
     running_at_final: list[int] = []
 

@@ -78,6 +78,12 @@ class DecodeOptions:
     window, its retries and its fallback to the full window: a person says a few words a
     second, so a pass that reaches the cap is a loop, and costs a few dozen tokens, not
     Whisper's 448.
+
+    ``no_repeat_ngram_size`` (faster-whisper's option; default 0, off): no sequence of
+    this many tokens may repeat within a decoding pass, so a pass cannot loop. The
+    deterministic ladder's steps from 0.6 on use 4 (or this, if smaller). Streaming
+    finals use 4 on their passes at T=0 (see :mod:`whisperpool.streaming.session`).
+    whisper.cpp has no such constraint and ignores it.
     """
 
     language: str | None = None
@@ -97,6 +103,7 @@ class DecodeOptions:
     sampling: Sampling = "deterministic"
     low_confidence_fallback: bool = True
     max_tokens_per_s: float = 10.0  # the token cap's allowance per second of audio
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
         owner = "DecodeOptions"
@@ -123,6 +130,9 @@ class DecodeOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 _fail(owner, name, "must be an integer >= 1", value)
+        size = self.no_repeat_ngram_size
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            _fail(owner, "no_repeat_ngram_size", "must be an integer >= 0 (0: off)", size)
         if self.initial_prompt is not None and not isinstance(self.initial_prompt, str):
             _fail(owner, "initial_prompt", "must be a string", self.initial_prompt)
 
@@ -145,6 +155,7 @@ class DecodeOptions:
             "word_timestamps": self.word_timestamps,
             "vad_filter": self.vad_filter,
             "condition_on_previous_text": self.condition_on_previous_text,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
         }
 
 

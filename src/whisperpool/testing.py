@@ -24,7 +24,9 @@ class FakeBehavior:
     ``error_marker``) makes the worker crash (hang, raise) on that request. Like the real
     backend, audio up to ``DecodeOptions.short_window_max_s`` is answered by a "short" window under
     ``window="auto"``; one that starts with ``fallback_marker`` is reported as a fallback,
-    one that starts with ``retry_marker`` as mended by a retry on the short window.
+    one that starts with ``retry_marker`` as mended by a retry on the short window. Under
+    ``window="short"`` (a live partial) either comes back empty, ``fallback`` naming a
+    reason, as a pass the real guard rejects.
     """
 
     load_delay_s: float = 0.0

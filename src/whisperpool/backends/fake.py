@@ -68,6 +68,9 @@ class FakeBackend:
         time.sleep(self.behavior.inference_delay_s)
         duration = audio.size / SAMPLE_RATE
         text = f"{audio.size} samples"
+        marked = {self.behavior.fallback_marker: "log_probability", self.behavior.retry_marker: "repetition"}
+        if options.window == "short" and first in marked:  # as the real guard: rejected, not decoded again
+            return TranscriptionResult("", (), options.language, 0.0, duration, window="short", fallback=marked[first])
         segment = Segment(id=1, start=0.0, end=duration, text=text)
         if on_segment is not None:
             on_segment(segment)

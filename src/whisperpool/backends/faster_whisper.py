@@ -88,7 +88,8 @@ def short_window_seconds(duration: float, max_s: float = SHORT_WINDOW_MAX_S) -> 
 # Rejections that another look can mend on the short window: a loop, or a pass cut short.
 # A low log-probability is the audio's fault (noise, a mumble): the full window it is.
 RETRIED_ON_SHORT = frozenset(RETRIED_REASONS)
-NO_REPEAT_FROM = 0.6  # from this step of the ladder on, deterministic fallback forbids repeated 4-grams
+NO_REPEAT_FROM = 0.6  # from this step of the ladder on, deterministic fallback forbids repeated n-grams
+NO_REPEAT_NGRAM = 4  # of this many tokens (or DecodeOptions.no_repeat_ngram_size, if smaller)
 
 
 def retry_tries(speech_s: float, window: int, temperatures: tuple[float, ...]) -> list[tuple[int, float]]:
@@ -160,7 +161,9 @@ class DeterministicFallback:
             kwargs["num_hypotheses"] = 1
             kwargs["repetition_penalty"] = max(kwargs.get("repetition_penalty", 1.0), 1.0 + 0.25 * temperature)
             if temperature >= NO_REPEAT_FROM:
-                kwargs["no_repeat_ngram_size"] = kwargs.get("no_repeat_ngram_size") or 4
+                kwargs["no_repeat_ngram_size"] = min(
+                    kwargs.get("no_repeat_ngram_size") or NO_REPEAT_NGRAM, NO_REPEAT_NGRAM
+                )
         return self._model.generate(*args, **kwargs)
 
 

@@ -25,6 +25,8 @@ faster-whisper; the differences are here:
   when the language was detected (whisper.cpp does not report it; 1.0 when given).
 * **Not available**: ``vad_filter`` (whisper.cpp's VAD needs a model file that does not
   ship): such a request fails with :class:`~whisperpool.errors.InvalidParameter`.
+  ``no_repeat_ngram_size`` is ignored: whisper.cpp has no such constraint (a streaming
+  final asks for it on every backend).
   Long recordings cut into pieces decode the pieces one after another.
 """
 

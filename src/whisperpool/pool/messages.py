@@ -100,7 +100,7 @@ class Messages:
             self._counts.short_windows += result.window == "short"
             if result.window in ("short", "full") and result.window not in w.warm_windows:
                 w.warm_windows += (result.window,)
-            if result.fallback is not None:
+            if result.fallback is not None and result.window == "full":  # not a partial's rejection
                 self._counts.window_fallbacks[result.fallback] += 1
             if result.retried is not None:
                 self._counts.window_retries[result.retried] += 1
