@@ -42,7 +42,7 @@ Two steps, so that decodings can be compared on exactly the same finals:
 
    A first pass less likely to loop: ``norepeat``, no 4-gram (of tokens) may repeat on
    a pass at T=0 either, as on the retries' step; ``norepeatN``: no N-gram (``shipped``:
-   the final's own 8 since 2026-11-28; ``norepeat0``: repeats allowed, as before).
+   the final's own 4 since 2026-11-28; ``norepeat0``: repeats allowed, as before).
 
 The strategies take turns clip by clip (the order reversed every other clip), so that a
 busy moment of the machine falls on all of them.
