@@ -9,6 +9,12 @@ least ``K`` speech frames more than ``R`` dB under that level before the speaker
 frame. The cue is meant to tell a room that talks on (it was there all along) from a
 speaker who grows quieter (the room was silent).
 
+The rule shipped (``gap``, the room's pause: ``StreamingVad(room_pause_s=...)``): once
+no frame of the speaker's has come for ``B`` seconds, while the speech frames heard since
+their last one (the room's) have lasted at most ``MAX_BACKGROUND_S``, a pause of Silero's
+of ``G`` seconds ends the turn, not only one of 0.4 s. It does not end a room that talks
+on without a pause; it ends sooner a turn whose room falls quiet soon after the speaker.
+
 Traces (Silero's speech probability and the level of every 32 ms frame, played after
 0.5 s of silence as ``bench --accuracy`` streams, all from the TUNE half):
 
@@ -21,8 +27,10 @@ Traces (Silero's speech probability and the level of every 32 ms frame, played a
 * ``louder start``: clean 5 s and 10 s clips with their first half 20 dB louder, as in
   ``tests/test_vad_foreground.py``: a speaker who grows quieter; it must not fire.
 
-Per rule and set: streams where it fired, of them premature, and the median time from
-the end of speech to the turn's end (today's: Silero's silence, 0.4 s). Written:
+Per rule and set: streams where it fired, of them premature (its speech end more than
+0.15 s before the clip's), the streams whose turn ended before the end of speech
+(``cut``: today's rule cuts some at a long pause inside them too), and the median time
+from the end of speech to the turn's end (today's: Silero's silence, 0.4 s). Written:
 ``benchmarks/results/turn-end-sim-tune.json``.
 """
 
@@ -47,6 +55,8 @@ from whisperpool.streaming import vad as V  # noqa: E402
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 FRAME_S = V.FRAME / SAMPLE_RATE
 RULES = [(None, None, None)] + [(r, k, b) for r in (6, 10, 14) for k in (1, 10, 20) for b in (0.4, 0.6, 1.0)]
+# The room's pause: the speaker silent for B s and Silero's silence for G s (a pause of the room's).
+GAPS = [(b, g, db) for db in (6, 9, 12) for b in (0.4, 0.5) for g in (0.16, 0.2, 0.26)]
 PREMATURE_S = 0.15
 
 
@@ -61,26 +71,39 @@ def trace(audio: np.ndarray) -> np.ndarray:
     return np.array(rows)
 
 
-def turn(tr: np.ndarray, room_db: float | None, k: int | None, b: float | None) -> tuple[str, float, float] | None:
-    """How the first utterance of a trace ends, as the streaming VAD decides (today's rule
-    with ``room_db=None``): (who ended it, when, its speech end)."""
+def turns(
+    tr: np.ndarray,
+    room_db: float | None,
+    k: int | None,
+    b: float | None,
+    gap_s: float | None = None,
+    gap_db: float = V.FOREGROUND_DB,
+) -> list[tuple[str, float, float]]:
+    """How the utterances of a trace end, as the streaming VAD decides (today's rule with
+    ``room_db=None`` and ``gap_s=None``): (who ended each, when, its speech end). For the
+    room's pause (``gap_s``), the speaker's frames are those within ``gap_db`` of their
+    level (the gate's 6 dB, or stricter)."""
     vad = V.StreamingVad()
     start_frames, stop_frames = vad.min_speech_frames, vad.min_silence_frames
     in_speech, run, levels = False, 0, []
-    speaker_end = voice_end = 0.0
+    speaker_end = voice_end = loud_end = 0.0
     room = room_at_speaker = 0
+    out = []
     for i, (p, level) in enumerate(tr):
         t = (i + 1) * FRAME_S
         if p >= vad.threshold:
             voice_end = t
             levels.append(level)
-            foreground = True
+            foreground = loud = True
             if len(levels) >= V.LEVEL_MIN_FRAMES:
                 reference = float(np.percentile(levels[-V.LEVEL_FRAMES :], V.LEVEL_PERCENTILE))
                 foreground = level >= reference - V.FOREGROUND_DB
+                loud = level >= reference - gap_db
                 room += room_db is not None and level < reference - room_db
             if foreground:
                 speaker_end, room_at_speaker = t, room
+            if loud:
+                loud_end = t
         if not in_speech:
             if p < vad.threshold:
                 levels.clear()
@@ -89,14 +112,27 @@ def turn(tr: np.ndarray, room_db: float | None, k: int | None, b: float | None) 
             if run >= start_frames:
                 in_speech, run = True, 0
             continue
+        run = run + 1 if p < vad.threshold - 0.15 else 0
+        ended = None
         if room_db is not None and len(levels) >= V.LEVEL_MIN_FRAMES and room_at_speaker >= k:
             if t - speaker_end >= b and voice_end > speaker_end:
-                return "speaker", t, speaker_end
-        run = run + 1 if p < vad.threshold - 0.15 else 0
-        if run >= stop_frames:
-            end = voice_end if voice_end - speaker_end > V.MAX_BACKGROUND_S else speaker_end
-            return "silero", t, end
-    return None
+                ended = ("speaker", t, speaker_end)
+        if ended is None and gap_s is not None and 0 < voice_end - loud_end <= V.MAX_BACKGROUND_S:
+            if t - loud_end >= b and run * FRAME_S >= gap_s - 1e-9:
+                ended = ("speaker", t, speaker_end)
+        if ended is None and run >= stop_frames:
+            ended = ("silero", t, voice_end if voice_end - speaker_end > V.MAX_BACKGROUND_S else speaker_end)
+        if ended is not None:
+            out.append(ended)
+            in_speech, run, room = False, 0, 0
+            levels.clear()
+    return out
+
+
+def turn(*args, **kw) -> tuple[str, float, float] | None:
+    """How the first utterance of a trace ends (see :func:`turns`)."""
+    found = turns(*args, **kw)
+    return found[0] if found else None
 
 
 def traces() -> dict[str, list[tuple[str, np.ndarray, float]]]:
@@ -131,25 +167,38 @@ def traces() -> dict[str, list[tuple[str, np.ndarray, float]]]:
 
 
 def evaluate(sets: dict[str, list[tuple[str, np.ndarray, float]]]) -> list[dict[str, Any]]:
+    rules = [(*r, None, V.FOREGROUND_DB) for r in RULES] + [(None, None, b, g, db) for b, g, db in GAPS]
+    today = {label: [turns(tr, None, None, None) for _, tr, _ in streams] for label, streams in sets.items()}
     rows = []
-    for room_db, k, b in RULES:
-        row: dict[str, Any] = {"rule": "today" if room_db is None else f"room {room_db} dB, {k} frames, {b} s"}
+    for room_db, k, b, gap, gap_db in rules:
+        if gap is not None:
+            label = f"gap: speaker {b} s (within {gap_db:g} dB), room {gap} s"
+        else:
+            label = "today" if room_db is None else f"room {room_db} dB, {k} frames, {b} s"
+        row: dict[str, Any] = {"rule": label}
         for label, streams in sets.items():
-            fired = premature = 0
+            fired = premature = cut = split = 0
             after = []
-            for _, tr, end in streams:
-                found = turn(tr, room_db, k, b)
-                if found is None:
-                    continue
-                who, t, speech_end = found
+            for (_, tr, end), before in zip(streams, today[label], strict=True):
                 true_end = end + LEAD_S
+                found = turns(tr, room_db, k, b, gap, gap_db)
+                inside = sum(t < true_end for _, t, _ in found)
+                # turns ended inside the speech where today's rule ended none as many
+                split += inside > sum(t < true_end for _, t, _ in before)
+                last = next((f for f in found if f[1] >= true_end), None)
+                if last is None:
+                    continue
+                who, t, speech_end = last
                 fired += who == "speaker"
                 premature += who == "speaker" and speech_end < true_end - PREMATURE_S
+                cut += inside > 0
                 after.append(t - true_end)
             row[label] = {
                 "streams": len(streams),
                 "fired": fired,
                 "premature": premature,
+                "cut": cut,
+                "split": split,
                 "turn_end_p50_s": median(after),
             }
         rows.append(row)
@@ -163,7 +212,8 @@ def main() -> None:
     rows = evaluate(traces())
     for row in rows:
         cells = [
-            f"{k}: {v['fired']}/{v['streams']} fired, {v['premature']} premature, {v['turn_end_p50_s']:.2f} s"
+            f"{k}: {v['fired']}/{v['streams']} fired, {v['premature']} premature, {v['split']} split, "
+            f"{v['turn_end_p50_s']:.2f} s"
             for k, v in row.items()
             if k != "rule"
         ]

@@ -21,7 +21,10 @@ sent then, beside the speculative final); ``finals-partial-hold-tune.json`` comp
 too); ``finals-foreground-tune.json`` compares ``0.2:nogate`` with ``0.2``. A flag
 ``:beamN`` sets ``final_beam_size=N`` (``finals-beam-tune.json``: ``0.2:beam5`` against
 ``0.2:beam3``), ``:bufS`` ``max_buffer_s=S`` (``finals-buffer-tune.json``: ``0.2``
-against ``0.2:buf5``). All decodings are counted too (``decodes``).
+against ``0.2:buf5``). ``:nopause`` turns the room's pause off (``vad_room_pause_s=None``:
+under background voices the turn waits for Silero's silence), ``:words`` decodes finals
+with word times as before 2026-11-28 (``finals-room-pause-tune.json``: ``0.2:nopause:words``
+against ``0.2``). All decodings are counted too (``decodes``).
 
 Written: ``benchmarks/results/finals-speculative-<split>.json``. Decide on ``tune``;
 ``held-out`` is run once, to report.
@@ -84,6 +87,8 @@ async def stream_one(engine: TranscriptionEngine, meta: dict[str, Any], audio: n
     options = engine.pool.config.decode.replace(language=meta["language"])
     tail, flags = parse_setting(setting)
     extra: dict[str, Any] = {"vad_foreground_db": None} if "nogate" in flags else {}
+    if "nopause" in flags:
+        extra["vad_room_pause_s"] = None
     for flag in flags:
         if flag.startswith("buf"):
             extra["max_buffer_s"] = float(flag[3:])
@@ -92,6 +97,9 @@ async def stream_one(engine: TranscriptionEngine, meta: dict[str, Any], audio: n
     session = StreamingSession(pool, options, final_tail_s=tail, **extra)  # type: ignore[arg-type]
     if "nohold" in flags:
         session._pausing = lambda: False  # type: ignore[method-assign]
+    if "words" in flags:  # finals with word times, as before 2026-11-28
+        final_options = session._final_options
+        session._final_options = lambda utt: final_options(utt).replace(word_timestamps=True)  # type: ignore[method-assign]
     played = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio])
     finals = [(t, e) for t, e in [x async for x in play_local(session, played)] if e["type"] == COMPLETED]
     return {
@@ -146,7 +154,8 @@ def main() -> None:
         "--tails",
         default="none,0.1",
         help="final_tail_s settings; none: no speculative final; T:nohold: partials not held in a pause; "
-        "T:nogate: no foreground gate; T:beamN: final_beam_size N; T:bufS: max_buffer_s S",
+        "T:nogate: no foreground gate; T:beamN: final_beam_size N; T:bufS: max_buffer_s S; "
+        "T:nopause: no room's pause; T:words: finals with word times",
     )
     parser.add_argument("--limit", type=int, default=None, help="the first N clips only (a smoke run)")
     parser.add_argument("--output", type=Path, default=None)

@@ -84,3 +84,78 @@ def test_loud_blips_between_utterances_set_no_level_for_the_next(monkeypatch):
     stops = [e for e in StreamingVad().feed(audio) if not e.speech]
     utterance_end_s = (10 + 3 * 8 + 25) * FRAME / SAMPLE_RATE
     assert len(stops) == 1 and stops[0].speech_end_s == pytest.approx(utterance_end_s)
+
+
+def stubbed(monkeypatch, plan: list[tuple[float, float]], **vad) -> list[tuple[float, float]]:
+    """``plan``'s frames (Silero's probability, amplitude) through a VAD with Silero stubbed:
+    (frame time at which each stop was heard, its speech end)."""
+    probs = iter(p for p, _ in plan)
+    monkeypatch.setattr(StreamingVad, "probability", lambda self, frame: next(probs))
+    v = StreamingVad(**vad)
+    heard = []
+    for _, amp in plan:
+        heard += [(v.time_s, e.speech_end_s) for e in v.feed(np.full(FRAME, amp, np.float32)) if not e.speech]
+    return heard
+
+
+FRAME_S = FRAME / SAMPLE_RATE
+SPEAKER = [(0.9, 0.5)] * 40  # 1.3 s of a speaker's speech
+
+
+@pytest.mark.parametrize("room_pause_s", [0.2, None])
+def test_a_pause_of_the_room_ends_the_turn_once_the_speaker_has_been_silent_long_enough(monkeypatch, room_pause_s):
+    # After the speaker, 0.5 s of voices 20 dB under them, a 0.26 s pause, the voices again.
+    plan = SPEAKER + [(0.9, 0.05)] * 16 + [(0.0, 0.0)] * 8 + [(0.9, 0.05)] * 20 + [(0.0, 0.0)] * 20
+    heard = stubbed(monkeypatch, plan, room_pause_s=room_pause_s)
+    speaker_end = 40 * FRAME_S
+    room_paused = (40 + 16 + 7) * FRAME_S  # the room's 7th silent frame: 0.224 s >= 0.2 s
+    if room_pause_s is None:  # the room's pause is too short for Silero's 0.4 s: one turn, to the end
+        assert len(heard) == 1 and heard[0][0] == pytest.approx((40 + 16 + 8 + 20 + 12) * FRAME_S)
+    else:
+        assert heard[0] == (pytest.approx(room_paused), pytest.approx(speaker_end))
+        assert len(heard) == 2  # the voices after it are a turn of their own
+
+
+def test_the_room_pause_waits_for_the_speakers_min_silence(monkeypatch):
+    # The voices pause 0.16 s after the speaker: too soon (the speaker has been silent
+    # 0.16 s, not 0.4 s), so the pause ends the turn only once it has lasted 0.4 s in all.
+    plan = SPEAKER + [(0.9, 0.05)] * 5 + [(0.0, 0.0)] * 30
+    heard = stubbed(monkeypatch, plan)
+    assert heard == [(pytest.approx((40 + 5 + 8) * FRAME_S), pytest.approx(40 * FRAME_S))]
+    assert (40 + 5 + 8) * FRAME_S - 40 * FRAME_S >= 0.4 > (40 + 5 + 7) * FRAME_S - 40 * FRAME_S
+
+
+def test_background_past_its_bound_is_the_speaker_and_waits_for_silero(monkeypatch):
+    # Soft speech for 1.2 s after loud speech is the speaker's (MAX_BACKGROUND_S): a pause in
+    # it is a pause of the speaker's, which ends the turn after Silero's 0.4 s only.
+    plan = SPEAKER + [(0.9, 0.05)] * 38 + [(0.0, 0.0)] * 8 + [(0.9, 0.05)] * 10 + [(0.0, 0.0)] * 20
+    heard = stubbed(monkeypatch, plan)
+    assert len(heard) == 1 and heard[0][0] == pytest.approx((40 + 38 + 8 + 10 + 12) * FRAME_S)
+
+
+@pytest.mark.parametrize("condition", ["babble-10db", "clean", "white-20db"])
+def test_on_real_speech_the_room_pause_ends_turns_sooner_and_never_in_the_speech(condition):
+    """Real Silero on the tune half, 0.1 s chunks: when each clip's first turn end is heard,
+    with the room's pause and without. Under babble (voices go on 0.3-0.5 s past the
+    speaker) it is heard sooner; it never ends a turn inside the speech where Silero's
+    silence would not have (a clip with a long pause inside is cut there by both)."""
+
+    def heard(audio: np.ndarray, **vad) -> float:
+        played = np.concatenate(
+            [np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio, np.zeros(SAMPLE_RATE, np.float32)]
+        )
+        v = StreamingVad(**vad)
+        for i in range(0, played.size, 1600):
+            if any(not e.speech for e in v.feed(played[i : i + 1600])):
+                return v.time_s - LEAD_S
+        raise AssertionError("the VAD never stopped")
+
+    rows = []
+    for name in tune(condition):
+        audio = load_audio(EVAL / f"{name}.opus")
+        rows.append((CLIPS[name]["speech_end_s"], heard(audio), heard(audio, room_pause_s=None)))
+    assert len(rows) >= 4
+    for true, paused, waited in rows:
+        assert min(true, waited) <= paused <= waited
+    if condition == "babble-10db":
+        assert np.median([w - p for _, p, w in rows]) >= 0.1

@@ -53,7 +53,7 @@ from .pool import PRIORITY_DEFAULT, PoolStatus, ProcessPool, WarmUpSummary, Work
 from .results import Segment, TranscriptionResult
 from .streaming import StreamingSession
 from .streaming.session import FINAL_TAIL_S
-from .streaming.vad import FOREGROUND_DB
+from .streaming.vad import FOREGROUND_DB, ROOM_PAUSE_S
 from .worker import WorkerState
 
 log = logging.getLogger(__name__)
@@ -337,6 +337,7 @@ class TranscriptionEngine:
         min_silence_s: float = 0.4,
         final_tail_s: float | None = FINAL_TAIL_S,
         vad_foreground_db: float | None = FOREGROUND_DB,
+        vad_room_pause_s: float | None = ROOM_PAUSE_S,
         options: DecodeOptions | None = None,
         **decode: Any,
     ) -> StreamingSession:
@@ -350,7 +351,10 @@ class TranscriptionEngine:
         waits for the VAD's stop and decodes to it (see :mod:`whisperpool.streaming.session`).
         ``vad_foreground_db``: a speech frame this far below the utterance's speech level is
         background (voices behind the speaker), so the speech end is the speaker's; ``None``
-        counts every speech frame (see :mod:`whisperpool.streaming.vad`).
+        counts every speech frame (see :mod:`whisperpool.streaming.vad`). ``vad_room_pause_s``:
+        under background voices, once the speaker has been silent for ``min_silence_s``, a
+        pause of the room's this long ends the turn; ``None`` waits for ``min_silence_s`` of
+        the room's silence too.
         """
         if language is not None:
             decode["language"] = language
@@ -364,6 +368,7 @@ class TranscriptionEngine:
             min_silence_s=min_silence_s,
             final_tail_s=final_tail_s,
             vad_foreground_db=vad_foreground_db,
+            vad_room_pause_s=vad_room_pause_s,
         )
 
     async def __aenter__(self) -> TranscriptionEngine:

@@ -28,8 +28,9 @@ VAD's stop takes exactly those samples too (the stop carries its last speech fra
 speculative result *is* the final, and its decoding overlapped the VAD's wait: no
 second decode. The last speech frame is the speaker's: under background voices, the
 last one loud enough to be theirs (``vad_foreground_db``; see :mod:`.vad`), so the final
-does not wait for the voices behind them to stop. If speech resumes, it is stale: its words count as the next partial (a
-beam-search hypothesis of the buffer so far; the partial it replaced was left behind).
+does not wait for the voices behind them to stop. If speech resumes, it is stale and
+dropped: a final decodes without word times (their alignment pass is 8-12% of its
+decoding), which the commit policy needs; the next partial goes on from there.
 A commit or close ends the utterance with all its audio: a speculative final is stale
 then too, and the final is decoded. ``final_tail_s=None``: no speculation, the final is
 sent at the stop and takes the audio to the stop time (last speech frame + 0.3 s).
@@ -73,10 +74,10 @@ from ..audio import SAMPLE_RATE, ChunkResampler, from_array
 from ..config import DecodeOptions
 from ..errors import ConfigError, ErrorInfo, InvalidAudio, QueueFull, WhisperPoolError
 from ..pool import PRIORITY_REALTIME, ProcessPool
-from ..results import TranscriptionResult
+from ..results import TranscriptionResult, Word
 from .agreement import Agreement, TimedWord, appended, join
 from .events import Final, Partial, SpeechStarted, SpeechStopped, StreamError, StreamEvent
-from .vad import FOREGROUND_DB, StreamingVad, VadEvent
+from .vad import FOREGROUND_DB, ROOM_PAUSE_S, StreamingVad, VadEvent
 from .vad import PAD_S as VAD_PAD_S
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class StreamingSession:
         max_backlog_s: float = MAX_VAD_BACKLOG_S,
         final_tail_s: float | None = FINAL_TAIL_S,
         vad_foreground_db: float | None = FOREGROUND_DB,
+        vad_room_pause_s: float | None = ROOM_PAUSE_S,
     ) -> None:
         if final_tail_s is not None and not 0.0 <= final_tail_s <= VAD_PAD_S:
             raise ConfigError(
@@ -140,7 +142,12 @@ class StreamingSession:
         self.update_interval_s = update_interval_s
         self.max_buffer_s = max_buffer_s
         self.vad = (
-            StreamingVad(threshold=vad_threshold, min_silence_s=min_silence_s, foreground_db=vad_foreground_db)
+            StreamingVad(
+                threshold=vad_threshold,
+                min_silence_s=min_silence_s,
+                foreground_db=vad_foreground_db,
+                room_pause_s=vad_room_pause_s,
+            )
             if vad
             else None
         )
@@ -278,12 +285,8 @@ class StreamingSession:
         utt.pause_end_s = speech_end if paused else None
         if utt.spec_end_s is not None and utt.spec_end_s != speech_end:
             # Speech resumed after the speculative final: it is not this utterance's final.
-            # Its words are a good hypothesis of the buffer so far: they count as a partial
-            # (the partial it replaced was left behind), rather than waste the decoding.
-            utt.spec_end_s = None
-            words, utt.spec_words = utt.spec_words, None
-            if words is not None:
-                self._settle(utt, False, words)
+            # Nor a partial: a final has no word times for the commit policy.
+            utt.spec_end_s = utt.spec_words = None
 
     async def flush(self) -> None:
         """Wait until every chunk fed so far has been through the VAD (at once without it)."""
@@ -402,8 +405,11 @@ class StreamingSession:
         # two: without repeated 4-grams (what the ladder's step forbids, and short enough
         # to stop a phrase before the guard sees it three times) the stress set of tune
         # texts retried 7 finals of 610, not 31 (docs/fast-path.md).
+        # A final's text needs no word times: their alignment pass cost 8-12% of a final's
+        # decoding on tune finals (0.03-0.09 s), for the same text.
         return self.options.replace(
             initial_prompt=self._prompt(utt),
+            word_timestamps=False,
             beam_size=max(self.options.beam_size, self.final_beam_size),
             no_repeat_ngram_size=self.options.no_repeat_ngram_size or FINAL_NO_REPEAT_NGRAM,
             short_window_max_s=max(self.options.short_window_max_s, FINAL_SHORT_WINDOW_MAX_S),
@@ -427,7 +433,7 @@ class StreamingSession:
         """Whether the update in flight keeps its place, or is left behind for a final
         (or a speculative final) that waits: a final always keeps it; a speculative one
         while it may still be its utterance's final; a partial (or a stale speculative
-        final, whose result is a partial now) only while no final waits."""
+        final, whose result will be dropped) only while no final waits."""
         kind, utt = self._inflight_kind, self._inflight_utt
         if kind == "final" or (kind == "speculative" and utt is not None and utt.spec_end_s is not None):
             return True
@@ -558,7 +564,13 @@ class StreamingSession:
 
     @staticmethod
     def _words(result: TranscriptionResult, offset: float) -> list[TimedWord]:
-        return [TimedWord(offset + w.start, offset + w.end, w.word) for seg in result.segments for w in seg.words or ()]
+        """The result's words in stream time; a segment without word times (a final's) is
+        one "word" with the segment's times: a final only joins them."""
+        return [
+            TimedWord(offset + w.start, offset + w.end, w.word)
+            for seg in result.segments
+            for w in (seg.words if seg.words is not None else (Word(seg.start, seg.end, seg.text, 1.0),))
+        ]
 
     def _took_speculative(
         self,
@@ -569,7 +581,7 @@ class StreamingSession:
         fut: asyncio.Future,
     ) -> None:
         """A speculative final came back: the final if its utterance ended (or ends) at the
-        speech end it was sent for; a partial if speech resumed; on failure, forgotten (the
+        speech end it was sent for; dropped if speech resumed; on failure, forgotten (the
         final proper is decoded and reports)."""
         valid = spec_end is not None and utt.spec_end_s == spec_end
         if error is not None:
@@ -579,7 +591,7 @@ class StreamingSession:
             return
         words = self._words(fut.result(), offset)
         if not valid:
-            self._settle(utt, False, words)  # speech resumed: a partial (dropped if it ended)
+            return  # speech resumed: not the final, nor a partial (no word times)
         elif utt.end_s is not None:
             assert self._ending and self._ending[0] is utt  # it was current when sent: none ahead
             self._settle(utt, True, words)  # ended at that speech end: the final, no second decode
