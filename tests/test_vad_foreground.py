@@ -121,8 +121,10 @@ def test_the_room_pause_waits_for_the_speakers_min_silence(monkeypatch):
     # 0.16 s, not 0.4 s), so the pause ends the turn only once it has lasted 0.4 s in all.
     plan = SPEAKER + [(0.9, 0.05)] * 5 + [(0.0, 0.0)] * 30
     heard = stubbed(monkeypatch, plan)
+    # not at the room's 7th silent frame (52): the speaker has been silent 0.38 s then
     assert heard == [(pytest.approx((40 + 5 + 8) * FRAME_S), pytest.approx(40 * FRAME_S))]
-    assert (40 + 5 + 8) * FRAME_S - 40 * FRAME_S >= 0.4 > (40 + 5 + 7) * FRAME_S - 40 * FRAME_S
+    # still sooner than Silero's own stop, 12 silent frames after the room's last
+    assert stubbed(monkeypatch, plan, room_pause_s=None)[0][0] == pytest.approx((40 + 5 + 12) * FRAME_S)
 
 
 def test_background_past_its_bound_is_the_speaker_and_waits_for_silero(monkeypatch):
@@ -140,22 +142,27 @@ def test_on_real_speech_the_room_pause_ends_turns_sooner_and_never_in_the_speech
     speaker) it is heard sooner; it never ends a turn inside the speech where Silero's
     silence would not have (a clip with a long pause inside is cut there by both)."""
 
-    def heard(audio: np.ndarray, **vad) -> float:
+    def heard(audio: np.ndarray, **vad) -> tuple[float, float]:
+        """When the first stop is heard, and its speech end, in seconds into the clip."""
         played = np.concatenate(
             [np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio, np.zeros(SAMPLE_RATE, np.float32)]
         )
         v = StreamingVad(**vad)
         for i in range(0, played.size, 1600):
-            if any(not e.speech for e in v.feed(played[i : i + 1600])):
-                return v.time_s - LEAD_S
+            stops = [e for e in v.feed(played[i : i + 1600]) if not e.speech]
+            if stops:
+                assert stops[0].speech_end_s is not None
+                return v.time_s - LEAD_S, stops[0].speech_end_s - LEAD_S
         raise AssertionError("the VAD never stopped")
 
     rows = []
     for name in tune(condition):
         audio = load_audio(EVAL / f"{name}.opus")
-        rows.append((CLIPS[name]["speech_end_s"], heard(audio), heard(audio, room_pause_s=None)))
+        rows.append((CLIPS[name]["speech_end_s"], *heard(audio), *heard(audio, room_pause_s=None)))
     assert len(rows) >= 4
-    for true, paused, waited in rows:
+    for true, paused, paused_end, waited, waited_end in rows:
         assert min(true, waited) <= paused <= waited
+        if paused >= true:  # the same turn: it ends at the same speech end, only heard sooner
+            assert paused_end == pytest.approx(waited_end, abs=FRAME_S + 1e-6)
     if condition == "babble-10db":
-        assert np.median([w - p for _, p, w in rows]) >= 0.1
+        assert np.median([w - p for _, p, _, w, _ in rows]) >= 0.1

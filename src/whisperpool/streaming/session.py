@@ -432,12 +432,13 @@ class StreamingSession:
     def _keeps_inflight(self) -> bool:
         """Whether the update in flight keeps its place, or is left behind for a final
         (or a speculative final) that waits: a final always keeps it; a speculative one
-        while it may still be its utterance's final; a partial (or a stale speculative
-        final, whose result will be dropped) only while no final waits."""
+        while it may still be its utterance's final, and never once stale (its result
+        would be dropped: the next partial need not wait for it); a partial only while no
+        final waits."""
         kind, utt = self._inflight_kind, self._inflight_utt
-        if kind == "final" or (kind == "speculative" and utt is not None and utt.spec_end_s is not None):
-            return True
-        return not self._ending and not self._spec_due()
+        if kind == "speculative":
+            return utt is not None and utt.spec_end_s is not None
+        return kind == "final" or (not self._ending and not self._spec_due())
 
     def _schedule(self) -> None:
         """Send the next update if none is in flight: finals first, then a speculative
@@ -589,10 +590,10 @@ class StreamingSession:
             if valid:
                 utt.spec_end_s = None
             return
-        words = self._words(fut.result(), offset)
         if not valid:
             return  # speech resumed: not the final, nor a partial (no word times)
-        elif utt.end_s is not None:
+        words = self._words(fut.result(), offset)
+        if utt.end_s is not None:
             assert self._ending and self._ending[0] is utt  # it was current when sent: none ahead
             self._settle(utt, True, words)  # ended at that speech end: the final, no second decode
         else:
