@@ -182,13 +182,14 @@ class StreamingVad:
 
     def _room_paused(self) -> bool:
         """Whether the speaker has been silent for ``min_silence_s`` and the background
-        voices heard since (for at most ``MAX_BACKGROUND_S``) pause for ``room_pause_s``."""
-        background_s = self._voice_end_s - self._foreground_end_s
+        voices heard since (for at most ``MAX_BACKGROUND_S``) pause for ``room_pause_s``.
+        Background past that bound is the speaker's: then the speaker's end is the voices'."""
+        speaker_end = self.last_speech_end_s
         return (
             self.room_pause_frames is not None
             and self._run >= self.room_pause_frames
-            and 0.0 < background_s <= MAX_BACKGROUND_S
-            and self.time_s - self._foreground_end_s >= self.min_silence_s - 1e-9
+            and speaker_end < self._voice_end_s
+            and self.time_s - speaker_end >= self.min_silence_s - 1e-9
         )
 
     @property
