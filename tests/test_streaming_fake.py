@@ -21,6 +21,22 @@ from whisperpool.testing import FakeBehavior
 RATE = 16_000
 
 
+async def ended(session) -> list:
+    """Commit the turn, close the stream: all its events."""
+    session.commit()
+    await session.close()
+    return [e async for e in session]
+
+
+async def fed(session, chunks: int, pause_s: float) -> list:
+    """``chunks`` chunks of 0.1 s of quiet audio, ``pause_s`` apart (updates are asked for
+    on the way), then :func:`ended`."""
+    for _ in range(chunks):
+        session.feed(np.full(RATE // 10, 0.01, np.float32), RATE)
+        await asyncio.sleep(pause_s)
+    return await ended(session)
+
+
 def words(*texts: str, start: float = 0.0) -> list[TimedWord]:
     return [TimedWord(start + i, start + i + 0.5, f" {t}") for i, t in enumerate(texts)]
 
@@ -59,12 +75,7 @@ def test_updates_coalesce_one_in_flight_at_realtime_priority():
 
             engine.pool.submit = spy
             session = engine.stream(vad=False, update_interval_s=0.1)
-            for _ in range(40):  # 4 s of audio at once: 40 updates asked for
-                session.feed(np.full(RATE // 10, 0.01, np.float32), RATE)
-                await asyncio.sleep(0.01)
-            session.commit()
-            await session.close()
-            return [e async for e in session]
+            return await fed(session, 40, 0.01)  # 4 s of audio at once: 40 updates asked for
 
     events = asyncio.run(asyncio.wait_for(run(), WAIT))
     assert in_flight["max"] == 1
@@ -86,12 +97,7 @@ def test_only_a_final_forbids_repeated_4_grams_and_a_callers_own_size_wins():
 
             engine.pool.submit = spy
             session = engine.stream(vad=False, update_interval_s=0.2, **decode)
-            for _ in range(10):  # 1 s of audio: partials asked for on the way
-                session.feed(np.full(RATE // 10, 0.01, np.float32), RATE)
-                await asyncio.sleep(0.02)
-            session.commit()
-            await session.close()
-            return [e async for e in session]
+            return await fed(session, 10, 0.02)  # 1 s of audio: partials asked for on the way
 
     events = asyncio.run(asyncio.wait_for(run(), WAIT))
     assert type(events[-1]).__name__ == "Final"
@@ -126,9 +132,7 @@ def test_a_final_does_not_wait_for_a_partial_of_its_utterance():
                 if in_flight["now"]:
                     break
                 await asyncio.sleep(0.1)
-            session.commit()
-            await session.close()
-            return [e async for e in session]
+            return await ended(session)
 
     events = asyncio.run(asyncio.wait_for(run(), WAIT))
     assert running_at_final == [1]  # sent while the partial still ran, not after it
@@ -146,9 +150,7 @@ def test_a_streams_final_keeps_the_short_window_on_low_confidence_where_a_file_f
             offline = await engine.transcribe(audio)
             session = engine.stream(vad=False, update_interval_s=10.0)
             session.feed(audio, RATE)
-            session.commit()
-            await session.close()
-            events = [e async for e in session]
+            events = await ended(session)
             return offline, events, engine.status().window_fallbacks
 
     offline, events, fallbacks = asyncio.run(asyncio.wait_for(run(), WAIT))
