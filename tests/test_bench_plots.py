@@ -134,3 +134,19 @@ def test_throughput_targets_compare_the_pool_and_the_sequential_pass_each_over_s
     throughput.report(r, Console(file=out, width=200))
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.getvalue().splitlines() if "alice-1" in line]
     assert ["alice-1", "5.0", "8.0", "11.0", "8.0"] in rows and ["alice-1", "5.0", "6.0", "7.0", "6.0"] in rows
+
+
+def test_throughput_targets_time_the_text_only_pool_and_count_its_texts_when_it_ran() -> None:
+    from whisperpool.bench import throughput
+
+    r = throughput_result()
+    assert not [t for t in throughput.targets(r) if "text only" in t.name]  # runs before it
+    r["long"][throughput.TEXT_ONLY] = {
+        "alice-1": {"s": 45.0, "wer": 0.05, "text": "..."},  # held out: 45 s against batched's 60 s
+        "poe-1": {"s": 1.0, "wer": 0.06, "text": "other"},  # tune: not counted
+    }
+    time, same = [t for t in throughput.targets(r) if "text only" in t.name]
+    assert time.value == pytest.approx(45.0 / 60.0) and time.met
+    assert (same.value, same.limit, same.met) == (1, 1, True)
+    r["long"][throughput.TEXT_ONLY]["alice-1"]["text"] = "a word more"
+    assert not [t for t in throughput.targets(r) if "text only" in t.name][1].met

@@ -374,6 +374,55 @@ def test_a_long_recording_of_real_speech_in_pieces_reads_like_one_pass(clip_text
 
 
 @pytest.mark.real_model
+def test_pieces_skip_the_alignment_when_no_one_wants_segment_times():
+    """``segment_timestamps=False``: each piece is one segment spanning it, the same text,
+    and the aligner never runs; sentence segments and words still align."""
+    from whisperpool import DecodeOptions
+    from whisperpool.backends.faster_whisper import FasterWhisperBackend
+    from whisperpool.models import ensure_packaged_model
+    from whisperpool.worker.protocol import BackendSpec
+
+    backend = FasterWhisperBackend(
+        BackendSpec("faster-whisper", str(ensure_packaged_model()), "cpu", "int8", 1, 0, MARKERS)
+    )
+    backend.load()
+    aligned: list[int] = []
+    ct2 = backend.model.model
+
+    class Counting:  # the CTranslate2 model, counting the aligner's calls
+        def align(self, *args, **kwargs):
+            aligned.append(1)
+            return ct2.align(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(ct2, name)
+
+    backend.model.model = Counting()
+    audio = joined(["weather", "library", "groceries", "fox"], 1.5)
+    cut = load_audio(clip("weather")).size + load_audio(clip("library")).size + 3 * SAMPLE_RATE
+    pieces = [(0, cut - int(1.5 * SAMPLE_RATE)), (cut, audio.size)]  # 26.6 s and 11.1 s
+    options = DecodeOptions(language="en", speech_gate=False)
+    results = {}
+    for wanted in (True, False):
+        aligned.clear()
+        results[wanted] = backend.transcribe_pieces(audio, pieces, options.replace(segment_timestamps=wanted))
+        assert bool(aligned) == wanted, (wanted, len(aligned))
+    sentences, plain = results[True], results[False]
+    assert plain.text == sentences.text and len(sentences.segments) > len(pieces)
+    spans = [t / SAMPLE_RATE for piece in pieces for t in piece]
+    assert [t for s in plain.segments for t in (s.start, s.end)] == pytest.approx(spans, abs=1e-6)
+    assert [s.text for s in plain.segments] == [
+        "".join(s.text for s in sentences.segments if a <= s.start * SAMPLE_RATE < b) for a, b in pieces
+    ]
+    assert all(s.words is None for s in plain.segments)
+    aligned.clear()
+    words = backend.transcribe_pieces(audio, pieces, options.replace(segment_timestamps=False, word_timestamps=True))
+    assert aligned and words.segments == tuple(
+        dataclasses.replace(s, words=w.words) for s, w in zip(sentences.segments, words.segments, strict=True)
+    )
+
+
+@pytest.mark.real_model
 def test_silence_alone_has_no_pieces_and_no_words():
     from whisperpool import DecodeOptions, ProcessPool
 

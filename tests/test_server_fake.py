@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import WAIT, encode, fake_config, serving, wait_for
+from whisperpool import DecodeOptions
 from whisperpool.server import ServerSettings, create_app
 from whisperpool.testing import FakeBehavior
 
@@ -170,6 +171,33 @@ def test_sse_streams_segments_through_the_engine_and_an_unknown_model_is_404_bef
     assert [e["type"] for e in events] == ["transcript.text.delta", "transcript.text.done"]
     assert events[0]["delta"] == "8000 samples" and events[1]["text"] == "8000 samples"
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("fields", "timed"),
+    [
+        ({}, False),
+        ({"response_format": "text"}, False),
+        ({"response_format": "srt"}, True),
+        ({"response_format": "vtt"}, True),
+        ({"response_format": "verbose_json"}, True),
+        ({"response_format": "verbose_json", "stream": "true"}, False),  # events carry text only
+    ],
+)
+def test_only_the_formats_that_show_segment_times_ask_for_them(tmp_path, fields, timed):
+    app = app_for(pool_size=1, decode=DecodeOptions(segment_timestamps=not timed))  # the format decides
+    engine, seen = app.state.engine, []
+    submit = engine.submit
+
+    def noting(*args, **kwargs):
+        seen.append(kwargs["options"])
+        return submit(*args, **kwargs)
+
+    engine.submit = noting
+    with TestClient(app) as client:
+        assert wait_for(lambda: client.get("/health/ready").status_code == 200)
+        assert upload(client, wav(tmp_path), **fields).status_code == 200
+    assert [o.segment_timestamps for o in seen] == [timed]
 
 
 def test_readiness_comes_from_the_engine():

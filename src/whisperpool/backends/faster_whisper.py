@@ -408,7 +408,8 @@ class FasterWhisperBackend:
         a piece-length window (a long recording's pieces) it is the other way round
         (+2.8 WER points against +0.6 over a sequential pass on the tune recordings,
         see :data:`PIECE_TIMESTAMPS`): the text goes without them, as in faster-whisper's
-        batched mode, and is cut into sentence segments at the aligned words' times."""
+        batched mode, and is cut into sentence segments at the aligned words' times (one
+        segment per piece when the caller wants no segment times: ``segment_timestamps``)."""
         from faster_whisper import BatchedInferencePipeline
 
         assert self.model is not None, "load() first"
@@ -436,7 +437,8 @@ class FasterWhisperBackend:
                 clip_timestamps=clips,
                 batch_size=len(pieces),
                 without_timestamps=not timestamps,
-                word_timestamps=options.word_timestamps or not timestamps,
+                # the words cut a piece's text into sentence segments, when anyone wants their times
+                word_timestamps=options.word_timestamps or (not timestamps and options.segment_timestamps),
                 vad_filter=False,
                 # a lone request's cap (see _short); a long piece keeps the model's own
                 max_new_tokens=token_cap(longest, options.max_tokens_per_s) if timestamps else None,

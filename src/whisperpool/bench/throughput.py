@@ -9,7 +9,12 @@ the only ones settings were chosen on) is transcribed, in the same run, by:
 * ``faster-whisper, batched`` - its ``BatchedInferencePipeline`` (batch 8, every core);
 * ``pool, one worker`` - a pool of one worker with every core, splitting off: the way a
   long file went through whisperpool before it was split;
-* ``pool, default`` - the default pool (one worker per core, split into pieces).
+* ``pool, default`` - the default pool (one worker per core, split into pieces);
+* ``pool, default, text only`` - the same with ``segment_timestamps=False``, as the
+  server asks for a ``json`` or ``text`` response and the CLI for its text output: each
+  piece one segment, without the word alignment that cuts it into sentences. That is
+  what faster-whisper's batched mode gives (one segment per chunk), so the time target
+  is reported on both; the text must be the same as the default's.
 
 All with beam 1 and the language set; every model is loaded and warm before it is
 timed. Reported: wall time, the ratios, and the word error rate against the text.
@@ -59,6 +64,7 @@ LONG = CLIPS / "long"
 BATCH = 8
 ALIGNMENTS_S = (0.5, 1.0, 1.5)  # silence before the held-out recordings' further sequential passes
 SHORT_CLIP = "fox"  # about 3 s
+TEXT_ONLY = "pool, default, text only"
 
 
 def recordings(split: str | None = None) -> dict[str, tuple[np.ndarray, str, str]]:
@@ -342,8 +348,9 @@ def measure(options: BenchOptions, log: Console) -> dict[str, Any]:
         log,
     )
     default = _pool(PoolConfig(decode=decode, **engine), audio, "pool, default", log, aligned=held_out)
+    text_only = _pool(PoolConfig(decode=decode.replace(segment_timestamps=False), **engine), audio, TEXT_ONLY, log)
     runs = {"faster-whisper, sequential": fw["sequential"], "faster-whisper, batched": fw["batched"]}
-    runs.update({"pool, one worker": one, "pool, default": default})
+    runs.update({"pool, one worker": one, "pool, default": default, TEXT_ONLY: text_only})
     if options.device == "cuda":
         for label, (workers, piece_batch) in GPU_LONG.items():
             config = PoolConfig(pool_size=workers, piece_batch=piece_batch, decode=decode, **engine)
@@ -402,6 +409,25 @@ def targets(r: dict[str, Any]) -> list[Target]:
             default / _total(long["faster-whisper, batched"], names),
             0.8,
             False,
+        ),
+        *(
+            [
+                Target(
+                    "default pool, text only / faster-whisper batched (time)",
+                    _total(long[TEXT_ONLY], names) / _total(long["faster-whisper, batched"], names),
+                    0.8,
+                    False,
+                ),
+                Target(
+                    "default pool, text only: recordings with the default's text",
+                    sum(long[TEXT_ONLY][n]["text"] == long["pool, default"][n]["text"] for n in names),
+                    len(names),
+                    True,
+                    unit="recordings",
+                ),
+            ]
+            if TEXT_ONLY in long  # not in runs before it
+            else []
         ),
         Target(
             "default pool / pool of one worker (time)", default / _total(long["pool, one worker"], names), 0.6, False

@@ -161,7 +161,8 @@ async def _transcribe(args: argparse.Namespace, out: Console, err: Console) -> i
 
             async with limit:
                 try:
-                    return await engine.transcribe(path, on_progress=on_progress)
+                    # only --json prints segments: text alone spares a long file's pieces their alignment
+                    return await engine.transcribe(path, on_progress=on_progress, segment_timestamps=args.json)
                 except WhisperPoolError as exc:
                     return exc
                 finally:

@@ -201,7 +201,12 @@ class _Params:
         )
         if granularities - {"word", "segment"}:
             raise InvalidParameter("timestamp_granularities[] takes 'word' and 'segment'", "timestamp_granularities[]")
-        changes: dict[str, Any] = {"task": task, "word_timestamps": "word" in granularities}
+        changes: dict[str, Any] = {
+            "task": task,
+            "word_timestamps": "word" in granularities,
+            # events carry text only: a long upload's pieces then skip the sentence alignment
+            "segment_timestamps": response_format in formats.TIMED and not stream,
+        }
         language = (upload.get("language") or "").strip().lower()
         if language:  # empty: detect
             changes["language"] = language

@@ -8,6 +8,7 @@ from ..results import TranscriptionResult
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 FORMATS: tuple[str, ...] = ("json", "text", "srt", "vtt", "verbose_json")
+TIMED: frozenset[str] = frozenset({"srt", "vtt", "verbose_json"})  # the formats that show segments' times
 
 
 def _clock(seconds: float, sep: str) -> str:
