@@ -49,6 +49,15 @@ def test_requests_with_other_options_or_long_audio_are_not_batched_together(make
     assert pool.get_status().batched_requests == 2  # the two English ones only
 
 
+def test_requests_that_differ_only_in_wanting_segment_times_share_a_batch(make_pool):
+    """A short window keeps its timestamp tokens either way (the option is about pieces)."""
+    pool, first = busy_pool(make_pool)
+    futures = [pool.submit(samples(2000 + i), DecodeOptions(segment_timestamps=i % 2 == 0)) for i in range(2)]
+    assert [f.result(WAIT).text for f in futures] == ["2000 samples", "2001 samples"]
+    first.result(WAIT)
+    assert pool.get_status().batched_requests == 2
+
+
 def test_a_batch_whose_worker_dies_retries_each_request_alone(make_pool):
     pool, first = busy_pool(make_pool, max_crashes_per_request=2)
     poison = samples(2000, first=MARKERS.crash_marker)

@@ -64,6 +64,34 @@ def test_transcribe_flags_map_to_the_pool_config():
     assert (plain.language, plain.window, plain.word_timestamps) == (None, "auto", False)
 
 
+@pytest.mark.parametrize("json_output", [False, True])
+def test_transcribe_asks_for_segment_times_only_when_it_prints_them(tmp_path, monkeypatch, capsys, json_output):
+    import asyncio
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from conftest import encode, fake_config
+    from whisperpool.cli import transcribe as cli
+    from whisperpool.engine import TranscriptionEngine
+
+    path = encode(np.zeros(8000, np.float32), tmp_path / "a.wav")
+    monkeypatch.setattr(cli, "transcribe_config", lambda args: fake_config(pool_size=1))
+    asked, real = [], TranscriptionEngine.transcribe
+
+    async def noting(self, audio, **kwargs):
+        asked.append(kwargs.get("segment_timestamps"))
+        return await real(self, audio, **kwargs)
+
+    monkeypatch.setattr(TranscriptionEngine, "transcribe", noting)
+    args = parse("transcribe", "--no-progress", str(path), *(["--json"] if json_output else []))
+    quiet = Console(file=io.StringIO())
+    assert asyncio.run(cli._transcribe(args, quiet, quiet)) == 0
+    assert asked == [json_output]
+    assert ('"segments"' in capsys.readouterr().out) == json_output
+
+
 def test_bench_accuracy_runs_one_half_of_the_dev_set_when_asked():
     from whisperpool.cli import bench_options
 

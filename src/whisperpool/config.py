@@ -89,9 +89,10 @@ class DecodeOptions:
     Off (the text is all that is wanted: the server's ``json`` and ``text`` responses, the
     CLI's text output), each piece of a long recording comes back as one segment spanning
     the piece, as faster-whisper's batched mode gives its chunks, without the word
-    alignment that cuts it into sentences (about a tenth of a piece's decoding on a CPU).
+    alignment that cuts it into sentences (7-10% of a piece's decoding on a CPU).
     The text is the same either way; ``word_timestamps`` needs the alignment and keeps it.
-    Audio decoded in one piece is not affected.
+    Audio decoded whole, pieces short enough to keep their timestamp tokens and a piece
+    decoded again alone are not affected; whisper.cpp ignores it.
     """
 
     language: str | None = None

@@ -27,7 +27,8 @@ faster-whisper; the differences are here:
   ship): such a request fails with :class:`~whisperpool.errors.InvalidParameter`.
   ``no_repeat_ngram_size`` is ignored: whisper.cpp has no such constraint (a streaming
   final asks for it on every backend).
-  Long recordings cut into pieces decode the pieces one after another.
+  Long recordings cut into pieces decode the pieces one after another, each as a request
+  (with timestamp tokens, so ``segment_timestamps`` saves nothing and is ignored).
 """
 
 from __future__ import annotations

@@ -48,6 +48,13 @@ def batchable(job: Job, short_s: float) -> bool:
     )
 
 
+def _decoded_alike(a: Job, b: Job) -> bool:
+    """Options that decode a short request alike: ``segment_timestamps`` matters to a long
+    recording's pieces only (a short window keeps its timestamp tokens), so a ``json``
+    request and a ``verbose_json`` one may share a batch."""
+    return a.options.replace(segment_timestamps=True) == b.options.replace(segment_timestamps=True)
+
+
 def split(batch: Job, result: TranscriptionResult) -> list[TranscriptionResult]:
     """One result per request of ``batch``: the segments that fall in its span, on its timeline."""
     out = []
@@ -90,7 +97,7 @@ class Batching:
         for other in sorted(self._queue, key=Job.sort_key):  # in the order they would be served
             if len(chosen) == limit - 1:
                 break
-            if not other.future.done() and other.options == job.options and batchable(other, short_s):
+            if not other.future.done() and _decoded_alike(other, job) and batchable(other, short_s):
                 chosen.append(other)
         taken = set(map(id, chosen))
         self._queue.remove(lambda j: id(j) in taken)

@@ -204,7 +204,8 @@ class _Params:
         changes: dict[str, Any] = {
             "task": task,
             "word_timestamps": "word" in granularities,
-            # events carry text only: a long upload's pieces then skip the sentence alignment
+            # only these formats show segments' times (events carry text); without them a
+            # long upload's pieces skip their sentence alignment
             "segment_timestamps": response_format in formats.TIMED and not stream,
         }
         language = (upload.get("language") or "").strip().lower()
