@@ -46,14 +46,15 @@ def main() -> None:
     backend = fw.FasterWhisperBackend(spec)
     backend.load()
     options = DecodeOptions(language="en", speech_gate=False)
-    first = cut(backend, tune[names[0]][0], 30.0)[0]
+    pieces = {name: cut(backend, tune[name][0], 30.0) for name in names}
     for wanted in WAYS.values():  # warm both ways on a piece's window, the aligner included
+        first = pieces[names[0]][0]
         backend.transcribe_pieces(tune[names[0]][0], [first], options.replace(segment_timestamps=wanted))
     out = {**header(), "recordings": {}}
     for name in names:
         audio = tune[name][0]
         rows, texts = [], {way: [] for way in WAYS}
-        for k, piece in enumerate(cut(backend, audio, 30.0)):
+        for k, piece in enumerate(pieces[name]):
             row = {"seconds": (piece[1] - piece[0]) / SAMPLE_RATE}
             order = list(WAYS) if k % 2 == 0 else list(reversed(WAYS))
             for way in order:

@@ -51,8 +51,8 @@ def batchable(job: Job, short_s: float) -> bool:
 def _decoded_alike(a: Job, b: Job) -> bool:
     """Options that decode a short request alike: ``segment_timestamps`` matters to a long
     recording's pieces only (a short window keeps its timestamp tokens), so a ``json``
-    request and a ``verbose_json`` one may share a batch."""
-    return a.options.replace(segment_timestamps=True) == b.options.replace(segment_timestamps=True)
+    request and a ``verbose_json`` one may share a batch. Equal options need no copy."""
+    return a.options == b.options or a.options.replace(segment_timestamps=b.options.segment_timestamps) == b.options
 
 
 def split(batch: Job, result: TranscriptionResult) -> list[TranscriptionResult]:
